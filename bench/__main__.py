@@ -1,0 +1,70 @@
+"""Command line: ``python -m bench {run,list}`` (also installed as ``bench``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.config import PROTOCOLS, ConfigError, load_suite
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from bench.runner import Runner
+
+    suite = load_suite(args.suite, args.set)
+    outcome = Runner(suite, args.suite, console).run(dry_run=args.dry_run)
+    if outcome.failed:
+        console.print(f"[red]finished with {len(outcome.failed)} failed cell(s); rerun to retry them[/]")
+        return 1
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    from bench.encoders import ENCODERS
+    from bench.tasks import TASKS
+
+    datasets = {
+        "cifar10": "CIFAR-10, 32 px, 10 classes (torchvision, or class folders under $BENCH_DATA/cifar10)",
+        "cifar100": "CIFAR-100, 32 px, 100 classes",
+        "stl10": "STL-10, 96 px, 10 classes, 100k unlabelled images",
+        "svhn": "SVHN, 32 px, 10 digit classes",
+        "imagefolder": "your own data: <root>/train/<class>/*, <root>/test/<class>/*, optional <root>/unlabeled/",
+        "synthetic": "generated class-dependent images, for tests",
+    }
+    sections = {
+        "tasks": {n: f"{t.summary} [dim]({t.reference}; protocols: {', '.join(t.protocols)})[/]" for n, t in TASKS.items()},
+        "encoders": {n: d for n, (_, d) in ENCODERS.items()},
+        "datasets": datasets,
+        "protocols": PROTOCOLS,
+    }
+    for title, rows in sections.items():
+        table = Table(title=title, title_justify="left", show_header=False, box=None)
+        for name, text in rows.items():
+            table.add_row(f"[bold]{name}[/]", text)
+        console.print(table)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a suite (skips every cell that already has a finished run)")
+    run.add_argument("suite", help="suite file (TOML), e.g. suites/quick.toml")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a suite key, e.g. --set pretrain.epochs=5 --set 'seeds=[0]'")
+    run.add_argument("--dry-run", action="store_true", help="print the plan and what is already done; run nothing")
+    sub.add_parser("list", help="registered tasks, encoders, datasets and protocols")
+    args = parser.parse_args(argv)
+    console = Console()
+    try:
+        return {"run": cmd_run, "list": cmd_list}[args.command](args, console)
+    except ConfigError as e:
+        console.print(f"[red]error:[/] {e}", highlight=False)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

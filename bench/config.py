@@ -1,0 +1,241 @@
+"""Suite schema: validated TOML, ``--set`` overrides, and errors that name the file, the key and the choices.
+
+A suite is data, never code. Every field has a default, so ``name = "x"`` alone is a valid suite (CIFAR-10,
+rotation against both baselines, linear probe). Unknown keys and names are errors before any work starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+
+from bench.tasks import TASKS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+Budget = Annotated[int, Field(gt=0)] | Literal["full"]
+Protocol = Literal["linear", "finetune"]
+PROTOCOLS: dict[str, str] = {
+    "linear": "frozen features, multinomial logistic regression (L-BFGS), L2 chosen on validation labels",
+    "finetune": "whole network trained on the labelled subset with flip and crop augmentation",
+}
+DATASET_CLASSES = {"cifar10": 10, "cifar100": 100, "stl10": 10, "svhn": 10}
+
+
+class ConfigError(ValueError):
+    """A suite that cannot run; the message names the file, the key, the bad value and what is allowed."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticConfig(Strict):
+    """Generated class-dependent images (for tests): a per-class colour and stripe pattern over a sky gradient."""
+
+    classes: int = Field(4, ge=2)
+    train: int = Field(512, gt=0)
+    test: int = Field(256, gt=0)
+    size: int = Field(32, ge=8)
+
+
+class DatasetConfig(Strict):
+    name: Literal["cifar10", "cifar100", "stl10", "svhn", "imagefolder", "synthetic"] = "cifar10"
+    root: str | None = None  # else $BENCH_DATA, else ~/.cache/bench
+    pool_size: int | None = Field(None, gt=0)  # unlabelled images used for pretraining (seeded subset)
+    train_size: int | None = Field(None, gt=0)  # labelled pool, stratified subset (quick experiments only)
+    test_size: int | None = Field(None, gt=0)  # test set, stratified subset (quick experiments only)
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+
+class EncoderConfig(Strict):
+    name: str = "resnet18_cifar"
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        from bench.encoders import ENCODERS
+
+        if name not in ENCODERS:
+            raise ValueError(f"unknown encoder {name!r}; registered: {', '.join(sorted(ENCODERS))}")
+        return name
+
+
+class PretrainConfig(Strict):
+    """One schedule shared by every task of a suite (same epochs and optimiser: a fair comparison)."""
+
+    epochs: int = Field(200, ge=0)
+    batch_size: int = Field(512, ge=2)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.06, gt=0)  # for batch_size; not rescaled
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    warmup_epochs: float = Field(0, ge=0)
+
+
+class LinearConfig(Strict):
+    l2_grid: list[float] = Field([1e-5, 1e-4, 1e-3, 1e-2, 1e-1], min_length=1)
+    max_iter: int = Field(100, gt=0)  # L-BFGS iterations per fit
+    val_fraction: float = Field(0.2, gt=0, lt=1)  # of the budget, stratified, for choosing L2
+
+
+class FinetuneConfig(Strict):
+    epochs: int = Field(30, gt=0)
+    min_steps: int = Field(300, ge=0)  # small budgets still get this many optimiser steps
+    batch_size: int = Field(128, ge=2)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+
+
+# One optional table per registered task: `[tasks.rotation]` selects rotation with its own validated config.
+TasksConfig = create_model(
+    "TasksConfig",
+    __config__=ConfigDict(extra="forbid", frozen=True),
+    **{name: (task.Config | None, None) for name, task in sorted(TASKS.items())},
+)
+DEFAULT_TASKS = {"rotation": {}, "scratch": {}, "random": {}}
+
+
+class Suite(Strict):
+    name: str = "suite"
+    dataset: DatasetConfig = DatasetConfig()
+    encoder: EncoderConfig = EncoderConfig()
+    tasks: TasksConfig = TasksConfig(**DEFAULT_TASKS)
+    budgets: list[Budget] = Field([100, 1000, "full"], min_length=1)
+    seeds: list[int] = Field([0, 1, 2], min_length=1)
+    protocols: list[Protocol] = Field(["linear", "finetune"], min_length=1)
+    pretrain: PretrainConfig = PretrainConfig()
+    linear: LinearConfig = LinearConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    tracking_uri: str | None = None  # else $MLFLOW_TRACKING_URI, else sqlite:///<results_dir>/mlflow.db
+    results_dir: str = "results"
+
+    @field_validator("tasks")
+    @classmethod
+    def _some_task(cls, tasks: BaseModel) -> BaseModel:
+        if not any(getattr(tasks, n) is not None for n in TASKS):
+            raise ValueError(f"at least one task is needed; registered: {', '.join(sorted(TASKS))}")
+        return tasks
+
+    @field_validator("seeds", "budgets")
+    @classmethod
+    def _unique(cls, values: list) -> list:
+        if len(set(map(str, values))) != len(values):
+            raise ValueError(f"values must be unique, got {values}")
+        return values
+
+    @model_validator(mode="after")
+    def _budgets_fit_classes(self) -> Suite:
+        classes = DATASET_CLASSES.get(self.dataset.name)
+        if self.dataset.name == "synthetic":
+            classes = self.dataset.synthetic.classes
+        for b in self.budgets:
+            if classes and b != "full" and b < classes:
+                raise ValueError(f"budget {b} is smaller than the {classes} classes of {self.dataset.name}")
+        return self
+
+    def selected_tasks(self) -> dict[str, Any]:
+        """Task name -> its validated config, in file order."""
+        return {n: c for n, c in self.tasks if c is not None}
+
+    def sorted_budgets(self) -> list[Budget]:
+        return sorted(self.budgets, key=lambda b: float("inf") if b == "full" else b)
+
+
+def digest(obj: Any, n: int = 16) -> str:
+    """Stable short hash of JSON-able data (sorted keys): the identity of a cell."""
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value as TOML (numbers, booleans, lists, quoted strings), else the bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. pretrain.epochs=5")
+        node = raw
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {p!r} is not a table")
+        node[leaf] = parse_value(value.strip())
+    return raw
+
+
+def _model_of(annotation: Any) -> Any:
+    """The pydantic model inside an annotation such as ``X | None``."""
+    for arg in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    """The keys allowed at ``loc`` (a pydantic error location), for 'unknown key' messages."""
+    model: Any = Suite
+    for part in loc:
+        field = model.model_fields.get(part) if model else None
+        if field is None or _model_of(field.annotation) is None:
+            break
+        model = _model_of(field.annotation)
+    return sorted(model.model_fields) if model else []
+
+
+def format_error(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid suite"]
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
+        loc = tuple(p for p in loc if p not in ("int", "constrained-int"))
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1])
+            lines.append(f"  key {key!r}: unknown key; allowed keys: {', '.join(allowed)}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"  key {key!r}: {msg} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
+    """Read, override and validate a suite file; raise ConfigError with a message naming file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: suite file not found")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    raw.setdefault("name", path.stem)
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return Suite(**raw)
+    except ValidationError as e:
+        raise ConfigError(format_error(e, str(path))) from None
+
+
+def tracking_uri(suite: Suite) -> str:
+    if suite.tracking_uri:
+        return suite.tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path(suite.results_dir).resolve() / 'mlflow.db'}"

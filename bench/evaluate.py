@@ -1,0 +1,123 @@
+"""Protocols that turn an encoder into a classifier using only a budget's labels.
+
+Each protocol receives the labelled training data and returns a ``Predictor`` plus what it chose; it never
+sees test labels. The runner applies the predictor to the test images and scores it, once per cell.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.augment import crop_flip, to_input
+from bench.config import FinetuneConfig, LinearConfig
+from bench.data import split_train_val
+from bench.pretrain import NonFiniteLoss, autocast, make_optimizer, warmup_cosine
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]  # inputs (features or uint8 images) -> predicted labels
+
+
+@dataclass
+class Fitted:
+    predict: Predictor
+    val_acc: float | None = None  # accuracy on the validation labels drawn from the budget, if a choice was made
+    chosen: dict = field(default_factory=dict)  # hyperparameters the protocol picked or used
+
+
+@torch.no_grad()
+def extract_features(encoder: nn.Module, images: torch.Tensor, device: torch.device, batch: int = 1024) -> torch.Tensor:
+    """Frozen features (N, D) float32 on ``device`` for uint8 images (N, 3, H, W) on any device."""
+    encoder.to(device).eval()
+    out = []
+    for i in range(0, len(images), batch):
+        with autocast(device):
+            out.append(encoder(to_input(images[i : i + batch].to(device, non_blocking=True))).float())
+    return torch.cat(out)
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float, max_iter: int) -> nn.Linear:
+    """Multinomial logistic regression, full batch, L-BFGS; loss = mean cross-entropy + l2/2 * ||W||^2."""
+    model = nn.Linear(x.shape[1], classes).to(x.device)
+    nn.init.zeros_(model.weight)
+    nn.init.zeros_(model.bias)
+    opt = torch.optim.LBFGS(model.parameters(), lr=1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y) + 0.5 * l2 * model.weight.square().sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return model
+
+
+def linear_probe(feats: torch.Tensor, labels: torch.Tensor, classes: int, cfg: LinearConfig, seed: int) -> Fitted:
+    """Choose L2 on a stratified validation split of the budget, then refit on the whole budget."""
+    fit_idx, val_idx = split_train_val(np.arange(len(labels)), labels.cpu().numpy(), cfg.val_fraction, seed)
+    mean, std = feats.mean(0), feats.std(0).clamp_min(1e-6)
+    z = (feats - mean) / std
+    fit_idx, val_idx = torch.as_tensor(fit_idx, device=z.device), torch.as_tensor(val_idx, device=z.device)
+    scores = {}
+    for l2 in cfg.l2_grid:
+        model = fit_logistic(z[fit_idx], labels[fit_idx], classes, l2, cfg.max_iter)
+        with torch.no_grad():
+            scores[l2] = (model(z[val_idx]).argmax(1) == labels[val_idx]).float().mean().item()
+    best = max(cfg.l2_grid, key=lambda l2: (scores[l2], l2))  # ties: the stronger regulariser
+    model = fit_logistic(z, labels, classes, best, cfg.max_iter)
+
+    @torch.no_grad()
+    def predict(test_feats: torch.Tensor) -> torch.Tensor:
+        return model((test_feats - mean) / std).argmax(1)
+
+    return Fitted(predict, scores[best], {"l2": best, "val_scores": scores})
+
+
+def finetune(
+    encoder: nn.Module, images: torch.Tensor, labels: torch.Tensor, classes: int, cfg: FinetuneConfig, seed: int
+) -> Fitted:
+    """Train a copy of the encoder plus a linear head on the labelled uint8 images (on the training device)."""
+    device = images.device
+    torch.manual_seed(seed)
+    model = nn.Sequential(copy.deepcopy(encoder), nn.Linear(encoder.out_dim, classes))
+    model.to(device).to(memory_format=torch.channels_last).train()
+    gen = torch.Generator(device=device).manual_seed(seed)
+    n = len(images)
+    batch = min(cfg.batch_size, n)
+    per_epoch = math.ceil(n / batch)
+    steps = max(cfg.epochs * per_epoch, cfg.min_steps)  # small budgets still get min_steps updates
+    opt = make_optimizer(model.parameters(), "sgd", cfg.lr, cfg.momentum, cfg.weight_decay)
+    sched = warmup_cosine(opt, steps, 0)
+    order = torch.empty(0, dtype=torch.long, device=device)
+    total = torch.zeros((), device=device)
+    for step in range(steps):
+        if len(order) < batch:  # reshuffle once fewer than a batch of images is left in this pass
+            order = torch.cat([order, torch.randperm(n, device=device, generator=gen)])
+        idx, order = order[:batch], order[batch:]
+        with autocast(device):
+            loss = F.cross_entropy(model(crop_flip(to_input(images[idx]), gen)), labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        total += loss.detach().float()
+    if not math.isfinite(total.item()):
+        raise NonFiniteLoss(f"fine-tuning loss became non-finite within {steps} steps")
+    model.eval()
+
+    @torch.no_grad()
+    def predict(test_images: torch.Tensor) -> torch.Tensor:
+        out = []
+        for i in range(0, len(test_images), 1024):
+            with autocast(device):
+                out.append(model(to_input(test_images[i : i + 1024].to(device))).argmax(1))
+        return torch.cat(out)
+
+    return Fitted(predict, None, {"steps": steps, "epochs": round(steps / per_epoch, 2), "train_loss": total.item() / steps})

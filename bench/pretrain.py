@@ -1,0 +1,93 @@
+"""The one training loop every pretext task shares: a plain PyTorch loop over a uint8 image tensor that lives on
+the training device, cosine schedule with linear warm-up, bf16 autocast on CUDA, per-epoch callback."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+
+from bench.config import PretrainConfig
+from bench.tasks.base import Task
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the cell stops and is recorded as failed with this message."""
+
+
+@dataclass
+class EpochStats:
+    epoch: int  # 1-based
+    loss: float  # mean over the epoch's steps
+    seconds: float
+    images_per_s: float  # source images (not views) per second
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; full precision elsewhere (CPU bf16 is slower than fp32 on most CPUs)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def make_optimizer(
+    params: Iterable[torch.nn.Parameter], kind: str, lr: float, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0)
+
+
+def warmup_cosine(opt: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to the base lr over ``warmup_steps``, then cosine decay to zero at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def pretrain(
+    task: Task,
+    images: torch.Tensor,
+    cfg: PretrainConfig,
+    seed: int,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> list[EpochStats]:
+    """Train ``task`` (encoder and head) on uint8 ``images`` (N, 3, H, W), already on the training device."""
+    device = images.device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    task.to(device).to(memory_format=torch.channels_last).train()
+    n = len(images)
+    batch = min(cfg.batch_size, n)
+    steps = n // batch  # the last partial batch is dropped: BatchNorm and contrastive losses want full batches
+    opt = make_optimizer(task.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+    sched = warmup_cosine(opt, steps * cfg.epochs, round(cfg.warmup_epochs * steps))
+    history = []
+    for epoch in range(1, cfg.epochs + 1):
+        start = time.perf_counter()
+        order = torch.randperm(n, device=device, generator=gen)
+        total = torch.zeros((), device=device)
+        for step in range(steps):
+            with autocast(device):
+                loss = task.loss(images[order[step * batch : (step + 1) * batch]], gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.detach().float()
+        mean = (total / steps).item()  # one host sync per epoch
+        if not math.isfinite(mean):
+            raise NonFiniteLoss(f"pretraining loss became {mean} in epoch {epoch}")
+        seconds = time.perf_counter() - start
+        history.append(EpochStats(epoch, mean, seconds, steps * batch / seconds))
+        if on_epoch:
+            on_epoch(history[-1])
+    return history

@@ -1,0 +1,54 @@
+"""What every task is: a validated config, a head, a loss on a batch of uint8 images, and provenance."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+Protocol = Literal["linear", "finetune"]
+REGISTRY: dict[str, type[Task]] = {}
+
+
+class TaskConfig(BaseModel):
+    """Options every task has; a task's own Config adds its hyperparameters with the paper's defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    protocols: list[Protocol] | None = None  # evaluate this task with only these of the suite's protocols
+
+
+class Task(nn.Module):
+    """A pretext task or baseline on the suite's shared encoder.
+
+    Subclasses set the class attributes below and implement ``loss``. Defining a subclass with a ``name``
+    registers it, so a new task is one new file in ``bench/tasks/``.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]  # one line for `bench list`
+    reference: ClassVar[str]  # paper and arXiv id, or "baseline"
+    Config: ClassVar[type[TaskConfig]] = TaskConfig
+    pretrains: ClassVar[bool] = True  # False: the checkpoint is the seeded random initialisation
+    protocols: ClassVar[tuple[str, ...]] = ("linear", "finetune")
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            REGISTRY[cls.name] = cls
+
+    def __init__(self, encoder: nn.Module, cfg: TaskConfig, image_size: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.cfg = cfg
+        self.image_size = image_size
+
+    def loss(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Scalar loss for a batch of uint8 images (B, 3, H, W) on the training device."""
+        raise NotImplementedError(f"task {self.name!r} does not pretrain")
+
+    def eval_protocols(self) -> list[str]:
+        wanted = self.cfg.protocols
+        return [p for p in self.protocols if wanted is None or p in wanted]

@@ -1,0 +1,49 @@
+"""RotNet: predict which of four rotations (0, 90, 180, 270 degrees) was applied to an image.
+
+Gidaris, Singh & Komodakis, "Unsupervised Representation Learning by Predicting Image Rotations", ICLR 2018,
+arXiv:1803.07728. As in the paper, every image of a batch is shown at all four rotations (their best setting)
+and the loss is 4-way cross-entropy.
+
+Deviations: the shared encoder's pooled features feed an MLP head (the paper classifies from the last conv
+block of a NIN); images get pad-and-crop and horizontal flips first (flips do not change the rotation label).
+The same at 32 px and 96 px: rotation needs no tile or patch size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from bench.augment import all_rotations, crop_flip, to_input
+from bench.tasks.base import Task, TaskConfig
+
+
+class RotationConfig(TaskConfig):
+    head_hidden: int = Field(512, ge=0)  # 0: a linear head
+    crop_flip: bool = True
+
+
+class Rotation(Task):
+    name = "rotation"
+    summary = "predict the rotation (0/90/180/270) of each image, 4-way classification"
+    reference = "Gidaris et al. 2018, arXiv:1803.07728"
+    Config = RotationConfig
+
+    def __init__(self, encoder: nn.Module, cfg: RotationConfig, image_size: int) -> None:
+        super().__init__(encoder, cfg, image_size)
+        d = encoder.out_dim
+        if cfg.head_hidden:
+            self.head = nn.Sequential(
+                nn.Linear(d, cfg.head_hidden), nn.BatchNorm1d(cfg.head_hidden), nn.ReLU(), nn.Linear(cfg.head_hidden, 4)
+            )
+        else:
+            self.head = nn.Linear(d, 4)
+
+    def loss(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        x = to_input(images)
+        if self.cfg.crop_flip:
+            x = crop_flip(x, gen)
+        views, labels = all_rotations(x)  # (4B, 3, H, W), (4B,)
+        return F.cross_entropy(self.head(self.encoder(views)), labels)
