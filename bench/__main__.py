@@ -35,7 +35,10 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
         "synthetic": "generated class-dependent images, for tests",
     }
     sections = {
-        "tasks": {n: f"{t.summary} [dim]({t.reference}; protocols: {', '.join(t.protocols)})[/]" for n, t in TASKS.items()},
+        "tasks": {
+            n: f"{t.summary} [dim]({t.reference}; protocols: {', '.join(t.protocols)})[/]"
+            for n, t in TASKS.items()
+        },
         "encoders": {n: d for n, (_, d) in ENCODERS.items()},
         "datasets": datasets,
         "protocols": PROTOCOLS,
@@ -53,9 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a suite (skips every cell that already has a finished run)")
     run.add_argument("suite", help="suite file (TOML), e.g. suites/quick.toml")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a suite key, e.g. --set pretrain.epochs=5 --set 'seeds=[0]'")
-    run.add_argument("--dry-run", action="store_true", help="print the plan and what is already done; run nothing")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a suite key, e.g. --set pretrain.epochs=5 --set 'seeds=[0]'",
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="print the plan and what is already done; run nothing"
+    )
     sub.add_parser("list", help="registered tasks, encoders, datasets and protocols")
     args = parser.parse_args(argv)
     console = Console()

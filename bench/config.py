@@ -13,7 +13,15 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from bench.tasks import TASKS
 
@@ -204,7 +212,9 @@ def _allowed_keys(loc: tuple) -> list[str]:
 def format_error(err: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid suite"]
     for e in err.errors():
-        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
+        loc = tuple(
+            p for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal[")))
+        )
         loc = tuple(p for p in loc if p not in ("int", "constrained-int"))
         key = ".".join(str(p) for p in loc) or "(top level)"
         if e["type"] == "extra_forbidden":

@@ -97,7 +97,9 @@ def budget_indices(labels: np.ndarray | torch.Tensor, budget: int | str, seed: i
     for c in classes:  # one permutation per class, drawn in class order: nested across budgets
         members = rng.permutation(np.flatnonzero(labels == c))
         if per_class[c] > len(members):
-            raise ConfigError(f"budget {budget} needs {per_class[c]} images of class {c}; it has {len(members)}")
+            raise ConfigError(
+                f"budget {budget} needs {per_class[c]} images of class {c}; it has {len(members)}"
+            )
         picked.append(members[: per_class[c]])
     return np.sort(np.concatenate(picked))
 
@@ -159,7 +161,9 @@ def _decode_files(files: list[Path]) -> np.ndarray:
     shapes = {im.shape for im in images}
     if len(shapes) > 1:
         odd = next(f for f, im in zip(files, images) if im.shape != images[0].shape)
-        raise ConfigError(f"images differ in size ({sorted(shapes)[:3]} ...), e.g. {odd}; resize them to one size")
+        raise ConfigError(
+            f"images differ in size ({sorted(shapes)[:3]} ...), e.g. {odd}; resize them to one size"
+        )
     return np.stack(images).transpose(0, 3, 1, 2).copy()  # (N, 3, H, W)
 
 
@@ -184,7 +188,9 @@ def _class_split(split: Path, classes: list[str] | None = None):
 
 def _imagefolder(root: Path):
     if not (root / "train").is_dir() or not (root / "test").is_dir():
-        raise ConfigError(f"imagefolder: expected {root}/train/<class>/* and {root}/test/<class>/* (set dataset.root)")
+        raise ConfigError(
+            f"imagefolder: expected {root}/train/<class>/* and {root}/test/<class>/* (set dataset.root)"
+        )
     classes, tx, ty = _class_split(root / "train")
     _, vx, vy = _class_split(root / "test", classes)
     unlabeled = _image_files(root / "unlabeled") if (root / "unlabeled").is_dir() else []
@@ -198,12 +204,28 @@ def _torchvision(root: Path, name: str):
     def get(download: bool):
         if name in ("cifar10", "cifar100"):
             cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
-            tr, te = cls(str(root), train=True, download=download), cls(str(root), train=False, download=download)
-            return tr.classes, tr.data.transpose(0, 3, 1, 2), tr.targets, te.data.transpose(0, 3, 1, 2), te.targets, None
+            tr, te = (
+                cls(str(root), train=True, download=download),
+                cls(str(root), train=False, download=download),
+            )
+            return (
+                tr.classes,
+                tr.data.transpose(0, 3, 1, 2),
+                tr.targets,
+                te.data.transpose(0, 3, 1, 2),
+                te.targets,
+                None,
+            )
         if name == "svhn":
-            tr, te = tvd.SVHN(str(root), "train", download=download), tvd.SVHN(str(root), "test", download=download)
+            tr, te = (
+                tvd.SVHN(str(root), "train", download=download),
+                tvd.SVHN(str(root), "test", download=download),
+            )
             return [str(i) for i in range(10)], tr.data, tr.labels, te.data, te.labels, None
-        tr, te = tvd.STL10(str(root), "train", download=download), tvd.STL10(str(root), "test", download=download)
+        tr, te = (
+            tvd.STL10(str(root), "train", download=download),
+            tvd.STL10(str(root), "test", download=download),
+        )
         un = tvd.STL10(str(root), "unlabeled", download=download)
         return tr.classes, tr.data, tr.labels, te.data, te.labels, un.data
 
@@ -235,7 +257,8 @@ def _synthetic(cfg: DatasetConfig):
         angle = np.pi * y / s.classes + rng.normal(0, 0.05, n)
         phase = rng.uniform(0, 2 * np.pi, n)
         stripes = np.sin(
-            2 * np.pi * 3 * (np.cos(angle)[:, None, None] * xx + np.sin(angle)[:, None, None] * yy) + phase[:, None, None]
+            2 * np.pi * 3 * (np.cos(angle)[:, None, None] * xx + np.sin(angle)[:, None, None] * yy)
+            + phase[:, None, None]
         )
         sky = 1.0 - yy  # bright at the top
         img = 0.45 * sky[None, None] + 0.35 * palette[y][:, :, None, None] * (0.5 + 0.5 * stripes[:, None])

@@ -21,7 +21,9 @@ def _resnet18(cifar_stem: bool) -> nn.Module:
 
 
 def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class SmallCNN(nn.Module):
@@ -32,7 +34,9 @@ class SmallCNN(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.features = nn.Sequential(_conv_bn(3, 16, 1), _conv_bn(16, 32, 2), _conv_bn(32, 64, 2), _conv_bn(64, 128, 2))
+        self.features = nn.Sequential(
+            _conv_bn(3, 16, 1), _conv_bn(16, 32, 2), _conv_bn(32, 64, 2), _conv_bn(64, 128, 2)
+        )
         self.pool = nn.AdaptiveAvgPool2d(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -40,7 +44,10 @@ class SmallCNN(nn.Module):
 
 
 ENCODERS: dict[str, tuple[Callable[[], nn.Module], str]] = {
-    "resnet18_cifar": (lambda: _resnet18(cifar_stem=True), "ResNet-18, 3x3 stem, no max-pool, 512-d (32-64 px)"),
+    "resnet18_cifar": (
+        lambda: _resnet18(cifar_stem=True),
+        "ResNet-18, 3x3 stem, no max-pool, 512-d (32-64 px)",
+    ),
     "resnet18": (lambda: _resnet18(cifar_stem=False), "ResNet-18, ImageNet stem, 512-d (96 px and larger)"),
     "small_cnn": (SmallCNN, "4-block conv-BN-ReLU CNN, 128-d; for CPU suites"),
 }

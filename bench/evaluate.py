@@ -27,12 +27,16 @@ Predictor = Callable[[torch.Tensor], torch.Tensor]  # inputs (features or uint8 
 @dataclass
 class Fitted:
     predict: Predictor
-    val_acc: float | None = None  # accuracy on the validation labels drawn from the budget, if a choice was made
+    val_acc: float | None = (
+        None  # accuracy on the validation labels drawn from the budget, if a choice was made
+    )
     chosen: dict = field(default_factory=dict)  # hyperparameters the protocol picked or used
 
 
 @torch.no_grad()
-def extract_features(encoder: nn.Module, images: torch.Tensor, device: torch.device, batch: int = 1024) -> torch.Tensor:
+def extract_features(
+    encoder: nn.Module, images: torch.Tensor, device: torch.device, batch: int = 1024
+) -> torch.Tensor:
     """Frozen features (N, D) float32 on ``device`` for uint8 images (N, 3, H, W) on any device."""
     encoder.to(device).eval()
     out = []
@@ -59,7 +63,9 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float, max_
     return model
 
 
-def linear_probe(feats: torch.Tensor, labels: torch.Tensor, classes: int, cfg: LinearConfig, seed: int) -> Fitted:
+def linear_probe(
+    feats: torch.Tensor, labels: torch.Tensor, classes: int, cfg: LinearConfig, seed: int
+) -> Fitted:
     """Choose L2 on a stratified validation split of the budget, then refit on the whole budget."""
     fit_idx, val_idx = split_train_val(np.arange(len(labels)), labels.cpu().numpy(), cfg.val_fraction, seed)
     mean, std = feats.mean(0), feats.std(0).clamp_min(1e-6)
@@ -81,7 +87,12 @@ def linear_probe(feats: torch.Tensor, labels: torch.Tensor, classes: int, cfg: L
 
 
 def finetune(
-    encoder: nn.Module, images: torch.Tensor, labels: torch.Tensor, classes: int, cfg: FinetuneConfig, seed: int
+    encoder: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    classes: int,
+    cfg: FinetuneConfig,
+    seed: int,
 ) -> Fitted:
     """Train a copy of the encoder plus a linear head on the labelled uint8 images (on the training device)."""
     device = images.device
@@ -120,4 +131,8 @@ def finetune(
                 out.append(model(to_input(test_images[i : i + 1024].to(device))).argmax(1))
         return torch.cat(out)
 
-    return Fitted(predict, None, {"steps": steps, "epochs": round(steps / per_epoch, 2), "train_loss": total.item() / steps})
+    return Fitted(
+        predict,
+        None,
+        {"steps": steps, "epochs": round(steps / per_epoch, 2), "train_loss": total.item() / steps},
+    )

@@ -42,7 +42,9 @@ def make_optimizer(
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0)
 
 
-def warmup_cosine(opt: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def warmup_cosine(
+    opt: torch.optim.Optimizer, total_steps: int, warmup_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up to the base lr over ``warmup_steps``, then cosine decay to zero at ``total_steps``."""
 
     def factor(step: int) -> float:
@@ -67,7 +69,9 @@ def pretrain(
     task.to(device).to(memory_format=torch.channels_last).train()
     n = len(images)
     batch = min(cfg.batch_size, n)
-    steps = n // batch  # the last partial batch is dropped: BatchNorm and contrastive losses want full batches
+    steps = (
+        n // batch
+    )  # the last partial batch is dropped: BatchNorm and contrastive losses want full batches
     opt = make_optimizer(task.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     sched = warmup_cosine(opt, steps * cfg.epochs, round(cfg.warmup_epochs * steps))
     history = []

@@ -67,7 +67,9 @@ def _data_identity(suite: Suite) -> dict:
 
 def task_protocols(suite: Suite, name: str) -> list[str]:
     cfg, task = suite.selected_tasks()[name], TASKS[name]
-    chosen = [p for p in suite.protocols if p in task.protocols and (cfg.protocols is None or p in cfg.protocols)]
+    chosen = [
+        p for p in suite.protocols if p in task.protocols and (cfg.protocols is None or p in cfg.protocols)
+    ]
     if not chosen:
         raise ConfigError(
             f"task {name!r} supports protocols {list(task.protocols)}, but the suite asks for {suite.protocols}"
@@ -82,7 +84,12 @@ def build_plan(suite: Suite) -> list[Cell]:
         task = TASKS[name]
         protocols = task_protocols(suite, name)
         for seed in suite.seeds:
-            origin = {"v": KEY_VERSION, "data": _data_identity(suite), "encoder": suite.encoder.name, "seed": seed}
+            origin = {
+                "v": KEY_VERSION,
+                "data": _data_identity(suite),
+                "encoder": suite.encoder.name,
+                "seed": seed,
+            }
             if task.pretrains:
                 task_cfg = cfg.model_dump(exclude={"protocols"})
                 origin |= {"task": name, "task_cfg": task_cfg, "pretrain": suite.pretrain.model_dump()}
@@ -93,8 +100,17 @@ def build_plan(suite: Suite) -> list[Cell]:
             for budget in suite.sorted_budgets():
                 for protocol in protocols:
                     settings = getattr(suite, protocol).model_dump()
-                    key = digest({"v": KEY_VERSION, "source": source, "task": name, "budget": budget,
-                                  "protocol": protocol, "settings": settings, "seed": seed})
+                    key = digest(
+                        {
+                            "v": KEY_VERSION,
+                            "source": source,
+                            "task": name,
+                            "budget": budget,
+                            "protocol": protocol,
+                            "settings": settings,
+                            "seed": seed,
+                        }
+                    )
                     cells.append(Cell("eval", name, seed, key, source, budget, protocol))
     return cells
 
@@ -161,7 +177,9 @@ class Runner:
         failed: dict[str, str] = {}
         env = environment_tags(device)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with mlflow.start_run(run_name=f"{suite.name} {time.strftime('%Y-%m-%d %H:%M')}", tags={"kind": "suite", **env}):
+        with mlflow.start_run(
+            run_name=f"{suite.name} {time.strftime('%Y-%m-%d %H:%M')}", tags={"kind": "suite", **env}
+        ):
             mlflow.log_artifact(str(self.suite_path))
             mlflow.log_dict(suite.model_dump(mode="json"), "suite_resolved.json")
             with Progress(*columns, console=self.console) as progress:
@@ -246,16 +264,29 @@ class _GroupContext:
         suite = self.runner.suite
         self.progress.update(self.bar, description=cell.label)
         console = self.progress.console
-        task = TASKS[cell.task](build_encoder(suite.encoder.name, cell.seed), suite.selected_tasks()[cell.task],
-                                self.data.image_size)
-        params = {"task": cell.task, "task_cfg": task.cfg.model_dump(), "encoder": suite.encoder.name,
-                  "pretrain": suite.pretrain.model_dump(), "dataset": suite.dataset.model_dump(), "seed": cell.seed}
+        task = TASKS[cell.task](
+            build_encoder(suite.encoder.name, cell.seed),
+            suite.selected_tasks()[cell.task],
+            self.data.image_size,
+        )
+        params = {
+            "task": cell.task,
+            "task_cfg": task.cfg.model_dump(),
+            "encoder": suite.encoder.name,
+            "pretrain": suite.pretrain.model_dump(),
+            "dataset": suite.dataset.model_dump(),
+            "seed": cell.seed,
+        }
         epochs = suite.pretrain.epochs
 
         def on_epoch(s: EpochStats) -> None:
-            mlflow.log_metrics({"train_loss": s.loss, "images_per_s": s.images_per_s, "epoch_s": s.seconds}, s.epoch)
-            console.print(f"  {cell.task} seed={cell.seed} epoch {s.epoch}/{epochs}  loss {s.loss:.4f}  "
-                          f"{s.images_per_s:,.0f} img/s  {s.seconds:.1f} s")
+            mlflow.log_metrics(
+                {"train_loss": s.loss, "images_per_s": s.images_per_s, "epoch_s": s.seconds}, s.epoch
+            )
+            console.print(
+                f"  {cell.task} seed={cell.seed} epoch {s.epoch}/{epochs}  loss {s.loss:.4f}  "
+                f"{s.images_per_s:,.0f} img/s  {s.seconds:.1f} s"
+            )
 
         with cell_run(cell.label, cell.tags() | self.env, params):
             start = time.perf_counter()
@@ -273,11 +304,21 @@ class _GroupContext:
         suite, data = self.runner.suite, self.data
         idx = self.labels[(cell.seed, cell.budget)]
         settings = getattr(suite, cell.protocol)
-        params = {"task": cell.task, "protocol": cell.protocol, "budget": cell.budget, "seed": cell.seed,
-                  "n_labels": len(idx), "encoder": suite.encoder.name, "source_key": cell.source,
-                  "dataset": suite.dataset.model_dump(), cell.protocol: settings.model_dump()}
+        params = {
+            "task": cell.task,
+            "protocol": cell.protocol,
+            "budget": cell.budget,
+            "seed": cell.seed,
+            "n_labels": len(idx),
+            "encoder": suite.encoder.name,
+            "source_key": cell.source,
+            "dataset": suite.dataset.model_dump(),
+            cell.protocol: settings.model_dump(),
+        }
         with cell_run(cell.label, cell.tags() | self.env, params):
-            mlflow.log_dict({"budget": cell.budget, "seed": cell.seed, "indices": idx.tolist()}, "labels.json")
+            mlflow.log_dict(
+                {"budget": cell.budget, "seed": cell.seed, "indices": idx.tolist()}, "labels.json"
+            )
             start = time.perf_counter()
             train_y = data.train_y[idx].to(self.device)
             if cell.protocol == "linear":
@@ -291,8 +332,12 @@ class _GroupContext:
             fit_s = time.perf_counter() - start
             # The only place test labels are read: one score per cell, after every choice has been made.
             test_acc = (fitted.predict(test_inputs).cpu() == data.test_y).float().mean().item()
-            metrics = {"test_acc": test_acc, "wall_s": time.perf_counter() - start, "fit_s": fit_s,
-                       "n_labels": len(idx)}
+            metrics = {
+                "test_acc": test_acc,
+                "wall_s": time.perf_counter() - start,
+                "fit_s": fit_s,
+                "n_labels": len(idx),
+            }
             if fitted.val_acc is not None:
                 metrics["val_acc"] = fitted.val_acc
             mlflow.log_metrics(metrics)

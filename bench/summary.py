@@ -15,9 +15,12 @@ def summary_tables(tracker: Tracker, cells: list) -> str:
     blocks, missing = [], 0
     for protocol in dict.fromkeys(c.protocol for c in evals):
         tasks = list(dict.fromkeys(c.task for c in evals if c.protocol == protocol))
-        lines = [f"test accuracy, protocol {protocol} (mean ± sd over seeds, n seeds)", "",
-                 "| task | " + " | ".join(f"{b} labels" if b != "full" else "full" for b in budgets) + " |",
-                 "|---|" + "---:|" * len(budgets)]
+        lines = [
+            f"test accuracy, protocol {protocol} (mean ± sd over seeds, n seeds)",
+            "",
+            "| task | " + " | ".join(f"{b} labels" if b != "full" else "full" for b in budgets) + " |",
+            "|---|" + "---:|" * len(budgets),
+        ]
         for task in tasks:
             row = []
             for b in budgets:
@@ -35,5 +38,7 @@ def summary_tables(tracker: Tracker, cells: list) -> str:
             lines.append(f"| {task} | " + " | ".join(row) + " |")
         blocks.append("\n".join(lines))
     if missing:
-        blocks.append(f"PARTIAL: {missing} of {len(evals)} evaluation cells have no finished run (shown as — or n=k of m)")
+        blocks.append(
+            f"PARTIAL: {missing} of {len(evals)} evaluation cells have no finished run (shown as — or n=k of m)"
+        )
     return "\n\n".join(blocks)

@@ -36,7 +36,10 @@ class Rotation(Task):
         d = encoder.out_dim
         if cfg.head_hidden:
             self.head = nn.Sequential(
-                nn.Linear(d, cfg.head_hidden), nn.BatchNorm1d(cfg.head_hidden), nn.ReLU(), nn.Linear(cfg.head_hidden, 4)
+                nn.Linear(d, cfg.head_hidden),
+                nn.BatchNorm1d(cfg.head_hidden),
+                nn.ReLU(),
+                nn.Linear(cfg.head_hidden, 4),
             )
         else:
             self.head = nn.Linear(d, 4)

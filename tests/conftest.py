@@ -1,0 +1,23 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "suites" / "smoke.toml"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> list[str]:
+    """--set overrides that send a run's MLflow store, artifacts and caches into a temporary folder."""
+    return [
+        f"results_dir={str(tmp_path / 'results')!r}",
+        f"tracking_uri={('sqlite:///' + str(tmp_path / 'mlflow.db'))!r}",
+    ]
+
+
+def cifar_root() -> Path | None:
+    root = os.environ.get("BENCH_DATA")
+    if root and (Path(root) / "cifar10" / "train").is_dir():
+        return Path(root)
+    return None

@@ -1,0 +1,103 @@
+from pathlib import Path
+
+import pytest
+
+from bench.config import ConfigError, Suite, load_suite
+from bench.runner import build_plan
+
+from .conftest import SMOKE
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "suite.toml"
+    path.write_text(text)
+    return path
+
+
+def test_smoke_suite_is_valid():
+    suite = load_suite(SMOKE)
+    assert suite.name == "smoke"
+    assert set(suite.selected_tasks()) == {"rotation", "scratch", "random"}
+
+
+def test_defaults_make_a_short_suite_valid(tmp_path):
+    suite = load_suite(write(tmp_path, ""))
+    assert suite.name == "suite"  # from the file name
+    assert suite.encoder.name == "resnet18_cifar" and suite.budgets == [100, 1000, "full"]
+
+
+def test_unknown_key_names_file_key_and_allowed_keys(tmp_path):
+    path = write(tmp_path, "[pretrain]\nepochz = 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_suite(path)
+    msg = str(err.value)
+    assert str(path) in msg and "pretrain.epochz" in msg
+    assert "allowed keys" in msg and "epochs" in msg and "batch_size" in msg
+
+
+def test_unknown_task_lists_registered_tasks(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_suite(write(tmp_path, "[tasks.rotaton]\n"))
+    msg = str(err.value)
+    assert "tasks.rotaton" in msg and "rotation" in msg and "scratch" in msg and "random" in msg
+
+
+def test_unknown_task_option_lists_that_tasks_options(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_suite(write(tmp_path, "[tasks.rotation]\nhead_size = 3\n"))
+    assert "tasks.rotation.head_size" in str(err.value) and "head_hidden" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("budgets", "needle"),
+    [
+        ("[5, 100]", "smaller than the 10 classes"),
+        ('["all"]', "full"),
+        ("[0]", "greater than 0"),
+        ("[100, 100]", "unique"),
+    ],
+)
+def test_bad_budget(tmp_path, budgets, needle):
+    with pytest.raises(ConfigError) as err:
+        load_suite(write(tmp_path, f"budgets = {budgets}\n"))
+    assert "budgets" in str(err.value) and needle in str(err.value)
+
+
+def test_bad_literal_lists_allowed_values(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_suite(write(tmp_path, 'device = "tpu"\n'))
+    assert "'device'" in str(err.value) and "'cuda'" in str(err.value)
+
+
+def test_unknown_encoder_lists_registered(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_suite(write(tmp_path, '[encoder]\nname = "vit"\n'))
+    assert "small_cnn" in str(err.value) and "resnet18_cifar" in str(err.value)
+
+
+def test_set_overrides_values_and_reports_bad_ones():
+    suite = load_suite(SMOKE, ["pretrain.epochs=7", "seeds=[3]", "tasks.rotation.head_hidden=0"])
+    assert suite.pretrain.epochs == 7 and suite.seeds == [3]
+    assert suite.selected_tasks()["rotation"].head_hidden == 0
+    with pytest.raises(ConfigError, match="pretrain.epochs"):
+        load_suite(SMOKE, ["pretrain.epochs=-1"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_suite(SMOKE, ["pretrain.epochs"])
+
+
+def test_task_without_a_usable_protocol_is_an_error():
+    suite = Suite(tasks={"scratch": {}}, protocols=["linear"])
+    with pytest.raises(ConfigError, match="scratch.*finetune"):
+        build_plan(suite)
+
+
+def test_plan_keys_are_stable_and_distinct():
+    suite = load_suite(SMOKE)
+    keys = [c.key for c in build_plan(suite)]
+    assert len(keys) == len(set(keys))
+    assert keys == [c.key for c in build_plan(load_suite(SMOKE))]
+    changed = [c.key for c in build_plan(load_suite(SMOKE, ["pretrain.epochs=3"]))]
+    # Only the pretraining cells (and the evaluations that depend on them) change.
+    assert set(keys) != set(changed)
+    scratch = {c.key for c in build_plan(suite) if c.task == "scratch"}
+    assert scratch <= set(changed)

@@ -1,0 +1,102 @@
+"""The smoke suite end to end into a temporary MLflow store: runs, tags, metrics; resume; kill; failure."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from bench.__main__ import main
+from bench.config import load_suite
+from bench.runner import build_plan
+
+from .conftest import ROOT, SMOKE
+
+pytestmark = pytest.mark.slow
+
+
+def runs(tmp_path, status=None):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("smoke")
+    found = client.search_runs([exp.experiment_id], max_results=5000)
+    return [r for r in found if status is None or r.info.status == status]
+
+
+def finished_per_key(tmp_path):
+    counts = {}
+    for r in runs(tmp_path, "FINISHED"):
+        if "cell_key" in r.data.tags:
+            counts[r.data.tags["cell_key"]] = counts.get(r.data.tags["cell_key"], 0) + 1
+    return counts
+
+
+def test_smoke_suite_end_to_end_then_rerun_adds_nothing(tmp_path, store, capsys):
+    assert main(["run", str(SMOKE), *(f"--set={s}" for s in store)]) == 0
+    plan = build_plan(load_suite(SMOKE))
+    all_runs = runs(tmp_path)
+    cells = [r for r in all_runs if "cell_key" in r.data.tags]
+    assert len(cells) == len(plan) and {r.data.tags["cell_key"] for r in cells} == {c.key for c in plan}
+    assert [r.data.tags["kind"] for r in all_runs].count("suite") == 1
+    parent = next(r for r in all_runs if r.data.tags["kind"] == "suite")
+    for r in cells:
+        tags = r.data.tags
+        assert r.info.status == "FINISHED"
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        for key in ("task", "seed", "kind", "git_commit", "torch_version", "device"):
+            assert tags[key]
+        if tags["kind"] == "eval":
+            assert {"budget", "protocol"} <= set(tags)
+            assert 0.0 <= r.data.metrics["test_acc"] <= 1.0 and r.data.metrics["wall_s"] > 0
+            if tags["protocol"] == "linear":
+                assert "val_acc" in r.data.metrics
+            art = [a.path for a in MlflowClient(mlflow.get_tracking_uri()).list_artifacts(r.info.run_id)]
+            assert "labels.json" in art
+        else:
+            history = MlflowClient(mlflow.get_tracking_uri()).get_metric_history(r.info.run_id, "train_loss")
+            assert len(history) == 2 and r.data.metrics["images_per_s"] > 0
+    out = capsys.readouterr().out
+    assert "protocol linear" in out and "| rotation |" in out and "(n=2)" in out
+
+    assert main(["run", str(SMOKE), *(f"--set={s}" for s in store)]) == 0
+    assert len(runs(tmp_path)) == len(all_runs)  # nothing recomputed, no new runs at all
+    assert "0 to run" in capsys.readouterr().out
+
+
+def test_killed_run_resumes_with_one_finished_run_per_cell(tmp_path, store):
+    args = [*store, "seeds=[0]", "pretrain.epochs=30"]
+    cmd = [sys.executable, "-m", "bench", "run", str(SMOKE), *(f"--set={s}" for s in args)]
+    env = dict(os.environ, COLUMNS="200")
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    for line in proc.stdout:  # random's cells come first; kill in the middle of rotation's pretraining
+        if "epoch 3/30" in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    before = finished_per_key(tmp_path)
+    assert before and all(n == 1 for n in before.values())
+    survivors = {r.info.run_id for r in runs(tmp_path, "FINISHED")}
+
+    plan = build_plan(load_suite(SMOKE, args))
+    assert main(["run", str(SMOKE), *(f"--set={s}" for s in args)]) == 0
+    after = finished_per_key(tmp_path)
+    assert after == {c.key: 1 for c in plan}
+    assert survivors <= {r.info.run_id for r in runs(tmp_path, "FINISHED")}  # finished cells were not redone
+    assert runs(tmp_path, "RUNNING") == []
+    assert len(runs(tmp_path, "KILLED")) >= 2  # the killed parent and the killed pretraining cell
+
+
+def test_non_finite_loss_fails_that_cell_and_the_sweep_goes_on(tmp_path, store, capsys):
+    args = [*store, "seeds=[0]", "pretrain.lr=1e30", "pretrain.epochs=1"]
+    assert main(["run", str(SMOKE), *(f"--set={s}" for s in args)]) == 1
+    failed = runs(tmp_path, "FAILED")
+    assert len(failed) == 1 and "NonFiniteLoss" in failed[0].data.tags["failure_reason"]
+    finished_tasks = {r.data.tags.get("task") for r in runs(tmp_path, "FINISHED")}
+    assert {"scratch", "random"} <= finished_tasks  # the other tasks still ran
+    out = capsys.readouterr().out
+    assert "failed" in out and "NonFiniteLoss" in out and "PARTIAL" in out

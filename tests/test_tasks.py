@@ -1,0 +1,98 @@
+"""Contract tests for every registered task (new tasks are covered without editing this file)."""
+
+import sys
+
+import pytest
+import torch
+
+from bench.augment import all_rotations, crop_flip, random_crop
+from bench.config import DatasetConfig
+from bench.data import load_dataset
+from bench.encoders import ENCODERS, build_encoder
+from bench.tasks import TASKS
+
+PRETRAINING = [name for name, task in TASKS.items() if task.pretrains]
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    return load_dataset(DatasetConfig(name="synthetic", synthetic={"train": 64, "test": 8})).train_x
+
+
+def make(name: str, seed: int = 0):
+    torch.manual_seed(seed)
+    task = TASKS[name](build_encoder("small_cnn", seed), TASKS[name].Config(), 32)
+    return task
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_task_is_described(name):
+    task = TASKS[name]
+    assert task.summary and task.protocols and sys.modules[task.__module__].__doc__
+    assert set(task.protocols) <= {"linear", "finetune"}
+    if task.pretrains:  # a pretext task names its paper and arXiv id, in the docstring and for `bench list`
+        assert "arXiv:" in task.reference and "arXiv:" in sys.modules[task.__module__].__doc__
+    else:
+        assert task.reference == "baseline"
+
+
+@pytest.mark.parametrize("name", PRETRAINING)
+def test_loss_is_finite_and_decreases(name, images):
+    task = make(name)
+    opt = torch.optim.SGD(task.parameters(), lr=0.05, momentum=0.9)
+    gen = torch.Generator().manual_seed(0)
+    batch = images[:8]  # batch 8 on the CPU
+    losses = []
+    for _ in range(20):
+        loss = task.loss(batch, gen)
+        assert torch.isfinite(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
+
+
+@pytest.mark.parametrize("name", PRETRAINING)
+def test_same_seed_same_loss(name, images):
+    a = make(name).loss(images[:8], torch.Generator().manual_seed(3))
+    b = make(name).loss(images[:8], torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", PRETRAINING)
+def test_trained_encoder_loads_into_a_fresh_shared_encoder(name, images):
+    task = make(name)
+    task.loss(images[:8], torch.Generator().manual_seed(0)).backward()
+    fresh = build_encoder("small_cnn", seed=1)
+    fresh.load_state_dict(task.encoder.state_dict())  # strict: same keys, same shapes
+    x = torch.randn(2, 3, 32, 32)
+    task.encoder.eval(), fresh.eval()
+    assert torch.allclose(fresh(x), task.encoder(x))
+
+
+@pytest.mark.parametrize("name", list(ENCODERS))
+def test_encoders_give_out_dim_features(name):
+    enc = build_encoder(name, seed=0).eval()
+    size = 64 if name == "resnet18" else 32
+    assert enc(torch.randn(2, 3, size, size)).shape == (2, enc.out_dim)
+    same = build_encoder(name, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(enc.state_dict().values(), same.state_dict().values()))
+
+
+def test_rotations_and_their_labels():
+    x = torch.arange(2 * 1 * 2 * 2, dtype=torch.float32).reshape(2, 1, 2, 2)
+    views, labels = all_rotations(x)
+    assert views.shape == (8, 1, 2, 2) and labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert torch.equal(views[2], torch.rot90(x[0], 1, dims=(1, 2)))
+    assert torch.equal(views[5], torch.rot90(x[1], 2, dims=(1, 2)))
+
+
+def test_random_crop_with_zero_padding_is_identity_and_crops_differ_per_image():
+    x = torch.randn(16, 3, 8, 8)
+    gen = torch.Generator().manual_seed(0)
+    assert torch.equal(random_crop(x, gen, pad=0), x)
+    same = x[:1].expand(16, -1, -1, -1)
+    out = crop_flip(same, gen, pad=2)
+    assert out.shape == same.shape
+    assert len({tuple(o.flatten().tolist()) for o in out}) > 4  # parameters drawn per image
