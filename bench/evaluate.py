@@ -108,7 +108,7 @@ def finetune(
     sched = warmup_cosine(opt, steps, 0)
     order = torch.empty(0, dtype=torch.long, device=device)
     total = torch.zeros((), device=device)
-    for step in range(steps):
+    for _ in range(steps):
         if len(order) < batch:  # reshuffle once fewer than a batch of images is left in this pass
             order = torch.cat([order, torch.randperm(n, device=device, generator=gen)])
         idx, order = order[:batch], order[batch:]

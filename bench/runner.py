@@ -146,6 +146,7 @@ class Runner:
         self.tracker = Tracker(uri, suite.name, results / "mlartifacts" if local else None)
 
     def run(self, dry_run: bool = False) -> Outcome:
+        start = time.perf_counter()
         stale = 0 if dry_run else self.tracker.close_stale()
         done = self.tracker.finished()
         todo = [c for c in self.cells if c.key not in done]
@@ -164,6 +165,7 @@ class Runner:
             failed = self._execute(todo, done)
         tables = summary_tables(self.tracker, self.cells)
         self.console.print(tables, soft_wrap=True, highlight=False)
+        self.console.print(f"wall time {time.perf_counter() - start:.0f} s")
         return Outcome(len(self.cells), len(self.cells) - len(todo), len(todo) - len(failed), failed, tables)
 
     # ------------------------------------------------------------------ execution
