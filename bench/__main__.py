@@ -36,8 +36,7 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     }
     sections = {
         "tasks": {
-            n: f"{t.summary} [dim]({t.reference}; protocols: {', '.join(t.protocols)})[/]"
-            for n, t in TASKS.items()
+            n: f"{t.summary} [dim]({t.reference}; protocols: {', '.join(t.protocols)})[/]" for n, t in TASKS.items()
         },
         "encoders": {n: d for n, (_, d) in ENCODERS.items()},
         "datasets": datasets,
@@ -63,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="override a suite key, e.g. --set pretrain.epochs=5 --set 'seeds=[0]'",
     )
-    run.add_argument(
-        "--dry-run", action="store_true", help="print the plan and what is already done; run nothing"
-    )
+    run.add_argument("--dry-run", action="store_true", help="print the plan and what is already done; run nothing")
     sub.add_parser("list", help="registered tasks, encoders, datasets and protocols")
     args = parser.parse_args(argv)
     console = Console()

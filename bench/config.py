@@ -88,6 +88,7 @@ class PretrainConfig(Strict):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     warmup_epochs: float = Field(0, ge=0)
+    checkpoint_every_s: float = Field(60, ge=0)  # training state saved this often, for resume; not in the cell key
 
 
 class LinearConfig(Strict):
@@ -212,9 +213,7 @@ def _allowed_keys(loc: tuple) -> list[str]:
 def format_error(err: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid suite"]
     for e in err.errors():
-        loc = tuple(
-            p for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal[")))
-        )
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
         loc = tuple(p for p in loc if p not in ("int", "constrained-int"))
         key = ".".join(str(p) for p in loc) or "(top level)"
         if e["type"] == "extra_forbidden":

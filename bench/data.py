@@ -97,9 +97,7 @@ def budget_indices(labels: np.ndarray | torch.Tensor, budget: int | str, seed: i
     for c in classes:  # one permutation per class, drawn in class order: nested across budgets
         members = rng.permutation(np.flatnonzero(labels == c))
         if per_class[c] > len(members):
-            raise ConfigError(
-                f"budget {budget} needs {per_class[c]} images of class {c}; it has {len(members)}"
-            )
+            raise ConfigError(f"budget {budget} needs {per_class[c]} images of class {c}; it has {len(members)}")
         picked.append(members[: per_class[c]])
     return np.sort(np.concatenate(picked))
 
@@ -161,9 +159,7 @@ def _decode_files(files: list[Path]) -> np.ndarray:
     shapes = {im.shape for im in images}
     if len(shapes) > 1:
         odd = next(f for f, im in zip(files, images) if im.shape != images[0].shape)
-        raise ConfigError(
-            f"images differ in size ({sorted(shapes)[:3]} ...), e.g. {odd}; resize them to one size"
-        )
+        raise ConfigError(f"images differ in size ({sorted(shapes)[:3]} ...), e.g. {odd}; resize them to one size")
     return np.stack(images).transpose(0, 3, 1, 2).copy()  # (N, 3, H, W)
 
 
@@ -188,9 +184,7 @@ def _class_split(split: Path, classes: list[str] | None = None):
 
 def _imagefolder(root: Path):
     if not (root / "train").is_dir() or not (root / "test").is_dir():
-        raise ConfigError(
-            f"imagefolder: expected {root}/train/<class>/* and {root}/test/<class>/* (set dataset.root)"
-        )
+        raise ConfigError(f"imagefolder: expected {root}/train/<class>/* and {root}/test/<class>/* (set dataset.root)")
     classes, tx, ty = _class_split(root / "train")
     _, vx, vy = _class_split(root / "test", classes)
     unlabeled = _image_files(root / "unlabeled") if (root / "unlabeled").is_dir() else []

@@ -27,16 +27,12 @@ Predictor = Callable[[torch.Tensor], torch.Tensor]  # inputs (features or uint8 
 @dataclass
 class Fitted:
     predict: Predictor
-    val_acc: float | None = (
-        None  # accuracy on the validation labels drawn from the budget, if a choice was made
-    )
+    val_acc: float | None = None  # accuracy on the validation labels drawn from the budget, if a choice was made
     chosen: dict = field(default_factory=dict)  # hyperparameters the protocol picked or used
 
 
 @torch.no_grad()
-def extract_features(
-    encoder: nn.Module, images: torch.Tensor, device: torch.device, batch: int = 1024
-) -> torch.Tensor:
+def extract_features(encoder: nn.Module, images: torch.Tensor, device: torch.device, batch: int = 1024) -> torch.Tensor:
     """Frozen features (N, D) float32 on ``device`` for uint8 images (N, 3, H, W) on any device."""
     encoder.to(device).eval()
     out = []
@@ -63,9 +59,7 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float, max_
     return model
 
 
-def linear_probe(
-    feats: torch.Tensor, labels: torch.Tensor, classes: int, cfg: LinearConfig, seed: int
-) -> Fitted:
+def linear_probe(feats: torch.Tensor, labels: torch.Tensor, classes: int, cfg: LinearConfig, seed: int) -> Fitted:
     """Choose L2 on a stratified validation split of the budget, then refit on the whole budget."""
     fit_idx, val_idx = split_train_val(np.arange(len(labels)), labels.cpu().numpy(), cfg.val_fraction, seed)
     mean, std = feats.mean(0), feats.std(0).clamp_min(1e-6)
@@ -96,8 +90,9 @@ def finetune(
 ) -> Fitted:
     """Train a copy of the encoder plus a linear head on the labelled uint8 images (on the training device)."""
     device = images.device
-    torch.manual_seed(seed)
-    model = nn.Sequential(copy.deepcopy(encoder), nn.Linear(encoder.out_dim, classes))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the head's initialisation depends on the seed only
+        model = nn.Sequential(copy.deepcopy(encoder), nn.Linear(encoder.out_dim, classes))
     model.to(device).to(memory_format=torch.channels_last).train()
     gen = torch.Generator(device=device).manual_seed(seed)
     n = len(images)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
+from pathlib import Path
 
 import torch
 
@@ -42,9 +44,7 @@ def make_optimizer(
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0)
 
 
-def warmup_cosine(
-    opt: torch.optim.Optimizer, total_steps: int, warmup_steps: int
-) -> torch.optim.lr_scheduler.LambdaLR:
+def warmup_cosine(opt: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up to the base lr over ``warmup_steps``, then cosine decay to zero at ``total_steps``."""
 
     def factor(step: int) -> float:
@@ -62,20 +62,36 @@ def pretrain(
     cfg: PretrainConfig,
     seed: int,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    state_path: Path | None = None,
 ) -> list[EpochStats]:
-    """Train ``task`` (encoder and head) on uint8 ``images`` (N, 3, H, W), already on the training device."""
+    """Train ``task`` (encoder and head) on uint8 ``images`` (N, 3, H, W), already on the training device.
+
+    With ``state_path``, the full training state (weights, optimiser, schedule, random generator, history) is
+    saved there at most every ``cfg.checkpoint_every_s`` seconds, and a run killed part-way resumes from it:
+    the resumed run gives the same weights as an uninterrupted one. ``on_epoch`` is called for every epoch,
+    replayed ones included, so the caller's log holds the whole curve.
+    """
     device = images.device
     gen = torch.Generator(device=device).manual_seed(seed)
     task.to(device).to(memory_format=torch.channels_last).train()
     n = len(images)
     batch = min(cfg.batch_size, n)
-    steps = (
-        n // batch
-    )  # the last partial batch is dropped: BatchNorm and contrastive losses want full batches
+    steps = n // batch  # the last partial batch is dropped: BatchNorm and contrastive losses want full batches
     opt = make_optimizer(task.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     sched = warmup_cosine(opt, steps * cfg.epochs, round(cfg.warmup_epochs * steps))
-    history = []
-    for epoch in range(1, cfg.epochs + 1):
+    history: list[EpochStats] = []
+    if state_path is not None and Path(state_path).exists():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        task.load_state_dict(state["task"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"].cpu())
+        history = [EpochStats(int(e), *v) for e, *v in state["history"]]
+        for h in history:
+            if on_epoch:
+                on_epoch(h)
+    saved_at = time.monotonic()
+    for epoch in range(len(history) + 1, cfg.epochs + 1):
         start = time.perf_counter()
         order = torch.randperm(n, device=device, generator=gen)
         total = torch.zeros((), device=device)
@@ -92,6 +108,24 @@ def pretrain(
             raise NonFiniteLoss(f"pretraining loss became {mean} in epoch {epoch}")
         seconds = time.perf_counter() - start
         history.append(EpochStats(epoch, mean, seconds, steps * batch / seconds))
+        if state_path is not None and epoch < cfg.epochs and time.monotonic() - saved_at >= cfg.checkpoint_every_s:
+            _save_state(state_path, task, opt, sched, gen, history)
+            saved_at = time.monotonic()
         if on_epoch:
             on_epoch(history[-1])
     return history
+
+
+def _save_state(path: Path, task, opt, sched, gen, history: list[EpochStats]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "task": task.state_dict(),
+        "opt": opt.state_dict(),
+        "sched": sched.state_dict(),
+        "gen": gen.get_state(),
+        "history": [list(astuple(h)) for h in history],
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a kill during the save leaves the previous state intact

@@ -19,7 +19,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench.checkpoints import load_encoder, save_encoder
+from bench.checkpoints import checkpoint_path, load_encoder, save_encoder
 from bench.config import ConfigError, Suite, digest, tracking_uri
 from bench.data import Dataset, budget_indices, load_dataset
 from bench.encoders import build_encoder
@@ -29,7 +29,7 @@ from bench.summary import summary_tables
 from bench.tasks import TASKS
 from bench.tracking import Tracker, cell_run, environment_tags
 
-KEY_VERSION = 1  # bump when a change to the code makes old results incomparable
+KEY_VERSION = 2  # bump when a change to the code makes old results incomparable
 
 
 @dataclass(frozen=True)
@@ -67,9 +67,7 @@ def _data_identity(suite: Suite) -> dict:
 
 def task_protocols(suite: Suite, name: str) -> list[str]:
     cfg, task = suite.selected_tasks()[name], TASKS[name]
-    chosen = [
-        p for p in suite.protocols if p in task.protocols and (cfg.protocols is None or p in cfg.protocols)
-    ]
+    chosen = [p for p in suite.protocols if p in task.protocols and (cfg.protocols is None or p in cfg.protocols)]
     if not chosen:
         raise ConfigError(
             f"task {name!r} supports protocols {list(task.protocols)}, but the suite asks for {suite.protocols}"
@@ -92,7 +90,8 @@ def build_plan(suite: Suite) -> list[Cell]:
             }
             if task.pretrains:
                 task_cfg = cfg.model_dump(exclude={"protocols"})
-                origin |= {"task": name, "task_cfg": task_cfg, "pretrain": suite.pretrain.model_dump()}
+                schedule = suite.pretrain.model_dump(exclude={"checkpoint_every_s"})
+                origin |= {"task": name, "task_cfg": task_cfg, "pretrain": schedule}
                 source = digest(origin)
                 cells.append(Cell("pretrain", name, seed, source, source))
             else:
@@ -266,11 +265,11 @@ class _GroupContext:
         suite = self.runner.suite
         self.progress.update(self.bar, description=cell.label)
         console = self.progress.console
-        task = TASKS[cell.task](
-            build_encoder(suite.encoder.name, cell.seed),
-            suite.selected_tasks()[cell.task],
-            self.data.image_size,
-        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cell.seed)  # the head's initialisation is part of the cell, not of what ran before
+            task = TASKS[cell.task](
+                build_encoder(suite.encoder.name, cell.seed), suite.selected_tasks()[cell.task], self.data.image_size
+            )
         params = {
             "task": cell.task,
             "task_cfg": task.cfg.model_dump(),
@@ -282,9 +281,7 @@ class _GroupContext:
         epochs = suite.pretrain.epochs
 
         def on_epoch(s: EpochStats) -> None:
-            mlflow.log_metrics(
-                {"train_loss": s.loss, "images_per_s": s.images_per_s, "epoch_s": s.seconds}, s.epoch
-            )
+            mlflow.log_metrics({"train_loss": s.loss, "images_per_s": s.images_per_s, "epoch_s": s.seconds}, s.epoch)
             console.print(
                 f"  {cell.task} seed={cell.seed} epoch {s.epoch}/{epochs}  loss {s.loss:.4f}  "
                 f"{s.images_per_s:,.0f} img/s  {s.seconds:.1f} s"
@@ -293,8 +290,12 @@ class _GroupContext:
         with cell_run(cell.label, cell.tags() | self.env, params):
             start = time.perf_counter()
             pool = self.data.pool_x.to(self.device)
-            history = pretrain(task, pool, suite.pretrain, cell.seed, on_epoch)
+            partial = checkpoint_path(self.runner.cache, cell.key).with_suffix(".partial.pt")
+            if partial.exists():
+                console.print(f"  {cell.label}: resuming from the state saved by an interrupted run")
+            history = pretrain(task, pool, suite.pretrain, cell.seed, on_epoch, state_path=partial)
             path = save_encoder(task.encoder, self.runner.cache, cell.key)
+            partial.unlink(missing_ok=True)
             mlflow.log_artifact(str(path))
             wall = time.perf_counter() - start
             mean_rate = float(np.mean([h.images_per_s for h in history])) if history else 0.0
@@ -318,9 +319,7 @@ class _GroupContext:
             cell.protocol: settings.model_dump(),
         }
         with cell_run(cell.label, cell.tags() | self.env, params):
-            mlflow.log_dict(
-                {"budget": cell.budget, "seed": cell.seed, "indices": idx.tolist()}, "labels.json"
-            )
+            mlflow.log_dict({"budget": cell.budget, "seed": cell.seed, "indices": idx.tolist()}, "labels.json")
             start = time.perf_counter()
             train_y = data.train_y[idx].to(self.device)
             if cell.protocol == "linear":

@@ -32,9 +32,7 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, str]:
 def git_commit() -> str:
     try:
         here = Path(__file__).resolve().parent
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
-        )
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -69,9 +67,7 @@ class Tracker:
     def runs(self, filter_string: str = "") -> list[mlflow.entities.Run]:
         out, token = [], None
         while True:
-            page = self.client.search_runs(
-                [self.experiment_id], filter_string, max_results=RUN_PAGE, page_token=token
-            )
+            page = self.client.search_runs([self.experiment_id], filter_string, max_results=RUN_PAGE, page_token=token)
             out += list(page)
             token = page.token
             if not token:

@@ -101,3 +101,14 @@ def test_plan_keys_are_stable_and_distinct():
     assert set(keys) != set(changed)
     scratch = {c.key for c in build_plan(suite) if c.task == "scratch"}
     assert scratch <= set(changed)
+
+
+def test_cuda_requested_without_cuda_is_a_clear_error(monkeypatch):
+    import torch
+
+    from bench.runner import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"

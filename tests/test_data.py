@@ -53,9 +53,7 @@ def test_labelled_subset_is_disjoint_from_the_test_set():
 
 
 def test_synthetic_data_shapes():
-    data = load_dataset(
-        DatasetConfig(name="synthetic", synthetic={"classes": 3, "train": 30, "test": 12, "size": 16})
-    )
+    data = load_dataset(DatasetConfig(name="synthetic", synthetic={"classes": 3, "train": 30, "test": 12, "size": 16}))
     assert data.train_x.shape == (30, 3, 16, 16) and data.train_x.dtype.is_floating_point is False
     assert data.num_classes == 3 and data.test_x.shape[0] == 12
     assert len(data.pool_x) == 30
@@ -66,9 +64,7 @@ def _write_folder(root, split, classes, n):
     for c in classes:
         (root / split / c).mkdir(parents=True)
         for i in range(n):
-            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(
-                root / split / c / f"{i}.png"
-            )
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
 
 
 def test_imagefolder_is_decoded_once_and_cached(tmp_path):
@@ -89,3 +85,23 @@ def test_missing_data_says_where_it_looked(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_dataset(DatasetConfig(name="imagefolder", root=str(tmp_path / "nowhere")))
     assert "nowhere" in str(err.value) and "train/<class>" in str(err.value)
+
+
+def test_failed_download_says_where_it_looked_and_how_to_supply_data(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    calls = []
+
+    class Offline:
+        def __init__(self, root, train=True, download=False):
+            calls.append(download)
+            if download:
+                raise OSError("no network")
+            raise RuntimeError("Dataset not found or corrupted")
+
+    monkeypatch.setattr(tvd, "CIFAR10", Offline)
+    with pytest.raises(ConfigError) as err:
+        load_dataset(DatasetConfig(name="cifar10", root=str(tmp_path)))
+    msg = str(err.value)
+    assert calls == [False, True]  # looked on disk first, downloaded only then
+    assert f"{tmp_path}/cifar10/{{train,test}}" in msg and "BENCH_DATA" in msg and "no network" in msg

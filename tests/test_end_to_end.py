@@ -69,9 +69,7 @@ def test_killed_run_resumes_with_one_finished_run_per_cell(tmp_path, store):
     args = [*store, "seeds=[0]", "pretrain.epochs=30"]
     cmd = [sys.executable, "-m", "bench", "run", str(SMOKE), *(f"--set={s}" for s in args)]
     env = dict(os.environ, COLUMNS="200")
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-    )
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     for line in proc.stdout:  # random's cells come first; kill in the middle of rotation's pretraining
         if "epoch 3/30" in line:
             proc.send_signal(signal.SIGKILL)
@@ -100,3 +98,20 @@ def test_non_finite_loss_fails_that_cell_and_the_sweep_goes_on(tmp_path, store, 
     assert {"scratch", "random"} <= finished_tasks  # the other tasks still ran
     out = capsys.readouterr().out
     assert "failed" in out and "NonFiniteLoss" in out and "PARTIAL" in out
+
+
+def test_results_do_not_depend_on_what_ran_before(tmp_path):
+    import torch
+
+    accs = []
+    for name, noise in (("a", 1), ("b", 2)):
+        torch.manual_seed(noise)  # a different global RNG state before each run
+        torch.rand(noise * 7)
+        store = [f"results_dir={str(tmp_path / name)!r}", f"tracking_uri='sqlite:///{tmp_path / name}.db'"]
+        args = [*store, "seeds=[0]", "budgets=[8]", "pretrain.epochs=1"]
+        assert main(["run", str(SMOKE), *(f"--set={s}" for s in args)]) == 0
+        client = MlflowClient(f"sqlite:///{tmp_path / name}.db")
+        exp = client.get_experiment_by_name("smoke")
+        found = client.search_runs([exp.experiment_id], "tags.kind = 'eval'")
+        accs.append({r.data.tags["cell_key"]: r.data.metrics["test_acc"] for r in found})
+    assert accs[0] == accs[1] and len(accs[0]) == 4

@@ -7,9 +7,7 @@ from bench.evaluate import extract_features, finetune, fit_logistic, linear_prob
 
 
 def separable(n: int, seed: int):
-    centres = (
-        torch.randn(3, 16, generator=torch.Generator().manual_seed(99)) * 4
-    )  # the same classes every call
+    centres = torch.randn(3, 16, generator=torch.Generator().manual_seed(99)) * 4  # the same classes every call
     gen = torch.Generator().manual_seed(seed)
     y = torch.arange(n) % 3
     return centres[y] + torch.randn(n, 16, generator=gen), y
