@@ -13,7 +13,135 @@ MEAN, STD = 0.5, 0.25
 
 def to_input(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, C, H, W) -> normalised float32 (B, C, H, W)."""
-    return (images.float() / 255.0 - MEAN) / STD
+    return normalize(to_unit(images))
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [0, 1]; the colour operations below work in this range."""
+    return images.float() / 255.0
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """float [0, 1] -> the encoders' input scaling."""
+    return (x - MEAN) / STD
+
+
+def _uniform(b: int, lo: float, hi: float, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(b, device=x.device, generator=gen)
+
+
+def _coin(b: int, p: float, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """(B, 1, 1, 1) bool: True with probability p per image."""
+    return (torch.rand(b, device=x.device, generator=gen) < p)[:, None, None, None]
+
+
+def random_resized_crop(
+    x: torch.Tensor,
+    gen: torch.Generator,
+    size: int,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    flip_p: float = 0.5,
+) -> torch.Tensor:
+    """torchvision's RandomResizedCrop (and a horizontal flip) for a whole batch, one affine grid per image.
+
+    Area fraction ~ U(scale), log aspect ratio ~ U(log ratio), centre uniform over the valid positions;
+    bilinear resampling to (size, size). torchvision retries out-of-range boxes up to 10 times; here width and
+    height are clipped to the image instead, which only affects ratios far from 1 at large areas.
+    """
+    b = x.shape[0]
+    area = _uniform(b, *scale, x, gen)
+    log_r = _uniform(b, torch.log(torch.tensor(ratio[0])).item(), torch.log(torch.tensor(ratio[1])).item(), x, gen)
+    w = torch.sqrt(area * torch.exp(log_r)).clamp(max=1.0)  # fractions of the image side
+    h = torch.sqrt(area / torch.exp(log_r)).clamp(max=1.0)
+    cx = (torch.rand(b, device=x.device, generator=gen) * 2 - 1) * (1 - w)  # centre in [-1, 1] coordinates
+    cy = (torch.rand(b, device=x.device, generator=gen) * 2 - 1) * (1 - h)
+    flip = torch.where(torch.rand(b, device=x.device, generator=gen) < flip_p, -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0], theta[:, 0, 2] = w * flip, cx
+    theta[:, 1, 1], theta[:, 1, 2] = h, cy
+    grid = F.affine_grid(theta, [b, x.shape[1], size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def grayscale(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma (as torchvision), replicated to 3 channels: (B, 3, H, W)."""
+    gray = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+    return gray.expand(-1, 3, -1, -1)
+
+
+def random_grayscale(x: torch.Tensor, gen: torch.Generator, p: float) -> torch.Tensor:
+    return torch.where(_coin(x.shape[0], p, x, gen), grayscale(x), x)
+
+
+def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(1)
+    maxc, _ = x.max(1)
+    minc, _ = x.min(1)
+    delta = maxc - minc
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    h = torch.where(maxc == r, ((g - b) / safe) % 6, torch.where(maxc == g, (b - r) / safe + 2, (r - g) / safe + 4))
+    h = torch.where(delta > 0, h / 6, torch.zeros_like(h))
+    s = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
+    return torch.stack([h, s, maxc], 1)
+
+
+def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    h, s, v = x.unbind(1)
+    k = (torch.tensor([5.0, 3.0, 1.0], device=x.device)[None, :, None, None] + h[:, None] * 6) % 6
+    return v[:, None] - v[:, None] * s[:, None] * (torch.minimum(k, 4 - k).clamp(0, 1))
+
+
+def color_jitter(
+    x: torch.Tensor, gen: torch.Generator, p: float, brightness: float, contrast: float, saturation: float, hue: float
+) -> torch.Tensor:
+    """torchvision's ColorJitter with probability p, factors drawn per image: brightness, contrast and
+    saturation factors ~ U(1 - s, 1 + s), hue shift ~ U(-hue, hue) (fraction of the colour wheel).
+
+    torchvision applies the four in a random order per call; here the order is drawn once per batch.
+    """
+    b = x.shape[0]
+    out = x
+    order = torch.randperm(4, device=gen.device, generator=gen).tolist()
+    factors = [_uniform(b, max(0.0, 1 - s), 1 + s, x, gen)[:, None, None, None] for s in (brightness, contrast, saturation)]
+    shift = _uniform(b, -hue, hue, x, gen)[:, None, None]
+    for op in order:
+        if op == 0 and brightness > 0:
+            out = (out * factors[0]).clamp(0, 1)
+        elif op == 1 and contrast > 0:
+            mean = grayscale(out)[:, :1].mean((2, 3), keepdim=True)
+            out = ((out - mean) * factors[1] + mean).clamp(0, 1)
+        elif op == 2 and saturation > 0:
+            gray = grayscale(out)
+            out = ((out - gray) * factors[2] + gray).clamp(0, 1)
+        elif op == 3 and hue > 0:
+            hsv = _rgb_to_hsv(out)
+            hsv = torch.stack([(hsv[:, 0] + shift) % 1.0, hsv[:, 1], hsv[:, 2]], 1)
+            out = _hsv_to_rgb(hsv).clamp(0, 1)
+    return torch.where(_coin(b, p, x, gen), out, x)
+
+
+def gaussian_blur(x: torch.Tensor, gen: torch.Generator, p: float, sigma: tuple[float, float] = (0.1, 2.0)) -> torch.Tensor:
+    """Gaussian blur with probability p, sigma ~ U(sigma) per image; kernel size 23 at 224 px as in SimCLR,
+    scaled with the image (odd, at least 3)."""
+    if p <= 0:
+        return x
+    b, c, hgt, _ = x.shape
+    k = max(3, int(0.1 * hgt) // 2 * 2 + 1)
+    s = _uniform(b, *sigma, x, gen)
+    offsets = torch.arange(k, device=x.device, dtype=x.dtype) - k // 2
+    kernel = torch.exp(-(offsets[None] ** 2) / (2 * s[:, None] ** 2))
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (B*C, k)
+    flat = x.reshape(1, b * c, *x.shape[2:])
+    flat = F.conv2d(F.pad(flat, (k // 2, k // 2, 0, 0), mode="reflect"), kernel[:, None, None, :], groups=b * c)
+    flat = F.conv2d(F.pad(flat, (0, 0, k // 2, k // 2), mode="reflect"), kernel[:, None, :, None], groups=b * c)
+    return torch.where(_coin(b, p, x, gen), flat.reshape(x.shape), x)
+
+
+def random_solarize(x: torch.Tensor, gen: torch.Generator, p: float, threshold: float = 0.5) -> torch.Tensor:
+    if p <= 0:
+        return x
+    return torch.where(_coin(x.shape[0], p, x, gen) & (x >= threshold), 1.0 - x, x)
 
 
 def random_flip(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.Tensor:

@@ -1,0 +1,43 @@
+"""Augmented views for the joint-embedding tasks, built batch-wise on the training device.
+
+``ViewConfig`` carries the parameters of lightly's transforms (``SimCLRTransform``, ``BYOLView1Transform`` ...)
+under the same names; the defaults are those of lightly's CIFAR-10 benchmark (colour-jitter strength 0.5, no
+blur at 32 px). Blur switches on above 32 px unless set, as in lightly's ImageNet and STL-10 settings.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from bench.augment import color_jitter, gaussian_blur, normalize, random_grayscale, random_resized_crop, random_solarize
+from bench.augment import to_unit
+
+
+class ViewConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_scale: float = Field(0.08, gt=0, le=1)  # RandomResizedCrop area fraction lower bound
+    cj_prob: float = Field(0.8, ge=0, le=1)
+    cj_strength: float = Field(0.5, ge=0)  # multiplies the four factors below (lightly: 0.5 for CIFAR-10)
+    cj_bright: float = Field(0.8, ge=0)
+    cj_contrast: float = Field(0.8, ge=0)
+    cj_sat: float = Field(0.8, ge=0)
+    cj_hue: float = Field(0.2, ge=0, le=0.5)
+    random_gray_scale: float = Field(0.2, ge=0, le=1)
+    gaussian_blur: float | None = Field(None, ge=0, le=1)  # None: 0 at <= 32 px, 0.5 above
+    solarization_prob: float = Field(0.0, ge=0, le=1)
+    hf_prob: float = Field(0.5, ge=0, le=1)
+
+
+def make_view(images: torch.Tensor, gen: torch.Generator, cfg: ViewConfig, size: int | None = None) -> torch.Tensor:
+    """One augmented, normalised view (B, 3, size, size) of a uint8 batch (B, 3, H, W)."""
+    size = size or images.shape[-1]
+    x = random_resized_crop(to_unit(images), gen, size, scale=(cfg.min_scale, 1.0), flip_p=cfg.hf_prob)
+    s = cfg.cj_strength
+    x = color_jitter(x, gen, cfg.cj_prob, s * cfg.cj_bright, s * cfg.cj_contrast, s * cfg.cj_sat, s * cfg.cj_hue)
+    x = random_grayscale(x, gen, cfg.random_gray_scale)
+    blur = cfg.gaussian_blur if cfg.gaussian_blur is not None else (0.0 if images.shape[-1] <= 32 else 0.5)
+    x = gaussian_blur(x, gen, blur)
+    x = random_solarize(x, gen, cfg.solarization_prob)
+    return normalize(x)
