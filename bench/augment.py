@@ -103,7 +103,9 @@ def color_jitter(
     b = x.shape[0]
     out = x
     order = torch.randperm(4, device=gen.device, generator=gen).tolist()
-    factors = [_uniform(b, max(0.0, 1 - s), 1 + s, x, gen)[:, None, None, None] for s in (brightness, contrast, saturation)]
+    factors = [
+        _uniform(b, max(0.0, 1 - s), 1 + s, x, gen)[:, None, None, None] for s in (brightness, contrast, saturation)
+    ]
     shift = _uniform(b, -hue, hue, x, gen)[:, None, None]
     for op in order:
         if op == 0 and brightness > 0:
@@ -121,7 +123,9 @@ def color_jitter(
     return torch.where(_coin(b, p, x, gen), out, x)
 
 
-def gaussian_blur(x: torch.Tensor, gen: torch.Generator, p: float, sigma: tuple[float, float] = (0.1, 2.0)) -> torch.Tensor:
+def gaussian_blur(
+    x: torch.Tensor, gen: torch.Generator, p: float, sigma: tuple[float, float] = (0.1, 2.0)
+) -> torch.Tensor:
     """Gaussian blur with probability p, sigma ~ U(sigma) per image; kernel size 23 at 224 px as in SimCLR,
     scaled with the image (odd, at least 3)."""
     if p <= 0:
@@ -172,3 +176,47 @@ def all_rotations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     views = torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(4)])
     labels = torch.arange(4, device=x.device).repeat_interleave(x.shape[0])
     return views, labels
+
+
+def grid_tiles(
+    x: torch.Tensor, gen: torch.Generator, grid: int = 3, tile_fraction: float = 0.85, jitter: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut each image into a grid x grid layout of square tiles with gaps and per-tile jitter.
+
+    The image is split into cells of ``H // grid`` pixels (the grid is placed at a random offset when H is not
+    a multiple); each tile is ``tile_fraction`` of a cell, at a random position inside its cell (``jitter``) or
+    centred. Gaps between neighbouring tiles vary per tile, so edges cannot be matched across tiles.
+    Returns tiles (B, grid*grid, C, t, t) in row-major order and their top-left corners (B, grid*grid, 2).
+    """
+    b, _, h, _ = x.shape
+    cell = h // grid
+    t = max(1, int(cell * tile_fraction))
+    n = grid * grid
+    dev = x.device
+
+    def offsets(high: int, shape: tuple) -> torch.Tensor:
+        return (
+            torch.randint(0, high + 1, shape, device=dev, generator=gen)
+            if jitter
+            else torch.full(shape, high // 2, device=dev)
+        )
+
+    origin = offsets(h - cell * grid, (b, 1, 2))  # where the whole grid starts
+    cells = torch.stack(
+        torch.meshgrid(torch.arange(grid, device=dev), torch.arange(grid, device=dev), indexing="ij"), -1
+    )
+    corner = origin + cells.reshape(1, n, 2) * cell + offsets(cell - t, (b, n, 2))  # (B, n, 2) as (row, col)
+    ar = torch.arange(t, device=dev)
+    rows = (corner[..., 0, None] + ar)[:, :, :, None]  # (B, n, t, 1)
+    cols = (corner[..., 1, None] + ar)[:, :, None, :]  # (B, n, 1, t)
+    batch = torch.arange(b, device=dev)[:, None, None, None]
+    tiles = x[batch, :, rows, cols]  # (B, n, t, t, C): advanced indices first, the sliced channel last
+    return tiles.permute(0, 1, 4, 2, 3), corner
+
+
+def standardize_tiles(tiles: torch.Tensor) -> torch.Tensor:
+    """Each tile to zero mean and unit variance over its own pixels (Noroozi & Favaro's per-tile normalisation,
+    against shortcuts through low-level statistics shared by neighbouring tiles). Works on (..., C, t, t)."""
+    mean = tiles.mean((-3, -2, -1), keepdim=True)
+    std = tiles.std((-3, -2, -1), keepdim=True).clamp_min(1e-3)
+    return (tiles - mean) / std

@@ -1,5 +1,6 @@
-"""The shared encoder architectures. Every task of a suite trains the same one; each maps
-(B, 3, H, W) float images to (B, out_dim) features and carries ``out_dim``."""
+"""The shared encoder architectures. Every task of a suite trains the same one. Each maps (B, 3, H, W) float
+images to (B, out_dim) pooled features, carries ``out_dim``, and exposes ``feature_map`` (before pooling) for
+tasks with a dense decoder (colorization, inpainting)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,27 @@ import torchvision
 from torch import nn
 
 
-def _resnet18(cifar_stem: bool) -> nn.Module:
-    net = torchvision.models.resnet18(weights=None)
-    if cifar_stem:  # 32 px images: a 3x3 stride-1 stem and no max-pool keep the spatial detail
-        net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-        net.maxpool = nn.Identity()
-    net.fc = nn.Identity()
-    net.out_dim = 512
-    return net
+class ResNet18(nn.Module):
+    """torchvision's ResNet-18 without its classifier; ``cifar_stem`` swaps in a 3x3 stride-1 stem and drops the
+    max-pool, which keeps the spatial detail of 32 px images (feature map stride 8 instead of 32)."""
+
+    out_dim = 512
+
+    def __init__(self, cifar_stem: bool) -> None:
+        super().__init__()
+        net = torchvision.models.resnet18(weights=None)
+        if cifar_stem:
+            net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+            net.maxpool = nn.Identity()
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.layers = nn.Sequential(net.layer1, net.layer2, net.layer3, net.layer4)
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, 512, H/s, W/s), s = 8 (CIFAR stem) or 32."""
+        return self.layers(self.stem(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feature_map(x).mean((2, 3))
 
 
 def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -35,18 +49,21 @@ class SmallCNN(nn.Module):
         self.features = nn.Sequential(
             _conv_bn(3, 16, 1), _conv_bn(16, 32, 2), _conv_bn(32, 64, 2), _conv_bn(64, 128, 2)
         )
-        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, 128, H/8, W/8)."""
+        return self.features(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.features(x)).flatten(1)
+        return self.features(x).mean((2, 3))
 
 
 ENCODERS: dict[str, tuple[Callable[[], nn.Module], str]] = {
     "resnet18_cifar": (
-        lambda: _resnet18(cifar_stem=True),
+        lambda: ResNet18(cifar_stem=True),
         "ResNet-18, 3x3 stem, no max-pool, 512-d (32-64 px)",
     ),
-    "resnet18": (lambda: _resnet18(cifar_stem=False), "ResNet-18, ImageNet stem, 512-d (96 px and larger)"),
+    "resnet18": (lambda: ResNet18(cifar_stem=False), "ResNet-18, ImageNet stem, 512-d (96 px and larger)"),
     "small_cnn": (SmallCNN, "4-block conv-BN-ReLU CNN, 128-d; for CPU suites"),
 }
 

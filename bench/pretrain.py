@@ -102,6 +102,7 @@ def pretrain(
             loss.backward()
             opt.step()
             sched.step()
+            task.after_step((epoch - 1) * steps + step + 1, steps * cfg.epochs)
             total += loss.detach().float()
         mean = (total / steps).item()  # one host sync per epoch
         if not math.isfinite(mean):

@@ -174,6 +174,11 @@ class Runner:
         device = resolve_device(suite.device)
         data = load_dataset(suite.dataset)
         labels = self._draw_labels(data)  # before any training: a budget the data cannot meet fails here
+        for name in {c.task for c in todo}:
+            try:
+                TASKS[name].check_data(data.pool_x)
+            except ValueError as e:
+                raise ConfigError(f"{self.suite_path}: key 'tasks.{name}': {e} ({data.name})") from None
         train_x = data.train_x.to(device)
         failed: dict[str, str] = {}
         env = environment_tags(device)

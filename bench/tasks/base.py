@@ -33,6 +33,10 @@ class Task(nn.Module):
     Config: ClassVar[type[TaskConfig]] = TaskConfig
     pretrains: ClassVar[bool] = True  # False: the checkpoint is the seeded random initialisation
     protocols: ClassVar[tuple[str, ...]] = ("linear", "finetune")
+    # For the registry contract test (20 steps on one batch of 8): config overrides under which that tiny
+    # setting is meaningful, and whether the loss is an objective the student alone can lower there.
+    contract_overrides: ClassVar[dict] = {}
+    monotone_loss: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -49,6 +53,9 @@ class Task(nn.Module):
         """Scalar loss for a batch of uint8 images (B, 3, H, W) on the training device."""
         raise NotImplementedError(f"task {self.name!r} does not pretrain")
 
-    def eval_protocols(self) -> list[str]:
-        wanted = self.cfg.protocols
-        return [p for p in self.protocols if wanted is None or p in wanted]
+    def after_step(self, step: int, total_steps: int) -> None:
+        """Called after every optimiser step (1-based ``step``): momentum encoders update here."""
+
+    @classmethod
+    def check_data(cls, images: torch.Tensor) -> None:
+        """Raise ValueError, before any training, if the task cannot work on these uint8 images."""

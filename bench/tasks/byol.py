@@ -1,0 +1,56 @@
+"""BYOL: an online network predicts a momentum target network's projection of the other view; no negatives.
+
+Grill et al., "Bootstrap your own latent", NeurIPS 2020, arXiv:2006.07733. lightly's BYOLProjectionHead,
+BYOLPredictionHead, NegativeCosineSimilarity, update_momentum and cosine momentum schedule (0.99 -> 1). The two
+views are asymmetric as in the paper (lightly's BYOLView1/View2Transform parameters: blur 1.0 / 0.1, solarize
+0 / 0.2), except that blur is off at 32 px as in lightly's CIFAR-10 benchmark.
+
+Deviations: hidden width 1024 by default instead of 4096 (CIFAR-scale encoders); LARS replaced by the suite's
+shared optimiser.
+"""
+
+from __future__ import annotations
+
+import torch
+from lightly.loss import NegativeCosineSimilarity
+from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
+
+from bench.tasks.joint import JointConfig, Momentum, TwoViewTask, momentum_field
+from bench.views import ViewConfig, make_view
+
+BYOL_VIEW = dict(cj_strength=1.0, cj_bright=0.4, cj_contrast=0.4, cj_sat=0.2, cj_hue=0.1)
+
+
+class BYOLConfig(JointConfig):
+    hidden_dim: int = 1024
+    out_dim: int = 256
+    momentum: float = momentum_field(0.99)
+    views: ViewConfig = ViewConfig(**BYOL_VIEW)
+    views2: ViewConfig = ViewConfig(**BYOL_VIEW, solarization_prob=0.2)
+
+
+class BYOL(TwoViewTask):
+    name = "byol"
+    summary = "predict the momentum network's projection of the other view (no negatives)"
+    reference = "Grill et al. 2020, arXiv:2006.07733"
+    Config = BYOLConfig
+
+    def __init__(self, encoder, cfg: BYOLConfig, image_size: int) -> None:
+        super().__init__(encoder, cfg, image_size)
+        self.projection = BYOLProjectionHead(encoder.out_dim, cfg.hidden_dim, cfg.out_dim)
+        self.prediction = BYOLPredictionHead(cfg.out_dim, cfg.hidden_dim, cfg.out_dim)
+        self.target = Momentum(encoder, self.projection, start=cfg.momentum)
+        self.criterion = NegativeCosineSimilarity()
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        self.target.update(step, total_steps)
+
+    def views(self, images: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return make_view(images, gen, self.cfg.views), make_view(images, gen, self.cfg.views2)
+
+    def loss(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        v1, v2 = self.views(images, gen)
+        p1 = self.prediction(self.projection(self.encoder(v1)))
+        p2 = self.prediction(self.projection(self.encoder(v2)))
+        t1, t2 = self.target(v1), self.target(v2)
+        return 0.5 * (self.criterion(p1, t2) + self.criterion(p2, t1))

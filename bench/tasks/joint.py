@@ -1,0 +1,63 @@
+"""Shared parts of the joint-embedding tasks (SimCLR, MoCo, BYOL, ...): two augmented views of every image and
+momentum (EMA) copies. Losses, heads, the momentum update and its schedule are lightly's."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.utils.scheduler import cosine_schedule
+from pydantic import Field
+from torch import nn
+
+from bench.tasks.base import Task, TaskConfig
+from bench.views import ViewConfig, make_view
+
+
+class JointConfig(TaskConfig):
+    views: ViewConfig = ViewConfig()
+    hidden_dim: int = Field(512, gt=0)  # projection head width
+    out_dim: int = Field(128, gt=0)  # projection output
+
+
+class TwoViewTask(Task):
+    """Base for tasks that compare two views of each image."""
+
+    def views(self, images: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return make_view(images, gen, self.cfg.views), make_view(images, gen, self.cfg.views)
+
+
+class Momentum(nn.Module):
+    """EMA copies of some modules, updated after every optimiser step with a cosine schedule from
+    ``start`` to 1.0 (as in BYOL, DINO and lightly's examples). Never trained by the optimiser."""
+
+    def __init__(self, *modules: nn.Module, start: float, copies: list[nn.Module] | None = None) -> None:
+        """``copies``: fresh instances of the modules' classes, for modules that cannot be deep-copied (weight
+        norm); they are loaded with the online weights here."""
+        super().__init__()
+        self.online = list(modules)  # plain list: the online modules are registered by the task itself
+        if copies is None:
+            copies = [copy.deepcopy(m) for m in modules]
+        else:
+            for online, fresh in zip(modules, copies):
+                fresh.load_state_dict(online.state_dict())
+        self.copies = nn.ModuleList(copies)
+        for m in self.copies:
+            deactivate_requires_grad(m)
+        self.start = start
+
+    def update(self, step: int, total_steps: int) -> None:
+        m = cosine_schedule(step, max(total_steps, 1), self.start, 1.0)
+        for online, ema in zip(self.online, self.copies):
+            update_momentum(online, ema, m)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for m in self.copies:
+            x = m(x)
+        return x
+
+
+def momentum_field(default: float) -> float:
+    return Field(default, ge=0, lt=1)

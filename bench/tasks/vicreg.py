@@ -1,0 +1,38 @@
+"""VICReg: invariance between the two views' embeddings, plus variance and covariance regularisation.
+
+Bardes, Ponce & LeCun, "VICReg: Variance-Invariance-Covariance Regularization for Self-Supervised Learning",
+ICLR 2022, arXiv:2105.04906. lightly's VICRegProjectionHead and VICRegLoss (weights 25 / 25 / 1 as in the
+paper). Views as SimCLR (lightly's CIFAR-10 parameters).
+
+Deviations: projector 2048-2048 by default instead of 8192-8192-8192 (CIFAR-scale encoders); LARS replaced by
+the suite's shared optimiser.
+"""
+
+from __future__ import annotations
+
+import torch
+from lightly.loss import VICRegLoss
+from lightly.models.modules.heads import VICRegProjectionHead
+
+from bench.tasks.joint import JointConfig, TwoViewTask
+
+
+class VICRegConfig(JointConfig):
+    hidden_dim: int = 2048
+    out_dim: int = 2048
+
+
+class VICReg(TwoViewTask):
+    name = "vicreg"
+    summary = "invariance + variance + covariance terms on two views' embeddings"
+    reference = "Bardes et al. 2022, arXiv:2105.04906"
+    Config = VICRegConfig
+
+    def __init__(self, encoder, cfg: VICRegConfig, image_size: int) -> None:
+        super().__init__(encoder, cfg, image_size)
+        self.head = VICRegProjectionHead(encoder.out_dim, cfg.hidden_dim, cfg.out_dim, num_layers=2)
+        self.criterion = VICRegLoss()
+
+    def loss(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        v1, v2 = self.views(images, gen)
+        return self.criterion(self.head(self.encoder(v1)), self.head(self.encoder(v2)))
