@@ -32,9 +32,9 @@ def summary_tables(tracker: Tracker, cells: list) -> str:
                 elif not accs:
                     row.append("—")
                 else:
-                    sd = np.std(accs, ddof=1) if len(accs) > 1 else float("nan")
+                    sd = f" ± {np.std(accs, ddof=1):.4f}" if len(accs) > 1 else ""  # no spread from one seed
                     gap = "" if len(accs) == len(these) else f" of {len(these)}"
-                    row.append(f"{np.mean(accs):.4f} ± {sd:.4f} (n={len(accs)}{gap})")
+                    row.append(f"{np.mean(accs):.4f}{sd} (n={len(accs)}{gap})")
             lines.append(f"| {task} | " + " | ".join(row) + " |")
         blocks.append("\n".join(lines))
     if missing:

@@ -10,8 +10,15 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from bench.augment import color_jitter, gaussian_blur, normalize, random_grayscale, random_resized_crop, random_solarize
-from bench.augment import to_unit
+from bench.augment import (
+    color_jitter,
+    gaussian_blur,
+    normalize,
+    random_grayscale,
+    random_resized_crop,
+    random_solarize,
+    to_unit,
+)
 
 
 class ViewConfig(BaseModel):

@@ -101,3 +101,16 @@ def test_random_crop_with_zero_padding_is_identity_and_crops_differ_per_image():
     out = crop_flip(same, gen, pad=2)
     assert out.shape == same.shape
     assert len({tuple(o.flatten().tolist()) for o in out}) > 4  # parameters drawn per image
+
+
+@pytest.mark.parametrize("name", PRETRAINING)
+def test_works_at_96_px(name):
+    """STL-10 size: tiles, patches, holes, local crops and decoders all scale with the image."""
+    cls = TASKS[name]
+    torch.manual_seed(0)
+    task = cls(build_encoder("small_cnn", 0), cls.Config(**cls.contract_overrides), 96)
+    images = torch.randint(0, 255, (4, 3, 96, 96), dtype=torch.uint8)
+    loss = task.loss(images, torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in task.encoder.parameters())
