@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from bench.tasks import TASKS
+from bench.tasks.base import Protocol
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,9 +32,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 Budget = Annotated[int, Field(gt=0)] | Literal["full"]
-Protocol = Literal["linear", "finetune"]
 PROTOCOLS: dict[str, str] = {
     "linear": "frozen features, multinomial logistic regression (L-BFGS), L2 chosen on validation labels",
+    "knn": "frozen L2-normalised features, similarity-weighted kNN (InstDisc: k=200, T=0.1)",
     "finetune": "whole network trained on the labelled subset with flip and crop augmentation",
 }
 DATASET_CLASSES = {"cifar10": 10, "cifar100": 100, "stl10": 10, "svhn": 10}
@@ -97,6 +98,14 @@ class LinearConfig(Strict):
     val_fraction: float = Field(0.2, gt=0, lt=1)  # of the budget, stratified, for choosing L2
 
 
+class KNNConfig(Strict):
+    """Weighted kNN of Wu et al. 2018 (InstDisc, arXiv:1805.01978): cosine similarity, weights exp(s / T)."""
+
+    k: int = Field(200, gt=0)  # capped by the number of labelled images
+    temperature: float = Field(0.1, gt=0)
+    chunk: int = Field(1024, gt=0)  # test images per similarity block: memory stays O(chunk x labelled)
+
+
 class FinetuneConfig(Strict):
     epochs: int = Field(30, gt=0)
     min_steps: int = Field(300, ge=0)  # small budgets still get this many optimiser steps
@@ -125,6 +134,7 @@ class Suite(Strict):
     protocols: list[Protocol] = Field(["linear", "finetune"], min_length=1)
     pretrain: PretrainConfig = PretrainConfig()
     linear: LinearConfig = LinearConfig()
+    knn: KNNConfig = KNNConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     device: Literal["auto", "cpu", "cuda"] = "auto"
     tracking_uri: str | None = None  # else $MLFLOW_TRACKING_URI, else sqlite:///<results_dir>/mlflow.db

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.augment import crop_flip, to_input
-from bench.config import FinetuneConfig, LinearConfig
+from bench.config import FinetuneConfig, KNNConfig, LinearConfig
 from bench.data import split_train_val
 from bench.pretrain import NonFiniteLoss, autocast, make_optimizer, warmup_cosine
 
@@ -78,6 +78,26 @@ def linear_probe(feats: torch.Tensor, labels: torch.Tensor, classes: int, cfg: L
         return model((test_feats - mean) / std).argmax(1)
 
     return Fitted(predict, scores[best], {"l2": best, "val_scores": scores})
+
+
+def knn_classifier(feats: torch.Tensor, labels: torch.Tensor, classes: int, cfg: KNNConfig) -> Fitted:
+    """Weighted kNN on L2-normalised features: each of the k most similar labelled images votes for its class
+    with weight exp(cosine / T). Nothing is chosen, so there is no validation score."""
+    bank = F.normalize(feats, dim=1)
+    k = min(cfg.k, len(bank))
+
+    @torch.no_grad()
+    def predict(test_feats: torch.Tensor) -> torch.Tensor:
+        out = []
+        for i in range(0, len(test_feats), cfg.chunk):
+            sim = F.normalize(test_feats[i : i + cfg.chunk], dim=1) @ bank.T  # (chunk, N)
+            top, idx = sim.topk(k, dim=1)
+            votes = torch.zeros(len(sim), classes, device=sim.device)
+            votes.scatter_add_(1, labels[idx], torch.exp(top / cfg.temperature))
+            out.append(votes.argmax(1))
+        return torch.cat(out)
+
+    return Fitted(predict, None, {"k": k, "temperature": cfg.temperature})
 
 
 def finetune(

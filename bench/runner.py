@@ -23,7 +23,7 @@ from bench.checkpoints import checkpoint_path, load_encoder, save_encoder
 from bench.config import ConfigError, Suite, digest, tracking_uri
 from bench.data import Dataset, budget_indices, load_dataset
 from bench.encoders import build_encoder
-from bench.evaluate import extract_features, finetune, linear_probe
+from bench.evaluate import extract_features, finetune, knn_classifier, linear_probe
 from bench.pretrain import EpochStats, pretrain
 from bench.summary import summary_tables
 from bench.tasks import TASKS
@@ -254,7 +254,7 @@ class _GroupContext:
         for cell in evals:
             self.progress.update(self.bar, description=cell.label)
             try:
-                if cell.protocol == "linear" and features is None:
+                if cell.protocol in ("linear", "knn") and features is None:
                     start = time.perf_counter()
                     features = (
                         extract_features(encoder, self.train_x, self.device),
@@ -327,7 +327,12 @@ class _GroupContext:
             mlflow.log_dict({"budget": cell.budget, "seed": cell.seed, "indices": idx.tolist()}, "labels.json")
             start = time.perf_counter()
             train_y = data.train_y[idx].to(self.device)
-            if cell.protocol == "linear":
+            if cell.protocol == "knn":
+                train_feats, test_feats, extract_s = features
+                fitted = knn_classifier(train_feats[idx], train_y, data.num_classes, settings)
+                test_inputs = test_feats
+                mlflow.log_metric("feature_extract_s", extract_s)
+            elif cell.protocol == "linear":
                 train_feats, test_feats, extract_s = features
                 fitted = linear_probe(train_feats[idx], train_y, data.num_classes, settings, cell.seed)
                 test_inputs = test_feats

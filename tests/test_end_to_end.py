@@ -114,4 +114,4 @@ def test_results_do_not_depend_on_what_ran_before(tmp_path):
         exp = client.get_experiment_by_name("smoke")
         found = client.search_runs([exp.experiment_id], "tags.kind = 'eval'")
         accs.append({r.data.tags["cell_key"]: r.data.metrics["test_acc"] for r in found})
-    assert accs[0] == accs[1] and len(accs[0]) == 4
+    assert accs[0] == accs[1] and len(accs[0]) == 6  # linear, knn (random, rotation), finetune (rotation, scratch)

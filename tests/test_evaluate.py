@@ -43,3 +43,24 @@ def test_features_are_frozen_and_batched():
     a = extract_features(enc, images, torch.device("cpu"), batch=3)
     b = extract_features(enc, images, torch.device("cpu"), batch=10)
     assert a.shape == (10, enc.out_dim) and torch.allclose(a, b, atol=1e-5)
+
+
+def test_knn_against_a_hand_computed_example():
+    from bench.config import KNNConfig
+    from bench.evaluate import knn_classifier
+
+    # Labelled bank on the unit circle: angles 0 and 10 degrees are class 0, 90 degrees is class 1.
+    angles = torch.tensor([0.0, 10.0, 90.0]) * torch.pi / 180
+    bank = torch.stack([angles.cos(), angles.sin()], 1) * torch.tensor([[1.0], [3.0], [2.0]])  # norms don't matter
+    labels = torch.tensor([0, 0, 1])
+    query = torch.tensor([[torch.cos(torch.tensor(60 * torch.pi / 180)), torch.sin(torch.tensor(60 * torch.pi / 180))]])
+    # k = 3, T = 0.1: votes class 0 = e^(cos60/T) + e^(cos50/T) = e^5 + e^6.43 = 768.5; class 1 = e^(cos30/T) = 5760
+    fitted = knn_classifier(bank, labels, 2, KNNConfig(k=3, temperature=0.1))
+    assert fitted.predict(query).tolist() == [1]
+    # T = 10 flattens the weights: two class-0 neighbours outvote one class-1 neighbour
+    assert knn_classifier(bank, labels, 2, KNNConfig(k=3, temperature=10.0)).predict(query).tolist() == [0]
+    # k = 1: the nearest neighbour alone (90 degrees is 30 away, 10 degrees is 50 away)
+    assert knn_classifier(bank, labels, 2, KNNConfig(k=1)).predict(query).tolist() == [1]
+    # k is capped by the number of labelled images, and chunking does not change the answer
+    capped = knn_classifier(bank, labels, 2, KNNConfig(k=200, chunk=1))
+    assert capped.chosen["k"] == 3 and capped.predict(torch.cat([query, -query])).tolist() == [1, 0]

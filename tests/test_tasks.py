@@ -29,7 +29,7 @@ def make(name: str, seed: int = 0):
 def test_task_is_described(name):
     task = TASKS[name]
     assert task.summary and task.protocols and sys.modules[task.__module__].__doc__
-    assert set(task.protocols) <= {"linear", "finetune"}
+    assert set(task.protocols) <= {"linear", "knn", "finetune"}
     if task.pretrains:  # a pretext task names its paper and arXiv id, in the docstring and for `bench list`
         assert "arXiv:" in task.reference and "arXiv:" in sys.modules[task.__module__].__doc__
     else:

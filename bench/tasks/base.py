@@ -8,7 +8,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-Protocol = Literal["linear", "finetune"]
+Protocol = Literal["linear", "knn", "finetune"]
 REGISTRY: dict[str, type[Task]] = {}
 
 
@@ -32,7 +32,7 @@ class Task(nn.Module):
     reference: ClassVar[str]  # paper and arXiv id, or "baseline"
     Config: ClassVar[type[TaskConfig]] = TaskConfig
     pretrains: ClassVar[bool] = True  # False: the checkpoint is the seeded random initialisation
-    protocols: ClassVar[tuple[str, ...]] = ("linear", "finetune")
+    protocols: ClassVar[tuple[str, ...]] = ("linear", "knn", "finetune")
     # For the registry contract test (20 steps on one batch of 8): config overrides under which that tiny
     # setting is meaningful, and whether the loss is an objective the student alone can lower there.
     contract_overrides: ClassVar[dict] = {}
