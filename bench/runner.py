@@ -327,16 +327,13 @@ class _GroupContext:
             mlflow.log_dict({"budget": cell.budget, "seed": cell.seed, "indices": idx.tolist()}, "labels.json")
             start = time.perf_counter()
             train_y = data.train_y[idx].to(self.device)
-            if cell.protocol == "knn":
-                train_feats, test_feats, extract_s = features
-                fitted = knn_classifier(train_feats[idx], train_y, data.num_classes, settings)
-                test_inputs = test_feats
+            if cell.protocol in ("linear", "knn"):
+                train_feats, test_inputs, extract_s = features
                 mlflow.log_metric("feature_extract_s", extract_s)
-            elif cell.protocol == "linear":
-                train_feats, test_feats, extract_s = features
-                fitted = linear_probe(train_feats[idx], train_y, data.num_classes, settings, cell.seed)
-                test_inputs = test_feats
-                mlflow.log_metric("feature_extract_s", extract_s)
+                if cell.protocol == "linear":
+                    fitted = linear_probe(train_feats[idx], train_y, data.num_classes, settings, cell.seed)
+                else:
+                    fitted = knn_classifier(train_feats[idx], train_y, data.num_classes, settings)
             else:
                 fitted = finetune(encoder, self.train_x[idx], train_y, data.num_classes, settings, cell.seed)
                 test_inputs = data.test_x
