@@ -102,20 +102,6 @@ def budget_indices(labels: np.ndarray | torch.Tensor, budget: int | str, seed: i
     return np.sort(np.concatenate(picked))
 
 
-def split_train_val(indices: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int):
-    """Stratified split of a budget's indices into (train, val); every class with >= 2 images keeps >= 1 in
-    each part. Validation labels come out of the budget, never from the test set."""
-    labels = np.asarray(labels)
-    rng = np.random.default_rng([seed, 1])
-    train, val = [], []
-    for c in np.unique(labels[indices]):
-        members = rng.permutation(indices[labels[indices] == c])
-        n_val = min(max(1, round(val_fraction * len(members))), len(members) - 1) if len(members) > 1 else 0
-        val.append(members[:n_val])
-        train.append(members[n_val:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
-
-
 # ---------------------------------------------------------------- decoding and cache
 
 

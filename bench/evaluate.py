@@ -18,8 +18,8 @@ from torch import nn
 
 from bench.augment import crop_flip, to_input
 from bench.config import FinetuneConfig, KNNConfig, LinearConfig
-from bench.data import split_train_val
 from bench.pretrain import NonFiniteLoss, autocast, make_optimizer, warmup_cosine
+from bench.validation import validation_folds
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]  # inputs (features or uint8 images) -> predicted labels
 
@@ -59,25 +59,46 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float, max_
     return model
 
 
-def linear_probe(feats: torch.Tensor, labels: torch.Tensor, classes: int, cfg: LinearConfig, seed: int) -> Fitted:
-    """Choose L2 on a stratified validation split of the budget, then refit on the whole budget."""
-    fit_idx, val_idx = split_train_val(np.arange(len(labels)), labels.cpu().numpy(), cfg.val_fraction, seed)
-    mean, std = feats.mean(0), feats.std(0).clamp_min(1e-6)
-    z = (feats - mean) / std
-    fit_idx, val_idx = torch.as_tensor(fit_idx, device=z.device), torch.as_tensor(val_idx, device=z.device)
-    scores = {}
-    for l2 in cfg.l2_grid:
-        model = fit_logistic(z[fit_idx], labels[fit_idx], classes, l2, cfg.max_iter)
-        with torch.no_grad():
-            scores[l2] = (model(z[val_idx]).argmax(1) == labels[val_idx]).float().mean().item()
-    best = max(cfg.l2_grid, key=lambda l2: (scores[l2], l2))  # ties: the stronger regulariser
-    model = fit_logistic(z, labels, classes, best, cfg.max_iter)
+def accuracy(predict: Predictor, inputs: torch.Tensor, labels: torch.Tensor) -> float:
+    return (predict(inputs) == labels).float().mean().item()
+
+
+def fit_linear(feats: torch.Tensor, labels: torch.Tensor, classes: int, l2: float, max_iter: int) -> Predictor:
+    """Logistic regression on features standardised with the fitting set's own statistics."""
+    mean, std = feats.mean(0), feats.std(0).nan_to_num(1.0).clamp_min(1e-6)
+    model = fit_logistic((feats - mean) / std, labels, classes, l2, max_iter)
 
     @torch.no_grad()
-    def predict(test_feats: torch.Tensor) -> torch.Tensor:
-        return model((test_feats - mean) / std).argmax(1)
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return model((x - mean) / std).argmax(1)
 
-    return Fitted(predict, scores[best], {"l2": best, "val_scores": scores})
+    return predict
+
+
+def cross_validated(fit, inputs: torch.Tensor, labels: torch.Tensor, folds) -> float:
+    """Mean validation accuracy of ``fit(inputs, labels) -> Predictor`` over (fit, val) index pairs."""
+    scores = []
+    for fit_idx, val_idx in folds:
+        fit_idx, val_idx = torch.as_tensor(fit_idx), torch.as_tensor(val_idx)
+        scores.append(accuracy(fit(inputs[fit_idx], labels[fit_idx]), inputs[val_idx], labels[val_idx]))
+    return float(np.mean(scores))
+
+
+def linear_probe(feats: torch.Tensor, labels: torch.Tensor, classes: int, cfg: LinearConfig, seed: int) -> Fitted:
+    """Choose L2 on validation labels from inside the budget (a hold-out split, or k-fold when the budget is too
+    small to split), then refit on the whole budget. With one label per class nothing can be validated: the
+    middle of the grid is used and recorded as such."""
+    folds = validation_folds(np.arange(len(labels)), labels.cpu().numpy(), cfg.val_fraction, seed)
+    if not folds:
+        best = sorted(cfg.l2_grid)[len(cfg.l2_grid) // 2]
+        return Fitted(fit_linear(feats, labels, classes, best, cfg.max_iter), None, {"l2": best, "validation": "none"})
+    scores = {
+        l2: cross_validated(lambda x, y, l2=l2: fit_linear(x, y, classes, l2, cfg.max_iter), feats, labels, folds)
+        for l2 in cfg.l2_grid
+    }
+    best = max(cfg.l2_grid, key=lambda l2: (scores[l2], l2))  # ties: the stronger regulariser
+    chosen = {"l2": best, "val_scores": scores, "validation": f"{len(folds)}-fold" if len(folds) > 1 else "hold-out"}
+    return Fitted(fit_linear(feats, labels, classes, best, cfg.max_iter), scores[best], chosen)
 
 
 def knn_classifier(feats: torch.Tensor, labels: torch.Tensor, classes: int, cfg: KNNConfig) -> Fitted:

@@ -3,7 +3,8 @@ import pytest
 from PIL import Image
 
 from bench.config import ConfigError, DatasetConfig
-from bench.data import budget_indices, load_dataset, split_train_val
+from bench.data import budget_indices, load_dataset
+from bench.validation import split_train_val, validation_folds
 
 LABELS = np.repeat(np.arange(10), 50)  # 500 images, 10 classes
 
@@ -105,3 +106,17 @@ def test_failed_download_says_where_it_looked_and_how_to_supply_data(tmp_path, m
     msg = str(err.value)
     assert calls == [False, True]  # looked on disk first, downloaded only then
     assert f"{tmp_path}/cifar10/{{train,test}}" in msg and "BENCH_DATA" in msg and "no network" in msg
+
+
+def test_validation_folds_split_once_cross_validate_or_give_up():
+    one = validation_folds(budget_indices(LABELS, 100, 0), LABELS, 0.2, seed=0)  # 10 per class: one split
+    assert len(one) == 1 and len(one[0][1]) == 20
+    idx = budget_indices(LABELS, 30, 0)  # 3 per class: too few for a 20% hold-out, so 3-fold CV
+    folds = validation_folds(idx, LABELS, 0.2, seed=0)
+    assert len(folds) == 3
+    vals = [set(v) for _, v in folds]
+    assert set().union(*vals) == set(idx) and sum(len(v) for v in vals) == len(idx)  # each image validated once
+    for fit, val in folds:
+        assert not set(fit) & set(val) and set(fit) | set(val) == set(idx)
+        assert np.bincount(LABELS[val], minlength=10).tolist() == [1] * 10  # stratified
+    assert validation_folds(budget_indices(LABELS, 10, 0), LABELS, 0.2, seed=0) == []  # 1 per class: no honest choice

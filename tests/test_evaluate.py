@@ -64,3 +64,12 @@ def test_knn_against_a_hand_computed_example():
     # k is capped by the number of labelled images, and chunking does not change the answer
     capped = knn_classifier(bank, labels, 2, KNNConfig(k=200, chunk=1))
     assert capped.chosen["k"] == 3 and capped.predict(torch.cat([query, -query])).tolist() == [1, 0]
+
+
+def test_linear_probe_validates_inside_tiny_budgets_or_says_it_cannot():
+    x, y = separable(9, 0)  # 3 per class: 3-fold cross-validation
+    fitted = linear_probe(x, y, 3, LinearConfig(l2_grid=[1e-4, 1e-2]), seed=0)
+    assert fitted.chosen["validation"] == "3-fold" and fitted.val_acc is not None
+    x, y = separable(3, 0)  # 1 per class: no validation possible, the grid's middle is used and recorded
+    fitted = linear_probe(x, y, 3, LinearConfig(l2_grid=[1e-4, 1e-3, 1e-2]), seed=0)
+    assert fitted.chosen == {"l2": 1e-3, "validation": "none"} and fitted.val_acc is None
