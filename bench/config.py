@@ -110,7 +110,8 @@ class FinetuneConfig(Strict):
     epochs: int = Field(30, gt=0)
     min_steps: int = Field(300, ge=0)  # small budgets still get this many optimiser steps
     batch_size: int = Field(128, ge=2)
-    lr: float = Field(0.05, gt=0)
+    lr: float = Field(0.05, gt=0)  # encoder learning rate
+    head_lr: float | None = Field(None, gt=0)  # the new linear head's; None: the same as lr
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
 

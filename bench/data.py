@@ -29,8 +29,20 @@ class Dataset:
     train_x: torch.Tensor  # uint8 (N, 3, H, W): the labelled pool
     train_y: torch.Tensor  # int64 (N,)
     test_x: torch.Tensor
-    test_y: torch.Tensor
+    _test_y: torch.Tensor  # read only through test_y, which counts the reads
     pool_x: torch.Tensor  # uint8: unlabelled images for pretraining (train images, plus unlabeled/ if any)
+    test_label_reads: int = 0
+
+    @property
+    def test_y(self) -> torch.Tensor:
+        """Test labels. Every read is counted: the runner reads them once per evaluation cell, to score it, and
+        nothing that chooses hyperparameters may read them (the tests check the count)."""
+        self.test_label_reads += 1
+        return self._test_y
+
+    def score(self, predictions: torch.Tensor) -> float:
+        """Test accuracy of predictions for every test image: the one use of the test labels."""
+        return (predictions.cpu() == self.test_y).float().mean().item()
 
     @property
     def num_classes(self) -> int:

@@ -128,8 +128,14 @@ def finetune(
     classes: int,
     cfg: FinetuneConfig,
     seed: int,
+    on_checkpoint: Callable[[float, Predictor], None] | None = None,
+    checkpoints: int = 0,
 ) -> Fitted:
-    """Train a copy of the encoder plus a linear head on the labelled uint8 images (on the training device)."""
+    """Train a copy of the encoder plus a linear head on the labelled uint8 images (on the training device).
+
+    Encoder and head have their own learning rates (``lr``, ``head_lr``). ``on_checkpoint(progress, predict)``
+    is called ``checkpoints`` times during training (e.g. to report validation accuracy to a pruner; it may
+    raise to stop)."""
     device = images.device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the head's initialisation depends on the seed only
@@ -140,11 +146,13 @@ def finetune(
     batch = min(cfg.batch_size, n)
     per_epoch = math.ceil(n / batch)
     steps = max(cfg.epochs * per_epoch, cfg.min_steps)  # small budgets still get min_steps updates
-    opt = make_optimizer(model.parameters(), "sgd", cfg.lr, cfg.momentum, cfg.weight_decay)
+    groups = [{"params": model[0].parameters()}, {"params": model[1].parameters(), "lr": cfg.head_lr or cfg.lr}]
+    opt = make_optimizer(groups, "sgd", cfg.lr, cfg.momentum, cfg.weight_decay)
+    marks = {round(steps * (i + 1) / (checkpoints + 1)) for i in range(checkpoints)} if on_checkpoint else set()
     sched = warmup_cosine(opt, steps, 0)
     order = torch.empty(0, dtype=torch.long, device=device)
     total = torch.zeros((), device=device)
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         if len(order) < batch:  # reshuffle once fewer than a batch of images is left in this pass
             order = torch.cat([order, torch.randperm(n, device=device, generator=gen)])
         idx, order = order[:batch], order[batch:]
@@ -155,20 +163,28 @@ def finetune(
         opt.step()
         sched.step()
         total += loss.detach().float()
+        if step in marks:
+            model.eval()
+            on_checkpoint(step / steps, _predictor(model, device))
+            model.train()
     if not math.isfinite(total.item()):
         raise NonFiniteLoss(f"fine-tuning loss became non-finite within {steps} steps")
     model.eval()
-
-    @torch.no_grad()
-    def predict(test_images: torch.Tensor) -> torch.Tensor:
-        out = []
-        for i in range(0, len(test_images), 1024):
-            with autocast(device):
-                out.append(model(to_input(test_images[i : i + 1024].to(device))).argmax(1))
-        return torch.cat(out)
-
+    predict = _predictor(model, device)
     return Fitted(
         predict,
         None,
         {"steps": steps, "epochs": round(steps / per_epoch, 2), "train_loss": total.item() / steps},
     )
+
+
+def _predictor(model: nn.Module, device: torch.device, batch: int = 1024) -> Predictor:
+    @torch.no_grad()
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        out = []
+        for i in range(0, len(images), batch):
+            with autocast(device):
+                out.append(model(to_input(images[i : i + batch].to(device))).argmax(1))
+        return torch.cat(out)
+
+    return predict

@@ -339,7 +339,7 @@ class _GroupContext:
                 test_inputs = data.test_x
             fit_s = time.perf_counter() - start
             # The only place test labels are read: one score per cell, after every choice has been made.
-            test_acc = (fitted.predict(test_inputs).cpu() == data.test_y).float().mean().item()
+            test_acc = data.score(fitted.predict(test_inputs))
             metrics = {
                 "test_acc": test_acc,
                 "wall_s": time.perf_counter() - start,
