@@ -116,6 +116,46 @@ class FinetuneConfig(Strict):
     weight_decay: float = Field(5e-4, ge=0)
 
 
+LogRange = tuple[float, float]  # (low, high), searched on a log scale
+
+
+class FinetuneSpace(Strict):
+    lr: LogRange = (1e-3, 0.3)
+    head_lr: LogRange = (1e-3, 1.0)
+    weight_decay: LogRange = (1e-6, 1e-2)
+
+
+class LinearSpace(Strict):
+    l2: LogRange = (1e-6, 1.0)
+
+
+class KNNSpace(Strict):
+    k: LogRange = (5, 200)  # integers
+    temperature: LogRange = (0.02, 1.0)
+
+
+class SearchSpace(Strict):
+    finetune: FinetuneSpace = FinetuneSpace()
+    linear: LinearSpace = LinearSpace()
+    knn: KNNSpace = KNNSpace()
+
+
+class TuningConfig(Strict):
+    """Optuna studies, one per (task, protocol, budget), with the same number of trials for every task and
+    baseline, on validation labels drawn from inside the budget."""
+
+    enabled: bool = False
+    trials: int = Field(8, gt=0)  # finished (complete or pruned) trials per study
+    protocols: list[Protocol] = Field(["finetune"], min_length=1)  # the others keep their configured values
+    budgets: list[Budget] | None = None  # tune only these budgets (None: all); the others keep their values
+    sampler_seed: int = 0  # TPE
+    label_seed: int | None = None  # whose labelled subset and encoder the study uses; None: the first seed
+    storage: str | None = None  # any Optuna storage URL; None: a journal file next to the MLflow store
+    val_fraction: float = Field(0.2, gt=0, lt=1)  # of the budget; k-fold when too small to split
+    prune: bool = True  # median pruning of fine-tuning trials from intermediate validation accuracy
+    space: SearchSpace = SearchSpace()
+
+
 # One optional table per registered task: `[tasks.rotation]` selects rotation with its own validated config.
 TasksConfig = create_model(
     "TasksConfig",
@@ -137,6 +177,7 @@ class Suite(Strict):
     linear: LinearConfig = LinearConfig()
     knn: KNNConfig = KNNConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    tuning: TuningConfig = TuningConfig()
     device: Literal["auto", "cpu", "cuda"] = "auto"
     tracking_uri: str | None = None  # else $MLFLOW_TRACKING_URI, else sqlite:///<results_dir>/mlflow.db
     results_dir: str = "results"
@@ -154,6 +195,13 @@ class Suite(Strict):
         if len(set(map(str, values))) != len(values):
             raise ValueError(f"values must be unique, got {values}")
         return values
+
+    @model_validator(mode="after")
+    def _label_seed_is_a_seed(self) -> Suite:
+        seed = self.tuning.label_seed
+        if seed is not None and seed not in self.seeds:
+            raise ValueError(f"tuning.label_seed = {seed} is not one of the suite's seeds {self.seeds}")
+        return self
 
     @model_validator(mode="after")
     def _budgets_fit_classes(self) -> Suite:

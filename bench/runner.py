@@ -28,6 +28,7 @@ from bench.pretrain import EpochStats, pretrain
 from bench.summary import summary_tables
 from bench.tasks import TASKS
 from bench.tracking import Tracker, cell_run, environment_tags
+from bench.tuning import Tuner, settings_with, tuned
 
 KEY_VERSION = 2  # bump when a change to the code makes old results incomparable
 
@@ -99,6 +100,8 @@ def build_plan(suite: Suite) -> list[Cell]:
             for budget in suite.sorted_budgets():
                 for protocol in protocols:
                     settings = getattr(suite, protocol).model_dump()
+                    if tuned(suite, protocol, budget):
+                        settings = {"base": settings, "tuning": suite.tuning.model_dump(exclude={"storage"})}
                     key = digest(
                         {
                             "v": KEY_VERSION,
@@ -161,7 +164,7 @@ class Runner:
             return Outcome(len(self.cells), len(self.cells) - len(todo), 0, {}, "")
         failed: dict[str, str] = {}
         if todo:
-            failed = self._execute(todo, done)
+            failed = self._execute(todo)
         tables = summary_tables(self.tracker, self.cells)
         self.console.print(tables, soft_wrap=True, highlight=False)
         self.console.print(f"wall time {time.perf_counter() - start:.0f} s")
@@ -169,7 +172,7 @@ class Runner:
 
     # ------------------------------------------------------------------ execution
 
-    def _execute(self, todo: list[Cell], done: dict) -> dict[str, str]:
+    def _execute(self, todo: list[Cell]) -> dict[str, str]:
         suite = self.suite
         device = resolve_device(suite.device)
         data = load_dataset(suite.dataset)
@@ -180,6 +183,7 @@ class Runner:
             except ValueError as e:
                 raise ConfigError(f"{self.suite_path}: key 'tasks.{name}': {e} ({data.name})") from None
         train_x = data.train_x.to(device)
+        tuner = Tuner(suite, data, device, lambda task, seed: self._encoder(task, seed))
         failed: dict[str, str] = {}
         env = environment_tags(device)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -191,8 +195,8 @@ class Runner:
             with Progress(*columns, console=self.console) as progress:
                 bar = progress.add_task("cells", total=len(todo))
                 for (task, seed), cells in self._groups(todo):
-                    ctx = _GroupContext(self, data, train_x, labels, device, env, progress, bar, failed)
-                    ctx.run(task, seed, cells, done)
+                    ctx = _GroupContext(self, data, train_x, labels, device, env, progress, bar, failed, tuner)
+                    ctx.run(task, seed, cells)
         if failed:
             self.console.print(f"[red]{len(failed)} cell(s) failed:[/]")
             for label, reason in failed.items():
@@ -208,6 +212,14 @@ class Runner:
             }
         except ConfigError as e:
             raise ConfigError(f"{self.suite_path}: key 'budgets': {e} ({data.name})") from None
+
+    def _encoder(self, task: str, seed: int) -> torch.nn.Module:
+        """The encoder an evaluation of (task, seed) starts from: a finished pretraining, or the seeded init."""
+        if not TASKS[task].pretrains:
+            return build_encoder(self.suite.encoder.name, seed)
+        source = next(c.source for c in self.cells if c.task == task and c.seed == seed)
+        run = self.tracker.finished().get(source)
+        return load_encoder(self.cache, source, self.suite.encoder.name, run.info.run_id if run else None)
 
     @staticmethod
     def _groups(todo: list[Cell]) -> Iterator[tuple[tuple[str, int], list[Cell]]]:
@@ -230,20 +242,16 @@ class _GroupContext:
     progress: Progress
     bar: int
     failed: dict
+    tuner: Tuner
 
-    def run(self, task: str, seed: int, cells: list[Cell], done: dict) -> None:
-        suite = self.runner.suite
+    def run(self, task: str, seed: int, cells: list[Cell]) -> None:
         pre = next((c for c in cells if c.kind == "pretrain"), None)
         evals = [c for c in cells if c.kind == "eval"]
         try:
             if pre is not None:
                 encoder = self._pretrain(pre)
-            elif TASKS[task].pretrains:
-                source = evals[0].source
-                run = done[source]
-                encoder = load_encoder(self.runner.cache, source, suite.encoder.name, run.info.run_id)
             else:
-                encoder = build_encoder(suite.encoder.name, seed)
+                encoder = self.runner._encoder(task, seed)
         except Exception as e:  # noqa: BLE001 - a failed cell is recorded and the sweep goes on
             reason = _reason(e)
             for c in cells:
@@ -311,7 +319,8 @@ class _GroupContext:
     def _evaluate(self, cell: Cell, encoder: torch.nn.Module, features) -> None:
         suite, data = self.runner.suite, self.data
         idx = self.labels[(cell.seed, cell.budget)]
-        settings = getattr(suite, cell.protocol)
+        hparams, hp_source = self.tuner.params(cell.task, cell.protocol, cell.budget, cell.source)
+        settings = settings_with(suite, cell.protocol, hparams)
         params = {
             "task": cell.task,
             "protocol": cell.protocol,
@@ -323,7 +332,9 @@ class _GroupContext:
             "dataset": suite.dataset.model_dump(),
             cell.protocol: settings.model_dump(),
         }
-        with cell_run(cell.label, cell.tags() | self.env, params):
+        tags = cell.tags() | self.env | {"hp_source": "tuned" if hparams else "default"}
+        params |= {"hp_source": hp_source, "hp": hparams}
+        with cell_run(cell.label, tags, params):
             mlflow.log_dict({"budget": cell.budget, "seed": cell.seed, "indices": idx.tolist()}, "labels.json")
             start = time.perf_counter()
             train_y = data.train_y[idx].to(self.device)

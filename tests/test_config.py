@@ -112,3 +112,10 @@ def test_cuda_requested_without_cuda_is_a_clear_error(monkeypatch):
     with pytest.raises(ConfigError, match="no CUDA device"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
+
+
+def test_tuning_label_seed_must_be_one_of_the_seeds(tmp_path):
+    with pytest.raises(ConfigError, match="label_seed = 5 is not one of the suite's seeds"):
+        load_suite(write(tmp_path, "seeds = [0, 1]\n[tuning]\nenabled = true\nlabel_seed = 5\n"))
+    with pytest.raises(ConfigError, match="tuning.protocols"):
+        load_suite(write(tmp_path, '[tuning]\nprotocols = ["svm"]\n'))

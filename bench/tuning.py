@@ -1,0 +1,191 @@
+"""Hyperparameter tuning that is fair to the baselines: one Optuna study per (task, protocol, budget), the same
+number of finished trials for every task and baseline, validation accuracy on labels drawn from inside the budget
+(hold-out or k-fold, ``bench.validation``), never the test set.
+
+Each study uses one seed's labelled subset and encoder (``tuning.label_seed``, default the first seed); its best
+hyperparameters are then used for the final evaluation of every seed and recorded on those runs. Studies live in
+Optuna storage (a journal file next to the MLflow store by default, any storage URL otherwise) and resume: a
+study that was interrupted runs only its missing trials. Every trial is also a nested MLflow run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import optuna
+import torch
+from torch import nn
+
+from bench.config import KNNConfig, Suite, digest
+from bench.data import Dataset, budget_indices
+from bench.evaluate import accuracy, cross_validated, extract_features, finetune, fit_linear, knn_classifier
+from bench.pretrain import NonFiniteLoss
+from bench.validation import validation_folds
+
+DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def storage_for(suite: Suite) -> optuna.storages.BaseStorage | str:
+    if suite.tuning.storage:
+        return suite.tuning.storage
+    path = Path(suite.results_dir) / "optuna.journal"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+
+def tuned(suite: Suite, protocol: str, budget) -> bool:
+    cfg = suite.tuning
+    return cfg.enabled and protocol in cfg.protocols and (cfg.budgets is None or budget in cfg.budgets)
+
+
+def settings_with(suite: Suite, protocol: str, params: dict):
+    """The protocol's configured settings with tuned values put in."""
+    settings = getattr(suite, protocol)
+    if protocol == "linear" and "l2" in params:
+        return settings.model_copy(update={"l2_grid": [params["l2"]]})
+    return settings.model_copy(update=params)
+
+
+class Tuner:
+    def __init__(self, suite: Suite, data: Dataset, device: torch.device, encoder_for: Callable[[str, int], nn.Module]):
+        self.suite, self.data, self.device, self.encoder_for = suite, data, device, encoder_for
+        self.cfg = suite.tuning
+        self.seed = self.cfg.label_seed if self.cfg.label_seed is not None else suite.seeds[0]
+        self.storage = storage_for(suite) if self.cfg.enabled else None
+        self.results: dict[tuple, tuple[dict, str]] = {}
+        self.features: dict[str, torch.Tensor] = {}
+
+    def params(self, task: str, protocol: str, budget, source: str) -> tuple[dict, str]:
+        """(hyperparameters to use, how they were obtained) for the final evaluation of (task, protocol, budget)."""
+        if not tuned(self.suite, protocol, budget):
+            return {}, "default"
+        key = (task, protocol, budget)
+        if key not in self.results:
+            self.results[key] = self._study(task, protocol, budget, source)
+        return self.results[key]
+
+    def _study(self, task: str, protocol: str, budget, source: str) -> tuple[dict, str]:
+        train_y = self.data.train_y
+        idx = budget_indices(train_y.numpy(), budget, self.seed)
+        folds = validation_folds(idx, train_y.numpy(), self.cfg.val_fraction, self.seed)
+        if not folds:
+            return {}, "default (one label per class: nothing to validate on)"
+        # More trials extend the same study, so the trial count is not part of its identity.
+        identity = {
+            "tuning": self.cfg.model_dump(exclude={"storage", "enabled", "trials"}),
+            "source": source,
+            "settings": getattr(self.suite, protocol).model_dump(),
+            "seed": self.seed,
+        }
+        name = f"{self.suite.name}:{task}:{protocol}:{budget}:{digest(identity, 12)}"
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if self.cfg.prune else optuna.pruners.NopPruner()
+        study = optuna.create_study(
+            study_name=name,
+            storage=self.storage,
+            direction="maximize",
+            load_if_exists=True,
+            sampler=optuna.samplers.TPESampler(seed=self.cfg.sampler_seed),
+            pruner=pruner,
+        )
+        missing = self.cfg.trials - sum(t.state in DONE for t in study.trials)
+        if missing > 0:
+            objective = self._objective(task, protocol, budget, folds, name)
+            study.optimize(objective, n_trials=missing)
+        n_done = sum(t.state in DONE for t in study.trials)
+        best = study.best_trial
+        return dict(best.params), f"tuned ({n_done} trials, study {name}, best val_acc {best.value:.4f})"
+
+    def _objective(self, task: str, protocol: str, budget, folds, study_name: str):
+        encoder = self.encoder_for(task, self.seed)
+        space = getattr(self.cfg.space, protocol)
+        x, y = self.data.train_x, self.data.train_y
+        classes = self.data.num_classes
+        if protocol in ("linear", "knn"):
+            if task not in self.features:
+                self.features[task] = extract_features(encoder, x, self.device)
+            feats, labels = self.features[task], y.to(self.device)
+
+        def objective(trial: optuna.Trial) -> float:
+            if protocol == "finetune":
+                params = {
+                    k: trial.suggest_float(k, *getattr(space, k), log=True) for k in ("lr", "head_lr", "weight_decay")
+                }
+            elif protocol == "linear":
+                params = {"l2": trial.suggest_float("l2", *space.l2, log=True)}
+            else:
+                params = {
+                    "k": trial.suggest_int("k", int(space.k[0]), int(space.k[1]), log=True),
+                    "temperature": trial.suggest_float("temperature", *space.temperature, log=True),
+                }
+            tags = {
+                "kind": "trial",
+                "task": task,
+                "protocol": protocol,
+                "budget": str(budget),
+                "study": study_name,
+                "trial": str(trial.number),
+            }
+            pruned = False
+            with mlflow.start_run(
+                run_name=f"trial {trial.number} {task}+{protocol} budget={budget}", nested=True, tags=tags
+            ):
+                mlflow.log_params(params)
+                settings = settings_with(self.suite, protocol, params)
+                try:
+                    if protocol == "finetune":
+                        score = self._finetune_score(encoder, settings, folds, trial)
+                    elif protocol == "linear":
+                        score = cross_validated(
+                            lambda a, b: fit_linear(a, b, classes, params["l2"], settings.max_iter),
+                            feats,
+                            labels,
+                            folds,
+                        )
+                    else:
+                        knn = KNNConfig(**params, chunk=self.suite.knn.chunk)
+                        score = cross_validated(
+                            lambda a, b: knn_classifier(a, b, classes, knn).predict, feats, labels, folds
+                        )
+                except optuna.TrialPruned:
+                    pruned, score = True, float("nan")
+                except NonFiniteLoss:  # a diverging setting is a legitimate, bad outcome
+                    score = 0.0
+                    mlflow.set_tag("diverged", "true")
+                mlflow.set_tag("trial_state", "PRUNED" if pruned else "COMPLETE")
+                if not pruned:
+                    mlflow.log_metric("val_acc", score)
+            if pruned:
+                raise optuna.TrialPruned()
+            return score
+
+        return objective
+
+    def _finetune_score(self, encoder: nn.Module, settings, folds, trial: optuna.Trial) -> float:
+        x, y = self.data.train_x, self.data.train_y
+        scores = []
+        for i, (fit_idx, val_idx) in enumerate(folds):
+            fit_x, fit_y = x[fit_idx].to(self.device), y[fit_idx].to(self.device)
+            val_x, val_y = x[val_idx].to(self.device), y[val_idx].to(self.device)
+
+            def report(progress: float, predict, val_x=val_x, val_y=val_y) -> None:
+                trial.report(accuracy(predict, val_x, val_y), step=round(100 * progress))
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+            watch = self.cfg.prune and i == 0  # the pruner watches the first fold's learning curve
+            fitted = finetune(
+                encoder,
+                fit_x,
+                fit_y,
+                self.data.num_classes,
+                settings,
+                self.seed,
+                on_checkpoint=report if watch else None,
+                checkpoints=3 if watch else 0,
+            )
+            scores.append(accuracy(fitted.predict, val_x, val_y))
+        return float(np.mean(scores))

@@ -1,0 +1,123 @@
+"""Optuna tuning: equal trial counts for every task and baseline, validation inside the budget only, resume."""
+
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+import bench.tuning
+from bench.__main__ import main
+from bench.data import Dataset
+
+pytestmark = pytest.mark.slow
+
+SUITE = """
+name = "tune"
+seeds = [0, 1]
+budgets = [16, 48]
+protocols = ["linear", "knn", "finetune"]
+device = "cpu"
+[dataset]
+name = "synthetic"
+synthetic = { classes = 4, train = 96, test = 64, size = 16 }
+[encoder]
+name = "small_cnn"
+[linear]
+max_iter = 20
+[finetune]
+epochs = 1
+min_steps = 8
+batch_size = 16
+[tuning]
+enabled = true
+trials = 3
+protocols = ["finetune", "linear", "knn"]
+[tasks.scratch]
+[tasks.random]
+"""
+
+
+def run(tmp_path: Path, *extra: str) -> int:
+    path = tmp_path / "tune.toml"
+    path.write_text(SUITE)
+    store = [f"results_dir={str(tmp_path / 'results')!r}", f"tracking_uri='sqlite:///{tmp_path}/mlflow.db'"]
+    return main(["run", str(path), *(f"--set={s}" for s in [*store, *extra])])
+
+
+def studies(tmp_path: Path) -> dict[str, list]:
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "results" / "optuna.journal"))
+    )
+    return {s.study_name: storage.get_all_trials(s._study_id) for s in storage.get_all_studies()}
+
+
+def test_every_task_and_baseline_gets_the_same_trials_and_test_labels_stay_unread(tmp_path, monkeypatch):
+    reads_during_tuning, datasets = [], []
+    original = bench.tuning.Tuner.params
+
+    def watched(self, *args):
+        before = self.data.test_label_reads
+        out = original(self, *args)
+        reads_during_tuning.append(self.data.test_label_reads - before)
+        datasets.append(self.data)
+        return out
+
+    monkeypatch.setattr(bench.tuning.Tuner, "params", watched)
+    assert run(tmp_path) == 0
+    assert reads_during_tuning and set(reads_during_tuning) == {0}  # no study ever read a test label
+    evals = 2 * 2 * (2 + 1)  # seeds x budgets x (random: linear, knn; scratch: finetune)
+    assert datasets[0].test_label_reads == evals  # once per evaluation cell, to score it
+
+    found = studies(tmp_path)
+    assert len(found) == 2 * 3  # (random: linear, knn; scratch: finetune) x 2 budgets
+    done = {name: sum(t.state in bench.tuning.DONE for t in trials) for name, trials in found.items()}
+    assert set(done.values()) == {3}  # the same number of finished trials for every task and baseline
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("tune")
+    trials = client.search_runs([exp.experiment_id], "tags.kind = 'trial'", max_results=1000)
+    assert len(trials) == sum(len(t) for t in found.values())  # every trial is a nested MLflow run
+    evals_runs = client.search_runs([exp.experiment_id], "tags.kind = 'eval'", max_results=1000)
+    assert all(r.data.tags["hp_source"] == "tuned" for r in evals_runs)
+    assert all(r.data.params["hp_source"].startswith("tuned (3 trials") for r in evals_runs)
+    ft = [r for r in evals_runs if r.data.tags["protocol"] == "finetune"]
+    assert all({"hp.lr", "hp.head_lr", "hp.weight_decay"} <= set(r.data.params) for r in ft)
+    # the final evaluation of both seeds used the one study's choice for that budget
+    for budget in ("16", "48"):
+        chosen = {r.data.params["hp.lr"] for r in ft if r.data.tags["budget"] == budget}
+        assert len(chosen) == 1
+
+
+def test_an_interrupted_study_resumes_from_its_storage(tmp_path, monkeypatch):
+    args = ["seeds=[0]", "budgets=[48]", "tuning.protocols=['finetune']"]
+    calls = {"n": 0}
+    original = bench.tuning.finetune
+
+    def dies_in_the_second_trial(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # stands in for a kill in the middle of trial 1
+        return original(*a, **k)
+
+    monkeypatch.setattr(bench.tuning, "finetune", dies_in_the_second_trial)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, *args)
+    ((name, trials),) = studies(tmp_path).items()
+    first = trials[0]
+    assert first.state == optuna.trial.TrialState.COMPLETE and len(trials) == 2
+
+    monkeypatch.setattr(bench.tuning, "finetune", original)
+    assert run(tmp_path, *args) == 0
+    ((name2, trials),) = studies(tmp_path).items()
+    assert name2 == name
+    assert sum(t.state in bench.tuning.DONE for t in trials) == 3  # only the missing trials were run
+    assert trials[0].params == first.params and trials[0].value == first.value
+
+
+def test_test_labels_are_counted():
+    import torch
+
+    data = Dataset("x", ["a"], torch.zeros(1), torch.zeros(1), torch.zeros(1), torch.tensor([0, 1]), torch.zeros(1))
+    assert data.test_label_reads == 0
+    assert data.score(torch.tensor([0, 0])) == 0.5 and data.test_label_reads == 1
