@@ -152,6 +152,8 @@ class TuningConfig(Strict):
     label_seed: int | None = None  # whose labelled subset and encoder the study uses; None: the first seed
     storage: str | None = None  # any Optuna storage URL; None: a journal file next to the MLflow store
     val_fraction: float = Field(0.2, gt=0, lt=1)  # of the budget; k-fold when too small to split
+    start_from_defaults: bool = True  # trial 0 of every study is the configured values: tuning can only
+    # replace them with something that did better on validation
     prune: bool = True  # median pruning of fine-tuning trials from intermediate validation accuracy
     space: SearchSpace = SearchSpace()
 

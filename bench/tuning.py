@@ -91,6 +91,8 @@ class Tuner:
             sampler=optuna.samplers.TPESampler(seed=self.cfg.sampler_seed),
             pruner=pruner,
         )
+        if self.cfg.start_from_defaults and not study.trials:
+            study.enqueue_trial(self._defaults(protocol))  # the configured values are trial 0 of every study
         missing = self.cfg.trials - sum(t.state in DONE for t in study.trials)
         if missing > 0:
             objective = self._objective(task, protocol, budget, folds, name)
@@ -98,6 +100,17 @@ class Tuner:
         n_done = sum(t.state in DONE for t in study.trials)
         best = study.best_trial
         return dict(best.params), f"tuned ({n_done} trials, study {name}, best val_acc {best.value:.4f})"
+
+    def _defaults(self, protocol: str) -> dict:
+        """The protocol's configured values, clipped into the search space."""
+        space, s = getattr(self.cfg.space, protocol), getattr(self.suite, protocol)
+        if protocol == "finetune":
+            values = {"lr": s.lr, "head_lr": s.head_lr or s.lr, "weight_decay": s.weight_decay}
+        elif protocol == "linear":
+            values = {"l2": sorted(s.l2_grid)[len(s.l2_grid) // 2]}
+        else:
+            values = {"k": s.k, "temperature": s.temperature}
+        return {k: type(v)(min(max(v, getattr(space, k)[0]), getattr(space, k)[1])) for k, v in values.items()}
 
     def _objective(self, task: str, protocol: str, budget, folds, study_name: str):
         encoder = self.encoder_for(task, self.seed)
