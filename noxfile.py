@@ -22,6 +22,13 @@ def benchmark(session: nox.Session) -> None:
 
 
 @nox.session
+def report(session: nox.Session) -> None:
+    """Write results/<suite>/ (tables, statistics, figures) from the MLflow store: -- SUITE (default quick)."""
+    session.install("-e", ".")
+    session.run("python", "-m", "bench", "report", *(session.posargs or ["suites/quick.toml"]))
+
+
+@nox.session
 def ui(session: nox.Session) -> None:
     """The MLflow UI for the default store, on http://127.0.0.1:5000 (pass -- --port N to change)."""
     session.install("-e", ".")

@@ -22,6 +22,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from bench.runner import Runner
+
+    suite = load_suite(args.suite, args.set)
+    Runner(suite, args.suite, console).report()
+    return 0
+
+
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     from bench.encoders import ENCODERS
     from bench.tasks import TASKS
@@ -63,11 +71,14 @@ def main(argv: list[str] | None = None) -> int:
         help="override a suite key, e.g. --set pretrain.epochs=5 --set 'seeds=[0]'",
     )
     run.add_argument("--dry-run", action="store_true", help="print the plan and what is already done; run nothing")
+    report = sub.add_parser("report", help="write results/<suite>/: tables, statistics, figures (from MLflow)")
+    report.add_argument("suite", help="suite file (TOML)")
+    report.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for run")
     sub.add_parser("list", help="registered tasks, encoders, datasets and protocols")
     args = parser.parse_args(argv)
     console = Console()
     try:
-        return {"run": cmd_run, "list": cmd_list}[args.command](args, console)
+        return {"run": cmd_run, "report": cmd_report, "list": cmd_list}[args.command](args, console)
     except ConfigError as e:
         console.print(f"[red]error:[/] {e}", highlight=False)
         return 2

@@ -25,6 +25,7 @@ from bench.data import Dataset, budget_indices, load_dataset
 from bench.encoders import build_encoder
 from bench.evaluate import extract_features, finetune, knn_classifier, linear_probe
 from bench.pretrain import EpochStats, pretrain
+from bench.report import tidy, write_report
 from bench.summary import summary_tables
 from bench.tasks import TASKS
 from bench.tracking import Tracker, cell_run, environment_tags
@@ -167,8 +168,20 @@ class Runner:
             failed = self._execute(todo)
         tables = summary_tables(self.tracker, self.cells)
         self.console.print(tables, soft_wrap=True, highlight=False)
+        self.report()
         self.console.print(f"wall time {time.perf_counter() - start:.0f} s")
         return Outcome(len(self.cells), len(self.cells) - len(todo), len(todo) - len(failed), failed, tables)
+
+    def report(self) -> list[Path]:
+        """Write results/<suite>/ from the suite's runs and attach it to the latest parent run."""
+        out = Path(self.suite.results_dir) / self.suite.name
+        written = write_report(tidy(self.tracker, self.cells), out)
+        parents = self.tracker.runs("tags.kind = 'suite'")
+        if parents:
+            latest = max(parents, key=lambda r: r.info.start_time)
+            self.tracker.client.log_artifacts(latest.info.run_id, str(out), artifact_path="report")
+        self.console.print(f"report: {out}/ ({len(written)} files)")
+        return written
 
     # ------------------------------------------------------------------ execution
 

@@ -59,6 +59,12 @@ def test_smoke_suite_end_to_end_then_rerun_adds_nothing(tmp_path, store, capsys)
             assert len(history) == 2 and r.data.metrics["images_per_s"] > 0
     out = capsys.readouterr().out
     assert "protocol linear" in out and "| rotation |" in out and "(n=2)" in out
+    report_dir = tmp_path / "results" / "smoke"  # bench run ends by writing the suite's report
+    assert {"table.md", "table.tex", "stats.md", "stats.csv", "runs.csv", "label_efficiency.png"} <= {
+        p.name for p in report_dir.iterdir()
+    }
+    logged = MlflowClient(mlflow.get_tracking_uri()).list_artifacts(parent.info.run_id, "report")
+    assert "report/table.md" in {a.path for a in logged}  # and attaches it to the parent run
 
     assert main(["run", str(SMOKE), *(f"--set={s}" for s in store)]) == 0
     assert len(runs(tmp_path)) == len(all_runs)  # nothing recomputed, no new runs at all
