@@ -29,6 +29,13 @@ def report(session: nox.Session) -> None:
 
 
 @nox.session
+def perf(session: nox.Session) -> None:
+    """Throughput of the on-device path against lightly's reference pipeline; JSON under results/perf/."""
+    session.install("-e", ".")
+    session.run("python", "-m", "bench", "perf", *session.posargs)
+
+
+@nox.session
 def ui(session: nox.Session) -> None:
     """The MLflow UI for the default store, on http://127.0.0.1:5000 (pass -- --port N to change)."""
     session.install("-e", ".")

@@ -30,6 +30,36 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_perf(args: argparse.Namespace, console: Console) -> int:
+    from pathlib import Path
+
+    from bench.perf import run_perf
+    from bench.runner import resolve_device
+
+    r = run_perf(
+        args.tasks, args.encoder, args.batch, args.steps, args.workers, resolve_device(args.device), Path(args.out)
+    )
+    console.print(f"{r['device']}, {r['encoder']}, batch {r['batch']}, {r['workers']} DataLoader workers")
+    for task, m in r["tasks"].items():
+        console.print(
+            f"  {task:9s} images/s: (a) model step only {m['a_model_step_only']:,.0f}  (b) on-device "
+            f"{m['b_on_device']:,.0f}  (c) reference {m['c_reference']:,.0f}  b/c {m['ratio_b_over_c']:.2f}"
+            f"  b/a {m['ratio_b_over_a']:.2f}"
+        )
+    v = r["view_generation"]
+    console.print(
+        f"  two SimCLR views: batched {v['batched_images_per_s']:,.0f} images/s, lightly per-image "
+        f"{v['lightly_images_per_s']:,.0f} images/s, ratio {v['ratio']:.1f}"
+    )
+    p = r["probes"]
+    console.print(
+        f"  feature extraction {p['feature_extract_images_per_s']:,.0f} images/s, linear probe fit "
+        f"{p['linear_probe_fit_s']:.2f} s; peak memory {r['peak_memory_mb']:,.0f} MiB"
+    )
+    console.print(f"  written: {r['path']}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     from bench.encoders import ENCODERS
     from bench.tasks import TASKS
@@ -74,11 +104,20 @@ def main(argv: list[str] | None = None) -> int:
     report = sub.add_parser("report", help="write results/<suite>/: tables, statistics, figures (from MLflow)")
     report.add_argument("suite", help="suite file (TOML)")
     report.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for run")
+    perf = sub.add_parser("perf", help="throughput: on-device data path vs lightly's reference pipeline")
+    perf.add_argument("--tasks", nargs="+", default=["simclr", "rotation"], choices=["simclr", "rotation"])
+    perf.add_argument("--encoder", default=None, help="default: resnet18_cifar on CUDA, small_cnn on CPU")
+    perf.add_argument("--batch", type=int, default=None, help="default: 512 on CUDA, 64 on CPU")
+    perf.add_argument("--steps", type=int, default=None, help="timed steps per path (default: 50 CUDA, 5 CPU)")
+    perf.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference path")
+    perf.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    perf.add_argument("--out", default="results/perf", help="folder for the JSON record")
     sub.add_parser("list", help="registered tasks, encoders, datasets and protocols")
     args = parser.parse_args(argv)
     console = Console()
     try:
-        return {"run": cmd_run, "report": cmd_report, "list": cmd_list}[args.command](args, console)
+        commands = {"run": cmd_run, "report": cmd_report, "perf": cmd_perf, "list": cmd_list}
+        return commands[args.command](args, console)
     except ConfigError as e:
         console.print(f"[red]error:[/] {e}", highlight=False)
         return 2

@@ -48,8 +48,7 @@ class BYOL(TwoViewTask):
     def views(self, images: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         return make_view(images, gen, self.cfg.views), make_view(images, gen, self.cfg.views2)
 
-    def loss(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        v1, v2 = self.views(images, gen)
+    def loss_views(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
         p1 = self.prediction(self.projection(self.encoder(v1)))
         p2 = self.prediction(self.projection(self.encoder(v2)))
         t1, t2 = self.target(v1), self.target(v2)

@@ -27,6 +27,13 @@ class TwoViewTask(Task):
     def views(self, images: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         return make_view(images, gen, self.cfg.views), make_view(images, gen, self.cfg.views)
 
+    def loss(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return self.loss_views(*self.views(images, gen))
+
+    def loss_views(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+        """The loss of two already augmented, normalised views (B, 3, H, W): the model step alone."""
+        raise NotImplementedError
+
 
 class Momentum(nn.Module):
     """EMA copies of some modules, updated after every optimiser step with a cosine schedule from

@@ -40,8 +40,7 @@ class MoCo(TwoViewTask):
     def after_step(self, step: int, total_steps: int) -> None:
         self.key.update(step, total_steps)
 
-    def loss(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        v1, v2 = self.views(images, gen)
+    def loss_views(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
         q1, q2 = self.head(self.encoder(v1)), self.head(self.encoder(v2))
         k1, k2 = self.key(v1), self.key(v2)
         return 0.5 * (self.criterion(q1, k2) + self.criterion(q2, k1))

@@ -46,7 +46,9 @@ class Rotation(Task):
 
     def loss(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         x = to_input(images)
-        if self.cfg.crop_flip:
-            x = crop_flip(x, gen)
+        return self.loss_views(crop_flip(x, gen) if self.cfg.crop_flip else x)
+
+    def loss_views(self, x: torch.Tensor) -> torch.Tensor:
+        """The loss of an already augmented, normalised batch (B, 3, H, W): the model step alone."""
         views, labels = all_rotations(x)  # (4B, 3, H, W), (4B,)
         return F.cross_entropy(self.head(self.encoder(views)), labels)

@@ -32,8 +32,7 @@ class SimCLR(TwoViewTask):
         self.head = SimCLRProjectionHead(encoder.out_dim, cfg.hidden_dim, cfg.out_dim)
         self.criterion = NTXentLoss(temperature=cfg.temperature)
 
-    def loss(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        v1, v2 = self.views(images, gen)
+    def loss_views(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
         z = self.head(self.encoder(torch.cat([v1, v2])))  # one pass: BatchNorm sees both views
         z1, z2 = z.chunk(2)
         return self.criterion(z1, z2)

@@ -32,8 +32,7 @@ class SimSiam(TwoViewTask):
         self.prediction = SimSiamPredictionHead(cfg.out_dim, max(1, cfg.out_dim // 4), cfg.out_dim)
         self.criterion = NegativeCosineSimilarity()
 
-    def loss(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        v1, v2 = self.views(images, gen)
+    def loss_views(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
         z1, z2 = self.projection(self.encoder(v1)), self.projection(self.encoder(v2))
         p1, p2 = self.prediction(z1), self.prediction(z2)
         return 0.5 * (self.criterion(p1, z2.detach()) + self.criterion(p2, z1.detach()))

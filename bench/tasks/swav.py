@@ -41,9 +41,8 @@ class SwaV(TwoViewTask):
     def after_step(self, step: int, total_steps: int) -> None:
         self.step = step
 
-    def loss(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def loss_views(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
         self.prototypes.normalize()
-        v1, v2 = self.views(images, gen)
         z = F.normalize(self.head(self.encoder(torch.cat([v1, v2]))), dim=1)
         p1, p2 = self.prototypes(z, self.step).chunk(2)
         return self.criterion([p1, p2], []).reshape(())  # lightly returns shape (1,)

@@ -33,6 +33,5 @@ class VICReg(TwoViewTask):
         self.head = VICRegProjectionHead(encoder.out_dim, cfg.hidden_dim, cfg.out_dim, num_layers=2)
         self.criterion = VICRegLoss()
 
-    def loss(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        v1, v2 = self.views(images, gen)
+    def loss_views(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
         return self.criterion(self.head(self.encoder(v1)), self.head(self.encoder(v2)))

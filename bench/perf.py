@@ -1,0 +1,189 @@
+"""Throughput benchmark: the on-device data path against lightly's reference pipeline, in one run.
+
+For each task, pretraining images/s for (a) the model step alone on views already on the device, (b) the
+on-device path (uint8 batch -> batched views -> step), (c) the reference path: per-image PIL transforms in
+DataLoader workers (lightly's ``SimCLRTransform`` for SimCLR; torchvision's pad-crop and flip for rotation), the
+same model step after it. Also view generation alone (the CPU target), feature extraction and a linear probe.
+Writes JSON to ``results/perf/``. Runs on CPU (small sizes) and CUDA (full sizes).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bench.augment import to_input
+from bench.encoders import build_encoder
+from bench.evaluate import extract_features, fit_linear
+from bench.pretrain import autocast
+from bench.tasks import TASKS
+from bench.views import make_view
+
+
+class _PilImages(torch.utils.data.Dataset):
+    def __init__(self, images: np.ndarray, transform) -> None:
+        self.images, self.transform = images, transform  # (N, H, W, 3) uint8
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.transform(Image.fromarray(self.images[i]))
+
+
+def _reference_transform(task: str, size: int):
+    import torchvision.transforms as T
+
+    norm = T.Normalize([0.5] * 3, [0.25] * 3)  # the same input scaling as bench.augment.to_input
+    if task == "simclr":
+        from lightly.transforms import SimCLRTransform
+
+        return SimCLRTransform(
+            input_size=size, cj_strength=0.5, gaussian_blur=0.0, normalize={"mean": [0.5] * 3, "std": [0.25] * 3}
+        )
+    return T.Compose(
+        [T.RandomCrop(size, padding=4, padding_mode="reflect"), T.RandomHorizontalFlip(), T.ToTensor(), norm]
+    )
+
+
+def _rate(fn, n_images: int, steps: int, device: torch.device) -> float:
+    fn()  # warm-up (and cudnn autotuning)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return n_images * steps / (time.perf_counter() - start)
+
+
+def measure(task_name: str, encoder: str, batch: int, steps: int, device: torch.device, workers: int) -> dict:
+    size = 32
+    images = torch.randint(0, 256, (batch * 4, 3, size, size), dtype=torch.uint8)
+    on_device = images.to(device)
+    torch.manual_seed(0)
+    task = TASKS[task_name](build_encoder(encoder, 0), TASKS[task_name].Config(), size)
+    task.to(device).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.SGD(task.parameters(), lr=0.01, momentum=0.9)
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def step(loss: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def views_of(x: torch.Tensor):
+        if task_name == "rotation":
+            return (to_input(x),)
+        return task.views(x, gen)
+
+    fixed = [v.detach() for v in views_of(on_device[:batch])]
+
+    def model_only() -> None:
+        with autocast(device):
+            step(task.loss_views(*fixed))
+
+    def device_path() -> None:
+        idx = torch.randint(0, len(on_device), (batch,), device=device, generator=gen)
+        with autocast(device):
+            step(task.loss(on_device[idx], gen))
+
+    loader = torch.utils.data.DataLoader(
+        _PilImages(images.permute(0, 2, 3, 1).numpy(), _reference_transform(task_name, size)),
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        persistent_workers=workers > 0,
+    )
+    stream = iter(())
+
+    def reference_path() -> None:
+        nonlocal stream
+        try:
+            item = next(stream)
+        except StopIteration:
+            stream = iter(loader)
+            item = next(stream)
+        views = [v.to(device, non_blocking=True) for v in (item if isinstance(item, list) else [item])]
+        with autocast(device):
+            step(task.loss_views(*views[: len(fixed)]))
+
+    out = {
+        "a_model_step_only": _rate(model_only, batch, steps, device),
+        "b_on_device": _rate(device_path, batch, steps, device),
+        "c_reference": _rate(reference_path, batch, steps, device),
+    }
+    out["ratio_b_over_c"] = out["b_on_device"] / out["c_reference"]
+    out["ratio_b_over_a"] = out["b_on_device"] / out["a_model_step_only"]
+    return out
+
+
+def view_generation(n: int, device: torch.device) -> dict:
+    """Two SimCLR views of n images: batched on the device vs lightly's per-image transform (one process)."""
+    from bench.views import ViewConfig
+
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
+    on_device, gen, cfg = images.to(device), torch.Generator(device=device).manual_seed(0), ViewConfig()
+    batched = _rate(lambda: (make_view(on_device, gen, cfg), make_view(on_device, gen, cfg)), n, 3, device)
+    transform = _reference_transform("simclr", 32)
+    pil = [Image.fromarray(x) for x in images.permute(0, 2, 3, 1).numpy()]
+    per_image = _rate(lambda: [transform(p) for p in pil], n, 1, torch.device("cpu"))
+    return {"batched_images_per_s": batched, "lightly_images_per_s": per_image, "ratio": batched / per_image}
+
+
+def probes(encoder: str, device: torch.device, n: int) -> dict:
+    enc = build_encoder(encoder, 0)
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
+    start = time.perf_counter()
+    feats = extract_features(enc, images, device)
+    extract = n / (time.perf_counter() - start)
+    labels = torch.randint(0, 10, (n,), device=device)
+    start = time.perf_counter()
+    fit_linear(feats, labels, 10, 1e-3, 100)
+    return {"feature_extract_images_per_s": extract, "linear_probe_fit_s": time.perf_counter() - start}
+
+
+def run_perf(
+    tasks: list[str],
+    encoder: str | None,
+    batch: int | None,
+    steps: int | None,
+    workers: int,
+    device: torch.device,
+    out_dir: Path,
+) -> dict:
+    cuda = device.type == "cuda"
+    encoder = encoder or ("resnet18_cifar" if cuda else "small_cnn")
+    batch, steps = batch or (512 if cuda else 64), steps or (50 if cuda else 5)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        torch.cuda.reset_peak_memory_stats()
+    result = {
+        "device": torch.cuda.get_device_name(device) if cuda else f"cpu ({platform.processor() or 'unknown'})",
+        "threads": torch.get_num_threads(),
+        "encoder": encoder,
+        "batch": batch,
+        "steps": steps,
+        "workers": workers,
+        "torch": torch.__version__,
+        "tasks": {t: measure(t, encoder, batch, steps, device, workers) for t in tasks},
+        "view_generation": view_generation(4 * batch, device),
+        "probes": probes(encoder, device, 8 * batch),
+    }
+    result["peak_memory_mb"] = (
+        torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"perf-{device.type}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2))
+    result["path"] = str(path)
+    return result
