@@ -3,6 +3,8 @@ parameters drawn per image from the given generator (no per-image Python, no Dat
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -45,23 +47,37 @@ def random_resized_crop(
 ) -> torch.Tensor:
     """torchvision's RandomResizedCrop (and a horizontal flip) for a whole batch, one affine grid per image.
 
-    Area fraction ~ U(scale), log aspect ratio ~ U(log ratio), centre uniform over the valid positions;
-    bilinear resampling to (size, size). torchvision retries out-of-range boxes up to 10 times; here width and
-    height are clipped to the image instead, which only affects ratios far from 1 at large areas.
+    Area fraction ~ U(scale), log aspect ratio ~ U(log ratio), redrawn (up to 10 draws, as torchvision) until
+    the box fits, centre uniform over the valid positions; bilinear resampling to (size, size). Boxes are
+    continuous, not rounded to whole pixels.
     """
     b = x.shape[0]
-    area = _uniform(b, *scale, x, gen)
-    log_r = _uniform(b, torch.log(torch.tensor(ratio[0])).item(), torch.log(torch.tensor(ratio[1])).item(), x, gen)
-    w = torch.sqrt(area * torch.exp(log_r)).clamp(max=1.0)  # fractions of the image side
-    h = torch.sqrt(area / torch.exp(log_r)).clamp(max=1.0)
-    cx = (torch.rand(b, device=x.device, generator=gen) * 2 - 1) * (1 - w)  # centre in [-1, 1] coordinates
-    cy = (torch.rand(b, device=x.device, generator=gen) * 2 - 1) * (1 - h)
+    w, h, cx, cy = crop_boxes(x, gen, scale, ratio)
     flip = torch.where(torch.rand(b, device=x.device, generator=gen) < flip_p, -1.0, 1.0)
     theta = torch.zeros(b, 2, 3, device=x.device, dtype=x.dtype)
     theta[:, 0, 0], theta[:, 0, 2] = w * flip, cx
     theta[:, 1, 1], theta[:, 1, 2] = h, cy
     grid = F.affine_grid(theta, [b, x.shape[1], size, size], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def crop_boxes(x: torch.Tensor, gen: torch.Generator, scale: tuple[float, float], ratio: tuple[float, float]):
+    """Per-image crop boxes for ``random_resized_crop``: width and height as fractions of the image side, centre
+    in [-1, 1] coordinates. Each (B,)."""
+    b, tries = x.shape[0], 10
+    area = _uniform(b * tries, *scale, x, gen).view(b, tries)
+    log_r = _uniform(b * tries, math.log(ratio[0]), math.log(ratio[1]), x, gen).view(b, tries)
+    w, h = torch.sqrt(area * torch.exp(log_r)), torch.sqrt(area / torch.exp(log_r))
+    # torchvision keeps the first of 10 draws that fits inside the image (else the whole square image):
+    # rejecting, not clipping, is what shapes its area distribution
+    fits = (w <= 1) & (h <= 1)
+    first = fits.int().argmax(1, keepdim=True)
+    any_fit = fits.any(1)
+    w = torch.where(any_fit, w.gather(1, first)[:, 0], torch.ones_like(w[:, 0]))
+    h = torch.where(any_fit, h.gather(1, first)[:, 0], torch.ones_like(h[:, 0]))
+    cx = (torch.rand(b, device=x.device, generator=gen) * 2 - 1) * (1 - w)
+    cy = (torch.rand(b, device=x.device, generator=gen) * 2 - 1) * (1 - h)
+    return w, h, cx, cy
 
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:
