@@ -20,12 +20,12 @@ def to_input(images: torch.Tensor) -> torch.Tensor:
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float32 [0, 1]; the colour operations below work in this range."""
-    return images.float() / 255.0
+    return images.float().mul_(1 / 255)
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
     """float [0, 1] -> the encoders' input scaling."""
-    return (x - MEAN) / STD
+    return (x - MEAN) * (1 / STD)
 
 
 def _uniform(b: int, lo: float, hi: float, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -81,8 +81,8 @@ def crop_boxes(x: torch.Tensor, gen: torch.Generator, scale: tuple[float, float]
 
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:
-    """ITU-R 601 luma (as torchvision), replicated to 3 channels: (B, 3, H, W)."""
-    gray = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+    """Luma with torchvision's tensor coefficients, replicated to 3 channels: (B, 3, H, W)."""
+    gray = (x[:, 0:1] * 0.2989).add_(x[:, 1:2], alpha=0.587).add_(x[:, 2:3], alpha=0.114)
     return gray.expand(-1, 3, -1, -1)
 
 
@@ -90,22 +90,42 @@ def random_grayscale(x: torch.Tensor, gen: torch.Generator, p: float) -> torch.T
     return torch.where(_coin(x.shape[0], p, x, gen), grayscale(x), x)
 
 
-def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
-    r, g, b = x.unbind(1)
-    maxc, _ = x.max(1)
-    minc, _ = x.min(1)
-    delta = maxc - minc
-    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
-    h = torch.where(maxc == r, ((g - b) / safe) % 6, torch.where(maxc == g, (b - r) / safe + 2, (r - g) / safe + 4))
-    h = torch.where(delta > 0, h / 6, torch.zeros_like(h))
-    s = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
-    return torch.stack([h, s, maxc], 1)
+# The four colour operations with one factor per image ((B, 1, 1, 1) tensors), as torchvision.transforms.functional
+# defines them on float images: each blends with a reference image and clamps to [0, 1].
 
 
-def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    h, s, v = x.unbind(1)
-    k = (torch.tensor([5.0, 3.0, 1.0], device=x.device)[None, :, None, None] + h[:, None] * 6) % 6
-    return v[:, None] - v[:, None] * s[:, None] * (torch.minimum(k, 4 - k).clamp(0, 1))
+def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return (x * factor).clamp_(0, 1)
+
+
+def adjust_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    mean = grayscale(x)[:, :1].mean((2, 3), keepdim=True)
+    return torch.lerp(mean, x, factor).clamp_(0, 1)
+
+
+def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return torch.lerp(grayscale(x), x, factor).clamp_(0, 1)
+
+
+_CHANNEL_OFFSETS = torch.tensor([5.0, 3.0, 1.0])
+
+
+def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the HSV hue by ``shift`` (fraction of the colour wheel, (B, 1, 1, 1)); saturation and value kept.
+
+    The same result as torchvision's RGB -> HSV -> shift -> RGB, computed without materialising HSV:
+    value = max, chroma = max - min, hue (in sixths of the wheel) from the largest channel; back to RGB with the
+    closed-form HSV -> RGB, out_c = max - chroma * clamp(min(k_c, 4 - k_c), 0, 1), k_c = (n_c + 6 hue) mod 6.
+    """
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    maxc = torch.maximum(torch.maximum(r, g), b)  # elementwise: much faster than a reduction over channels
+    chroma = maxc - torch.minimum(torch.minimum(r, g), b)
+    inv = 1 / chroma.clamp_min(1e-12)  # grey pixels: chroma 0, their hue does not matter
+    # hue in sixths of the wheel from the largest channel (ties give the same hue): r, then g, then b
+    hue6 = torch.where(r == maxc, (g - b) * inv, torch.where(g == maxc, (b - r) * inv + 2, (r - g) * inv + 4))
+    hue6 = hue6[:, None] + 6 * shift
+    k = torch.remainder(_CHANNEL_OFFSETS.to(x.device, x.dtype)[None, :, None, None] + hue6, 6)
+    return maxc[:, None] - chroma[:, None] * torch.minimum(k, 4 - k).clamp_(0, 1)  # within [min, max]: no clamp
 
 
 def color_jitter(
@@ -114,7 +134,8 @@ def color_jitter(
     """torchvision's ColorJitter with probability p, factors drawn per image: brightness, contrast and
     saturation factors ~ U(1 - s, 1 + s), hue shift ~ U(-hue, hue) (fraction of the colour wheel).
 
-    torchvision applies the four in a random order per call; here the order is drawn once per batch.
+    torchvision applies the four in a random order per call; here the order is drawn once per batch (each
+    image's marginal distribution is the same; images of one batch share the order).
     """
     b = x.shape[0]
     out = x
@@ -122,40 +143,42 @@ def color_jitter(
     factors = [
         _uniform(b, max(0.0, 1 - s), 1 + s, x, gen)[:, None, None, None] for s in (brightness, contrast, saturation)
     ]
-    shift = _uniform(b, -hue, hue, x, gen)[:, None, None]
+    shift = _uniform(b, -hue, hue, x, gen)[:, None, None, None]
     for op in order:
         if op == 0 and brightness > 0:
-            out = (out * factors[0]).clamp(0, 1)
+            out = adjust_brightness(out, factors[0])
         elif op == 1 and contrast > 0:
-            mean = grayscale(out)[:, :1].mean((2, 3), keepdim=True)
-            out = ((out - mean) * factors[1] + mean).clamp(0, 1)
+            out = adjust_contrast(out, factors[1])
         elif op == 2 and saturation > 0:
-            gray = grayscale(out)
-            out = ((out - gray) * factors[2] + gray).clamp(0, 1)
+            out = adjust_saturation(out, factors[2])
         elif op == 3 and hue > 0:
-            hsv = _rgb_to_hsv(out)
-            hsv = torch.stack([(hsv[:, 0] + shift) % 1.0, hsv[:, 1], hsv[:, 2]], 1)
-            out = _hsv_to_rgb(hsv).clamp(0, 1)
+            out = adjust_hue(out, shift)
     return torch.where(_coin(b, p, x, gen), out, x)
 
 
 def gaussian_blur(
     x: torch.Tensor, gen: torch.Generator, p: float, sigma: tuple[float, float] = (0.1, 2.0)
 ) -> torch.Tensor:
-    """Gaussian blur with probability p, sigma ~ U(sigma) per image; kernel size 23 at 224 px as in SimCLR,
-    scaled with the image (odd, at least 3)."""
+    """Gaussian blur with probability p, sigma ~ U(sigma) in pixels per image, as lightly's GaussianBlur (PIL's
+    untruncated Gaussian of that standard deviation); the kernel here spans +-3 sigma_max, within the image."""
     if p <= 0:
         return x
-    b, c, hgt, _ = x.shape
-    k = max(3, int(0.1 * hgt) // 2 * 2 + 1)
-    s = _uniform(b, *sigma, x, gen)
+    s = _uniform(x.shape[0], *sigma, x, gen)
+    k = min(2 * math.ceil(3 * sigma[1]) + 1, (min(x.shape[-2:]) - 1) // 2 * 2 + 1)
+    return torch.where(_coin(x.shape[0], p, x, gen), blur(x, s, k), x)
+
+
+def blur(x: torch.Tensor, sigma: torch.Tensor, k: int) -> torch.Tensor:
+    """Separable Gaussian blur with one sigma per image ((B,) tensor), k x k kernel, reflected borders (as
+    torchvision.transforms.functional.gaussian_blur)."""
+    b, c = x.shape[:2]
     offsets = torch.arange(k, device=x.device, dtype=x.dtype) - k // 2
-    kernel = torch.exp(-(offsets[None] ** 2) / (2 * s[:, None] ** 2))
+    kernel = torch.exp(-(offsets[None] ** 2) / (2 * sigma[:, None] ** 2))
     kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (B*C, k)
     flat = x.reshape(1, b * c, *x.shape[2:])
     flat = F.conv2d(F.pad(flat, (k // 2, k // 2, 0, 0), mode="reflect"), kernel[:, None, None, :], groups=b * c)
     flat = F.conv2d(F.pad(flat, (0, 0, k // 2, k // 2), mode="reflect"), kernel[:, None, :, None], groups=b * c)
-    return torch.where(_coin(b, p, x, gen), flat.reshape(x.shape), x)
+    return flat.reshape(x.shape)
 
 
 def random_solarize(x: torch.Tensor, gen: torch.Generator, p: float, threshold: float = 0.5) -> torch.Tensor:

@@ -37,9 +37,17 @@ class ViewConfig(BaseModel):
     hf_prob: float = Field(0.5, ge=0, le=1)
 
 
+# On the CPU a view is built in chunks of about this many pixels: the dozen passes of the colour operations then
+# run on cache-resident data, about twice as fast on 32 px images as one pass over a 512-image batch.
+CPU_CHUNK_PIXELS = 128 * 32 * 32
+
+
 def make_view(images: torch.Tensor, gen: torch.Generator, cfg: ViewConfig, size: int | None = None) -> torch.Tensor:
     """One augmented, normalised view (B, 3, size, size) of a uint8 batch (B, 3, H, W)."""
     size = size or images.shape[-1]
+    chunk = max(1, CPU_CHUNK_PIXELS // (images.shape[-1] * images.shape[-2]))
+    if images.device.type == "cpu" and len(images) > chunk:
+        return torch.cat([make_view(part, gen, cfg, size) for part in images.split(chunk)])
     x = random_resized_crop(to_unit(images), gen, size, scale=(cfg.min_scale, 1.0), flip_p=cfg.hf_prob)
     s = cfg.cj_strength
     x = color_jitter(x, gen, cfg.cj_prob, s * cfg.cj_bright, s * cfg.cj_contrast, s * cfg.cj_sat, s * cfg.cj_hue)
