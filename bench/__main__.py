@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.config import PROTOCOLS, ConfigError, load_suite
+from bench.tasks import TASKS
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -36,16 +37,21 @@ def cmd_perf(args: argparse.Namespace, console: Console) -> int:
     from bench.perf import run_perf
     from bench.runner import resolve_device
 
-    r = run_perf(
-        args.tasks, args.encoder, args.batch, args.steps, args.workers, resolve_device(args.device), Path(args.out)
-    )
+    device = resolve_device(args.device)
+    r = run_perf(args.tasks, args.encoder, args.batch, args.steps, args.workers, device, Path(args.out), args.compile)
     console.print(f"{r['device']}, {r['encoder']}, batch {r['batch']}, {r['workers']} DataLoader workers")
     for task, m in r["tasks"].items():
         console.print(
             f"  {task:9s} images/s: (a) model step only {m['a_model_step_only']:,.0f}  (b) on-device "
             f"{m['b_on_device']:,.0f}  (c) reference {m['c_reference']:,.0f}  b/c {m['ratio_b_over_c']:.2f}"
-            f"  b/a {m['ratio_b_over_a']:.2f}"
+            f"  b/a {m['ratio_b_over_a']:.2f}  (CIFAR-10 epoch {m['cifar10_epoch_s']:.1f} s)"
         )
+        if "b_on_device_compiled" in m:
+            console.print(
+                f"  {'':9s} compiled: (b) {m['b_on_device_compiled']:,.0f} images/s, b/a "
+                f"{m['ratio_b_compiled_over_a']:.2f}, CIFAR-10 epoch {m['cifar10_epoch_s_compiled']:.1f} s "
+                f"(compiling took {m['compile_s']:.0f} s)"
+            )
     v = r["view_generation"]
     console.print(
         f"  two SimCLR views: batched {v['batched_images_per_s']:,.0f} images/s, lightly per-image "
@@ -62,7 +68,6 @@ def cmd_perf(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     from bench.encoders import ENCODERS
-    from bench.tasks import TASKS
 
     datasets = {
         "cifar10": "CIFAR-10, 32 px, 10 classes (torchvision, or class folders under $BENCH_DATA/cifar10)",
@@ -105,12 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("suite", help="suite file (TOML)")
     report.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for run")
     perf = sub.add_parser("perf", help="throughput: on-device data path vs lightly's reference pipeline")
-    perf.add_argument("--tasks", nargs="+", default=["simclr", "rotation"], choices=["simclr", "rotation"])
+    referenced = sorted(n for n, t in TASKS.items() if t.pretrains and t.has_reference_path())
+    perf.add_argument("--tasks", nargs="+", default=["simclr", "rotation"], choices=referenced)
     perf.add_argument("--encoder", default=None, help="default: resnet18_cifar on CUDA, small_cnn on CPU")
     perf.add_argument("--batch", type=int, default=None, help="default: 512 on CUDA, 64 on CPU")
     perf.add_argument("--steps", type=int, default=None, help="timed steps per path (default: 50 CUDA, 5 CPU)")
     perf.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference path")
     perf.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    perf.add_argument("--compile", action="store_true", help="also measure (b) with the encoder torch.compiled")
     perf.add_argument("--out", default="results/perf", help="folder for the JSON record")
     sub.add_parser("list", help="registered tasks, encoders, datasets and protocols")
     args = parser.parse_args(argv)

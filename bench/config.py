@@ -89,7 +89,16 @@ class PretrainConfig(Strict):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     warmup_epochs: float = Field(0, ge=0)
-    checkpoint_every_s: float = Field(60, ge=0)  # training state saved this often, for resume; not in the cell key
+    # where views are made: "device" (batched tensor operations on the training device) or "lightly" (the
+    # reference pipeline: lightly's per-image transforms in DataLoader workers, then the same model step)
+    augment: Literal["device", "lightly"] = "device"
+    # The settings below change speed, not what is computed; they are not part of the cell key.
+    checkpoint_every_s: float = Field(60, ge=0)  # training state saved this often, for resume
+    workers: int | None = Field(None, ge=0)  # DataLoader workers for augment = "lightly"; None: up to 8
+    compile: bool = False  # torch.compile the encoder for pretraining
+
+
+SPEED_ONLY = {"checkpoint_every_s", "workers", "compile"}  # PretrainConfig fields left out of cell keys
 
 
 class LinearConfig(Strict):
@@ -203,6 +212,20 @@ class Suite(Strict):
         seed = self.tuning.label_seed
         if seed is not None and seed not in self.seeds:
             raise ValueError(f"tuning.label_seed = {seed} is not one of the suite's seeds {self.seeds}")
+        return self
+
+    @model_validator(mode="after")
+    def _reference_path_exists(self) -> Suite:
+        if self.pretrain.augment == "lightly":
+            pretraining = [n for n in self.selected_tasks() if TASKS[n].pretrains]
+            missing = [n for n in pretraining if not TASKS[n].has_reference_path()]
+            if missing:
+                have = sorted(n for n, t in TASKS.items() if t.pretrains and t.has_reference_path())
+                raise ValueError(
+                    f"pretrain.augment = 'lightly' needs a reference pipeline for every pretraining task; "
+                    f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} none (available for: "
+                    f"{', '.join(have)})"
+                )
         return self
 
     @model_validator(mode="after")

@@ -1,10 +1,11 @@
 """Throughput benchmark: the on-device data path against lightly's reference pipeline, in one run.
 
 For each task, pretraining images/s for (a) the model step alone on views already on the device, (b) the
-on-device path (uint8 batch -> batched views -> step), (c) the reference path: per-image PIL transforms in
-DataLoader workers (lightly's ``SimCLRTransform`` for SimCLR; torchvision's pad-crop and flip for rotation), the
-same model step after it. Also view generation alone (the CPU target), feature extraction and a linear probe.
-Writes JSON to ``results/perf/``. Runs on CPU (small sizes) and CUDA (full sizes).
+on-device path (uint8 batch -> batched views -> step), optionally with the encoder compiled, (c) the reference
+path: the task's per-image PIL transforms (lightly's for the joint-embedding tasks, torchvision's pad-crop and
+flip for rotation) in DataLoader workers, the same model step after it. Also view generation alone (the CPU
+target), feature extraction and a linear probe. Writes JSON to ``results/perf/``. Runs on CPU (small sizes) and
+CUDA (full sizes).
 """
 
 from __future__ import annotations
@@ -19,53 +20,42 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.augment import to_input
 from bench.encoders import build_encoder
 from bench.evaluate import extract_features, fit_linear
 from bench.pretrain import autocast
+from bench.reference import PilImages
 from bench.tasks import TASKS
-from bench.views import make_view
+
+CIFAR10_TRAIN = 50_000
 
 
-class _PilImages(torch.utils.data.Dataset):
-    def __init__(self, images: np.ndarray, transform) -> None:
-        self.images, self.transform = images, transform  # (N, H, W, 3) uint8
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int):
-        return self.transform(Image.fromarray(self.images[i]))
-
-
-def _reference_transform(task: str, size: int):
-    import torchvision.transforms as T
-
-    norm = T.Normalize([0.5] * 3, [0.25] * 3)  # the same input scaling as bench.augment.to_input
-    if task == "simclr":
-        from lightly.transforms import SimCLRTransform
-
-        return SimCLRTransform(
-            input_size=size, cj_strength=0.5, gaussian_blur=0.0, normalize={"mean": [0.5] * 3, "std": [0.25] * 3}
-        )
-    return T.Compose(
-        [T.RandomCrop(size, padding=4, padding_mode="reflect"), T.RandomHorizontalFlip(), T.ToTensor(), norm]
-    )
-
-
-def _rate(fn, n_images: int, steps: int, device: torch.device) -> float:
+def _rate(fn, n_images: int, steps: int, device: torch.device, rounds: int = 1) -> float:
+    """Images per second of ``fn`` (which handles ``n_images``), after one warm-up call: the median of
+    ``rounds`` timings of ``steps`` calls each."""
     fn()  # warm-up (and cudnn autotuning)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return n_images * steps / (time.perf_counter() - start)
+    rates = []
+    for _ in range(rounds):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        rates.append(n_images * steps / (time.perf_counter() - start))
+    return float(np.median(rates))
 
 
-def measure(task_name: str, encoder: str, batch: int, steps: int, device: torch.device, workers: int) -> dict:
+def _stack(transform, images: torch.Tensor) -> list[torch.Tensor]:
+    """The per-image reference transform over a uint8 batch, stacked: one batch per view."""
+    per_image = [transform(Image.fromarray(x)) for x in images.permute(0, 2, 3, 1).numpy()]
+    per_image = [v if isinstance(v, list | tuple) else [v] for v in per_image]
+    return [torch.stack(vs) for vs in zip(*per_image)]
+
+
+def measure(
+    task_name: str, encoder: str, batch: int, steps: int, device: torch.device, workers: int, compile_: bool
+) -> dict:
     size = 32
     images = torch.randint(0, 256, (batch * 4, 3, size, size), dtype=torch.uint8)
     on_device = images.to(device)
@@ -74,18 +64,14 @@ def measure(task_name: str, encoder: str, batch: int, steps: int, device: torch.
     task.to(device).to(memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(task.parameters(), lr=0.01, momentum=0.9)
     gen = torch.Generator(device=device).manual_seed(0)
+    transform = task.reference_transform()
 
     def step(loss: torch.Tensor) -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    def views_of(x: torch.Tensor):
-        if task_name == "rotation":
-            return (to_input(x),)
-        return task.views(x, gen)
-
-    fixed = [v.detach() for v in views_of(on_device[:batch])]
+    fixed = [v.to(device) for v in _stack(transform, images[:batch])]
 
     def model_only() -> None:
         with autocast(device):
@@ -97,11 +83,12 @@ def measure(task_name: str, encoder: str, batch: int, steps: int, device: torch.
             step(task.loss(on_device[idx], gen))
 
     loader = torch.utils.data.DataLoader(
-        _PilImages(images.permute(0, 2, 3, 1).numpy(), _reference_transform(task_name, size)),
+        PilImages(images.permute(0, 2, 3, 1).numpy(), transform),
         batch_size=batch,
         shuffle=True,
         num_workers=workers,
         drop_last=True,
+        pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
     )
     stream = iter(())
@@ -115,7 +102,7 @@ def measure(task_name: str, encoder: str, batch: int, steps: int, device: torch.
             item = next(stream)
         views = [v.to(device, non_blocking=True) for v in (item if isinstance(item, list) else [item])]
         with autocast(device):
-            step(task.loss_views(*views[: len(fixed)]))
+            step(task.loss_views(*views))
 
     out = {
         "a_model_step_only": _rate(model_only, batch, steps, device),
@@ -124,19 +111,28 @@ def measure(task_name: str, encoder: str, batch: int, steps: int, device: torch.
     }
     out["ratio_b_over_c"] = out["b_on_device"] / out["c_reference"]
     out["ratio_b_over_a"] = out["b_on_device"] / out["a_model_step_only"]
+    out["cifar10_epoch_s"] = CIFAR10_TRAIN / out["b_on_device"]
+    if compile_:
+        task.encoder.compile()
+        start = time.perf_counter()
+        device_path()  # the first call compiles
+        out["compile_s"] = time.perf_counter() - start
+        out["b_on_device_compiled"] = _rate(device_path, batch, steps, device)
+        out["ratio_b_compiled_over_a"] = out["b_on_device_compiled"] / out["a_model_step_only"]
+        out["cifar10_epoch_s_compiled"] = CIFAR10_TRAIN / out["b_on_device_compiled"]
     return out
 
 
 def view_generation(n: int, device: torch.device) -> dict:
-    """Two SimCLR views of n images: batched on the device vs lightly's per-image transform (one process)."""
-    from bench.views import ViewConfig
-
+    """SimCLR's two views of n images: batched on the device vs lightly's per-image transform (one process)."""
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
-    on_device, gen, cfg = images.to(device), torch.Generator(device=device).manual_seed(0), ViewConfig()
-    batched = _rate(lambda: (make_view(on_device, gen, cfg), make_view(on_device, gen, cfg)), n, 3, device)
-    transform = _reference_transform("simclr", 32)
+    on_device = images.to(device)
+    task = TASKS["simclr"](build_encoder("small_cnn", 0), TASKS["simclr"].Config(), 32)
+    gen = torch.Generator(device=device).manual_seed(0)
+    batched = _rate(lambda: task.views(on_device, gen), n, 3, device, rounds=5)
+    transform = task.reference_transform()
     pil = [Image.fromarray(x) for x in images.permute(0, 2, 3, 1).numpy()]
-    per_image = _rate(lambda: [transform(p) for p in pil], n, 1, torch.device("cpu"))
+    per_image = _rate(lambda: [transform(p) for p in pil], n, 1, torch.device("cpu"), rounds=3)
     return {"batched_images_per_s": batched, "lightly_images_per_s": per_image, "ratio": batched / per_image}
 
 
@@ -160,10 +156,15 @@ def run_perf(
     workers: int,
     device: torch.device,
     out_dir: Path,
+    compile_: bool = False,
 ) -> dict:
     cuda = device.type == "cuda"
     encoder = encoder or ("resnet18_cifar" if cuda else "small_cnn")
     batch, steps = batch or (512 if cuda else 64), steps or (50 if cuda else 5)
+    missing = [t for t in tasks if t not in TASKS or not TASKS[t].has_reference_path()]
+    if missing:
+        have = sorted(n for n, t in TASKS.items() if t.pretrains and t.has_reference_path())
+        raise ValueError(f"no reference pipeline for {', '.join(missing)}; tasks with one: {', '.join(have)}")
     if cuda:
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats()
@@ -174,8 +175,9 @@ def run_perf(
         "batch": batch,
         "steps": steps,
         "workers": workers,
+        "compile": compile_,
         "torch": torch.__version__,
-        "tasks": {t: measure(t, encoder, batch, steps, device, workers) for t in tasks},
+        "tasks": {t: measure(t, encoder, batch, steps, device, workers, compile_) for t in tasks},
         "view_generation": view_generation(4 * batch, device),
         "probes": probes(encoder, device, 8 * batch),
     }

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from bench.config import PretrainConfig
+from bench.reference import default_workers, epoch_batches
 from bench.tasks.base import Task
 
 
@@ -77,6 +78,13 @@ def pretrain(
     n = len(images)
     batch = min(cfg.batch_size, n)
     steps = n // batch  # the last partial batch is dropped: BatchNorm and contrastive losses want full batches
+    reference = cfg.augment == "lightly"
+    if reference:
+        transform = task.reference_transform()
+        if transform is None:
+            raise ValueError(f"task {task.name!r} has no reference pipeline; use pretrain.augment = 'device'")
+        host_images = images.permute(0, 2, 3, 1).cpu().numpy()  # (N, H, W, 3) for PIL
+        workers = cfg.workers if cfg.workers is not None else default_workers()
     opt = make_optimizer(task.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     sched = warmup_cosine(opt, steps * cfg.epochs, round(cfg.warmup_epochs * steps))
     history: list[EpochStats] = []
@@ -90,30 +98,43 @@ def pretrain(
         for h in history:
             if on_epoch:
                 on_epoch(h)
-    saved_at = time.monotonic()
-    for epoch in range(len(history) + 1, cfg.epochs + 1):
-        start = time.perf_counter()
-        order = torch.randperm(n, device=device, generator=gen)
-        total = torch.zeros((), device=device)
-        for step in range(steps):
-            with autocast(device):
-                loss = task.loss(images[order[step * batch : (step + 1) * batch]], gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            task.after_step((epoch - 1) * steps + step + 1, steps * cfg.epochs)
-            total += loss.detach().float()
-        mean = (total / steps).item()  # one host sync per epoch
-        if not math.isfinite(mean):
-            raise NonFiniteLoss(f"pretraining loss became {mean} in epoch {epoch}")
-        seconds = time.perf_counter() - start
-        history.append(EpochStats(epoch, mean, seconds, steps * batch / seconds))
-        if state_path is not None and epoch < cfg.epochs and time.monotonic() - saved_at >= cfg.checkpoint_every_s:
-            _save_state(state_path, task, opt, sched, gen, history)
-            saved_at = time.monotonic()
-        if on_epoch:
-            on_epoch(history[-1])
+    if cfg.compile:
+        task.encoder.compile()  # in place: parameter names, checkpoints and momentum copies are unchanged
+    try:
+        saved_at = time.monotonic()
+        for epoch in range(len(history) + 1, cfg.epochs + 1):
+            start = time.perf_counter()
+            if reference:
+                batches = epoch_batches(host_images, transform, batch, seed, epoch, workers, device.type == "cuda")
+            else:
+                order = torch.randperm(n, device=device, generator=gen)
+                batches = (images[order[step * batch : (step + 1) * batch]] for step in range(steps))
+            total = torch.zeros((), device=device)
+            for step, item in enumerate(batches):
+                with autocast(device):
+                    if reference:
+                        loss = task.loss_views(*(v.to(device, non_blocking=True) for v in item))
+                    else:
+                        loss = task.loss(item, gen)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                task.after_step((epoch - 1) * steps + step + 1, steps * cfg.epochs)
+                total += loss.detach().float()
+            mean = (total / steps).item()  # one host sync per epoch
+            if not math.isfinite(mean):
+                raise NonFiniteLoss(f"pretraining loss became {mean} in epoch {epoch}")
+            seconds = time.perf_counter() - start
+            history.append(EpochStats(epoch, mean, seconds, steps * batch / seconds))
+            if state_path is not None and epoch < cfg.epochs and time.monotonic() - saved_at >= cfg.checkpoint_every_s:
+                _save_state(state_path, task, opt, sched, gen, history)
+                saved_at = time.monotonic()
+            if on_epoch:
+                on_epoch(history[-1])
+    finally:
+        if cfg.compile:
+            task.encoder._compiled_call_impl = None  # evaluation runs eager: other batch shapes, no recompiles
     return history
 
 

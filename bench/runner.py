@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench.checkpoints import checkpoint_path, load_encoder, save_encoder
-from bench.config import ConfigError, Suite, digest, tracking_uri
+from bench.config import SPEED_ONLY, ConfigError, Suite, digest, tracking_uri
 from bench.data import Dataset, budget_indices, load_dataset
 from bench.encoders import build_encoder
 from bench.evaluate import extract_features, finetune, knn_classifier, linear_probe
@@ -92,7 +92,9 @@ def build_plan(suite: Suite) -> list[Cell]:
             }
             if task.pretrains:
                 task_cfg = cfg.model_dump(exclude={"protocols"})
-                schedule = suite.pretrain.model_dump(exclude={"checkpoint_every_s"})
+                schedule = suite.pretrain.model_dump(exclude=SPEED_ONLY)
+                if schedule["augment"] == "device":  # the default path keeps the keys it had before the option
+                    del schedule["augment"]
                 origin |= {"task": name, "task_cfg": task_cfg, "pretrain": schedule}
                 source = digest(origin)
                 cells.append(Cell("pretrain", name, seed, source, source))

@@ -8,9 +8,11 @@ blur at 32 px). Blur switches on above 32 px unless set, as in lightly's ImageNe
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bench.augment import (
+    MEAN,
+    STD,
     color_jitter,
     gaussian_blur,
     normalize,
@@ -24,7 +26,8 @@ from bench.augment import (
 class ViewConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    min_scale: float = Field(0.08, gt=0, le=1)  # RandomResizedCrop area fraction lower bound
+    min_scale: float = Field(0.08, gt=0, le=1)  # RandomResizedCrop area fraction bounds
+    max_scale: float = Field(1.0, gt=0, le=1)
     cj_prob: float = Field(0.8, ge=0, le=1)
     cj_strength: float = Field(0.5, ge=0)  # multiplies the four factors below (lightly: 0.5 for CIFAR-10)
     cj_bright: float = Field(0.8, ge=0)
@@ -35,6 +38,12 @@ class ViewConfig(BaseModel):
     gaussian_blur: float | None = Field(None, ge=0, le=1)  # None: 0 at <= 32 px, 0.5 above
     solarization_prob: float = Field(0.0, ge=0, le=1)
     hf_prob: float = Field(0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _scale_range(self) -> ViewConfig:
+        if self.min_scale > self.max_scale:
+            raise ValueError(f"min_scale {self.min_scale} is above max_scale {self.max_scale}")
+        return self
 
 
 # On the CPU a view is built in chunks of about this many pixels: the dozen passes of the colour operations then
@@ -48,11 +57,42 @@ def make_view(images: torch.Tensor, gen: torch.Generator, cfg: ViewConfig, size:
     chunk = max(1, CPU_CHUNK_PIXELS // (images.shape[-1] * images.shape[-2]))
     if images.device.type == "cpu" and len(images) > chunk:
         return torch.cat([make_view(part, gen, cfg, size) for part in images.split(chunk)])
-    x = random_resized_crop(to_unit(images), gen, size, scale=(cfg.min_scale, 1.0), flip_p=cfg.hf_prob)
+    x = random_resized_crop(to_unit(images), gen, size, scale=(cfg.min_scale, cfg.max_scale), flip_p=cfg.hf_prob)
     s = cfg.cj_strength
     x = color_jitter(x, gen, cfg.cj_prob, s * cfg.cj_bright, s * cfg.cj_contrast, s * cfg.cj_sat, s * cfg.cj_hue)
     x = random_grayscale(x, gen, cfg.random_gray_scale)
-    blur = cfg.gaussian_blur if cfg.gaussian_blur is not None else (0.0 if images.shape[-1] <= 32 else 0.5)
-    x = gaussian_blur(x, gen, blur)
+    x = gaussian_blur(x, gen, _blur_prob(cfg, images.shape[-1]))
     x = random_solarize(x, gen, cfg.solarization_prob)
     return normalize(x)
+
+
+def _blur_prob(cfg: ViewConfig, image_size: int) -> float:
+    return cfg.gaussian_blur if cfg.gaussian_blur is not None else (0.0 if image_size <= 32 else 0.5)
+
+
+def lightly_view(cfg: ViewConfig, image_size: int, size: int | None = None):
+    """The same view as ``make_view``, made by lightly's per-image transform (PIL image in, normalised tensor
+    out): the reference pipeline. lightly's ``BYOLView1Transform`` exposes every field of ``ViewConfig`` except
+    the crop's upper scale, which is set on its RandomResizedCrop."""
+    from lightly.transforms import BYOLView1Transform
+
+    size = size or image_size
+    view = BYOLView1Transform(
+        input_size=size,
+        cj_prob=cfg.cj_prob,
+        cj_strength=cfg.cj_strength,
+        cj_bright=cfg.cj_bright,
+        cj_contrast=cfg.cj_contrast,
+        cj_sat=cfg.cj_sat,
+        cj_hue=cfg.cj_hue,
+        min_scale=cfg.min_scale,
+        random_gray_scale=cfg.random_gray_scale,
+        gaussian_blur=_blur_prob(cfg, image_size),
+        solarization_prob=cfg.solarization_prob,
+        hf_prob=cfg.hf_prob,
+        normalize={"mean": [MEAN] * 3, "std": [STD] * 3},
+    )
+    crop = view.transform.transforms[0]  # torchvision's (v1 or v2) RandomResizedCrop
+    assert type(crop).__name__ == "RandomResizedCrop", "lightly's view transform no longer starts with its crop"
+    crop.scale = (cfg.min_scale, cfg.max_scale)
+    return view

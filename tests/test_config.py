@@ -119,3 +119,22 @@ def test_tuning_label_seed_must_be_one_of_the_seeds(tmp_path):
         load_suite(write(tmp_path, "seeds = [0, 1]\n[tuning]\nenabled = true\nlabel_seed = 5\n"))
     with pytest.raises(ConfigError, match="tuning.protocols"):
         load_suite(write(tmp_path, '[tuning]\nprotocols = ["svm"]\n'))
+
+
+def test_speed_settings_leave_the_keys_alone_and_the_reference_path_changes_them():
+    keys = [c.key for c in build_plan(load_suite(SMOKE)) if c.kind == "pretrain"]
+    # keys of stores made before the data-path options existed stay valid
+    assert keys == ["de500291b649ef6a", "2a0ce842c62931c0"]
+    fast = load_suite(SMOKE, ["pretrain.compile=true", "pretrain.workers=3", "pretrain.checkpoint_every_s=5"])
+    assert [c.key for c in build_plan(fast) if c.kind == "pretrain"] == keys
+    reference = build_plan(load_suite(SMOKE, ["pretrain.augment='lightly'"]))
+    assert not {c.key for c in reference if c.kind == "pretrain"} & set(keys)
+
+
+def test_reference_path_needs_lightly_transforms_for_every_task(tmp_path):
+    path = write(tmp_path, 'name = "x"\n[pretrain]\naugment = "lightly"\n[tasks.jigsaw]\n[tasks.simclr]\n')
+    with pytest.raises(ConfigError) as err:
+        load_suite(path)
+    assert "jigsaw has none" in str(err.value) and "simclr" in str(err.value) and "pretrain.augment" in str(err.value)
+    with pytest.raises(ConfigError, match="pretrain.augment.*'device' or 'lightly'"):
+        load_suite(SMOKE, ["pretrain.augment='pil'"])

@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from bench.perf import run_perf
@@ -17,3 +18,12 @@ def test_perf_measures_every_path_and_writes_json(tmp_path: Path):
         assert m["ratio_b_over_c"] == m["b_on_device"] / m["c_reference"]
     assert saved["view_generation"]["ratio"] > 0 and saved["probes"]["linear_probe_fit_s"] > 0
     assert saved["peak_memory_mb"] > 0 and saved["encoder"] == "small_cnn"
+
+
+def test_perf_measures_the_compiled_path_and_refuses_tasks_without_a_reference(tmp_path: Path):
+    r = run_perf(["rotation"], "small_cnn", 8, 1, 0, torch.device("cpu"), tmp_path, compile_=True)
+    m = r["tasks"]["rotation"]
+    assert m["b_on_device_compiled"] > 0 and m["compile_s"] > 0
+    assert m["cifar10_epoch_s_compiled"] == 50_000 / m["b_on_device_compiled"]
+    with pytest.raises(ValueError, match="no reference pipeline for jigsaw"):
+        run_perf(["jigsaw"], "small_cnn", 8, 1, 0, torch.device("cpu"), tmp_path)

@@ -25,8 +25,14 @@ def test_rotation_pretraining_lowers_the_loss_on_synthetic_data(images):
     assert history[-1].loss < history[0].loss and all(h.images_per_s > 0 for h in history)
 
 
-def test_killed_pretraining_resumes_to_the_same_weights(images, tmp_path):
-    cfg = PretrainConfig(epochs=4, batch_size=16, lr=0.05, checkpoint_every_s=0)
+def simclr_task():
+    torch.manual_seed(0)
+    return TASKS["simclr"](build_encoder("small_cnn", 0), TASKS["simclr"].Config(hidden_dim=32, out_dim=16), 32)
+
+
+@pytest.mark.parametrize("augment", ["device", "lightly"])
+def test_killed_pretraining_resumes_to_the_same_weights(images, tmp_path, augment):
+    cfg = PretrainConfig(epochs=4, batch_size=16, lr=0.05, checkpoint_every_s=0, augment=augment, workers=0)
     reference = rotation_task()
     pretrain(reference, images, cfg, seed=0)
 
@@ -56,3 +62,45 @@ def test_warmup_then_cosine_schedule():
         sched.step()
     assert lrs[0] == pytest.approx(0.5) and lrs[1] == pytest.approx(1.0)
     assert lrs[2] == pytest.approx(1.0) and lrs[-1] < 0.05 and lrs == sorted(lrs[:2]) + sorted(lrs[2:], reverse=True)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_reference_path_trains_and_is_reproducible(images, workers):
+    """lightly's per-image transforms in DataLoader workers: seeded per (seed, epoch), so two runs agree."""
+    cfg = PretrainConfig(epochs=3, batch_size=16, lr=0.05, augment="lightly", workers=workers)
+    a, b = simclr_task(), simclr_task()
+    history = pretrain(a, images, cfg, seed=0)
+    pretrain(b, images, cfg, seed=0)
+    assert [h.epoch for h in history] == [1, 2, 3] and all(h.loss > 0 for h in history)
+    for x, y in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.allclose(x.float(), y.float(), atol=1e-6)
+    fresh = simclr_task()
+    assert any(not torch.equal(x, y) for x, y in zip(a.encoder.parameters(), fresh.encoder.parameters()))
+
+
+def test_reference_path_restores_the_callers_random_state(images):
+    task, cfg = simclr_task(), PretrainConfig(epochs=1, batch_size=16, augment="lightly", workers=0)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    pretrain(task, images, cfg, seed=0)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_task_without_a_reference_pipeline_is_refused(images):
+    torch.manual_seed(0)
+    task = TASKS["jigsaw"](build_encoder("small_cnn", 0), TASKS["jigsaw"].Config(), 32)
+    with pytest.raises(ValueError, match="no reference pipeline"):
+        pretrain(task, images, PretrainConfig(epochs=1, batch_size=16, augment="lightly"), seed=0)
+
+
+def test_compiled_pretraining_trains_and_leaves_a_plain_encoder(images):
+    """torch.compile (inductor, on the CPU here) in place: same parameter names, eager again afterwards."""
+    plain, compiled = rotation_task(), rotation_task()
+    cfg = PretrainConfig(epochs=2, batch_size=32, lr=0.05)
+    expected = pretrain(plain, images, cfg, seed=0)
+    history = pretrain(compiled, images, cfg.model_copy(update={"compile": True}), seed=0)
+    assert compiled.encoder._compiled_call_impl is None
+    assert list(compiled.state_dict()) == list(plain.state_dict())
+    assert history[0].loss == pytest.approx(expected[0].loss, rel=1e-3)  # the same computation, fused
+    assert all(torch.isfinite(torch.tensor(h.loss)) for h in history)

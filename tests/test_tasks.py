@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from bench.augment import all_rotations, crop_flip, random_crop
+from bench.augment import all_rotations, crop_flip, random_crop, to_input
 from bench.config import DatasetConfig
 from bench.data import load_dataset
 from bench.encoders import ENCODERS, build_encoder
@@ -114,3 +114,38 @@ def test_works_at_96_px(name):
     assert torch.isfinite(loss)
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in task.encoder.parameters())
+
+
+REFERENCED = [name for name in PRETRAINING if TASKS[name].has_reference_path()]
+
+
+@pytest.mark.parametrize(("name", "overrides"), [(n, {}) for n in REFERENCED] + [("dino", {"local_views": 2})])
+def test_reference_views_match_the_device_views(name, overrides):
+    """The reference pipeline (lightly's per-image transforms) gives the model step the same arguments as the
+    on-device path: as many views, the same shapes, the same pixel statistics within sampling noise."""
+    from PIL import Image
+
+    torch.manual_seed(0)
+    cls = TASKS[name]
+    task = cls(build_encoder("small_cnn", 0), cls.Config(**cls.contract_overrides | overrides), 32)
+    transform = task.reference_transform()
+    batch = load_dataset(DatasetConfig(name="synthetic", synthetic={"train": 400, "test": 8})).train_x
+    per_image = [transform(Image.fromarray(img.permute(1, 2, 0).numpy())) for img in batch]
+    per_image = [v if isinstance(v, list | tuple) else [v] for v in per_image]
+    reference = [torch.stack(vs) for vs in zip(*per_image)]
+    if hasattr(task, "views"):
+        device = list(task.views(batch, torch.Generator().manual_seed(0)))
+    else:  # rotation: its only view is the cropped and flipped batch
+        device = [crop_flip(to_input(batch), torch.Generator().manual_seed(0))]
+    assert [v.shape for v in reference] == [v.shape for v in device]
+    for ref, dev in zip(reference, device):
+        assert ref.mean().item() == pytest.approx(dev.mean().item(), abs=0.1)
+        assert ref.std().item() == pytest.approx(dev.std().item(), rel=0.1)
+    loss = task.loss_views(*reference)
+    assert loss.shape == () and torch.isfinite(loss)
+
+
+def test_every_view_making_task_has_a_reference_pipeline():
+    """Tasks built on two views (lightly's transforms exist for all of them) and rotation can run on the
+    reference path; the grid, patch and colour tasks have views only on the device."""
+    assert {"simclr", "moco", "byol", "simsiam", "barlowtwins", "vicreg", "dino", "swav", "rotation"} <= set(REFERENCED)

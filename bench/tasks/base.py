@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar, Literal
 
 import torch
@@ -52,6 +53,20 @@ class Task(nn.Module):
     def loss(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Scalar loss for a batch of uint8 images (B, 3, H, W) on the training device."""
         raise NotImplementedError(f"task {self.name!r} does not pretrain")
+
+    def reference_transform(self) -> Callable | None:
+        """The reference data path (``pretrain.augment = "lightly"``): a per-image transform, PIL image in,
+        the argument(s) of ``loss_views`` out, made with lightly's or torchvision's transforms. None: the task
+        has views only on the device."""
+        return None
+
+    def loss_views(self, *views: torch.Tensor) -> torch.Tensor:
+        """The loss of views that are already augmented and normalised: the model step alone."""
+        raise NotImplementedError(f"task {self.name!r} has no separate model step")
+
+    @classmethod
+    def has_reference_path(cls) -> bool:
+        return cls.reference_transform is not Task.reference_transform
 
     def after_step(self, step: int, total_steps: int) -> None:
         """Called after every optimiser step (1-based ``step``): momentum encoders update here."""

@@ -16,7 +16,7 @@ from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 
 from bench.tasks.joint import JointConfig, Momentum, TwoViewTask, momentum_field
-from bench.views import ViewConfig, make_view
+from bench.views import ViewConfig
 
 BYOL_VIEW = dict(cj_strength=1.0, cj_bright=0.4, cj_contrast=0.4, cj_sat=0.2, cj_hue=0.1)
 
@@ -45,8 +45,8 @@ class BYOL(TwoViewTask):
     def after_step(self, step: int, total_steps: int) -> None:
         self.target.update(step, total_steps)
 
-    def views(self, images: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return make_view(images, gen, self.cfg.views), make_view(images, gen, self.cfg.views2)
+    def view_configs(self) -> list[tuple[ViewConfig, int]]:
+        return [(self.cfg.views, self.image_size), (self.cfg.views2, self.image_size)]
 
     def loss_views(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
         p1 = self.prediction(self.projection(self.encoder(v1)))

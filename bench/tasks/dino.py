@@ -19,7 +19,7 @@ from lightly.models.modules import DINOProjectionHead
 from pydantic import Field
 
 from bench.tasks.joint import JointConfig, Momentum, TwoViewTask, momentum_field
-from bench.views import make_view
+from bench.views import ViewConfig
 
 
 class DINOConfig(JointConfig):
@@ -50,11 +50,14 @@ class DINO(TwoViewTask):
     def after_step(self, step: int, total_steps: int) -> None:
         self.teacher.update(step, total_steps)
 
-    def loss(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        globals_ = list(self.views(images, gen))
-        local_cfg = self.cfg.views.model_copy(update={"min_scale": self.cfg.local_min_scale})
-        size = max(8, images.shape[-1] // 2)
-        locals_ = [make_view(images, gen, local_cfg, size=size) for _ in range(self.n_local)]
-        teacher = [self.teacher(v) for v in globals_]
-        student = [self.head(self.encoder(v)) for v in globals_ + locals_]
+    def view_configs(self) -> list[tuple[ViewConfig, int]]:
+        """Two global views, then the local crops (half the side, scale ``local_min_scale``-``local_max_scale``)."""
+        local = self.cfg.views.model_copy(
+            update={"min_scale": self.cfg.local_min_scale, "max_scale": self.cfg.local_max_scale}
+        )
+        return super().view_configs() + [(local, max(8, self.image_size // 2))] * self.n_local
+
+    def loss_views(self, *views: torch.Tensor) -> torch.Tensor:
+        teacher = [self.teacher(v) for v in views[:2]]  # the teacher sees the global views only
+        student = [self.head(self.encoder(v)) for v in views]
         return self.criterion(teacher, student)

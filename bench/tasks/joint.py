@@ -7,12 +7,13 @@ import copy
 
 import torch
 from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.transforms.multi_view_transform import MultiViewTransform
 from lightly.utils.scheduler import cosine_schedule
 from pydantic import Field
 from torch import nn
 
 from bench.tasks.base import Task, TaskConfig
-from bench.views import ViewConfig, make_view
+from bench.views import ViewConfig, lightly_view, make_view
 
 
 class JointConfig(TaskConfig):
@@ -24,8 +25,12 @@ class JointConfig(TaskConfig):
 class TwoViewTask(Task):
     """Base for tasks that compare two views of each image."""
 
-    def views(self, images: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return make_view(images, gen, self.cfg.views), make_view(images, gen, self.cfg.views)
+    def view_configs(self) -> list[tuple[ViewConfig, int]]:
+        """(parameters, output size) of each view, in the order ``loss_views`` takes them."""
+        return [(self.cfg.views, self.image_size)] * 2
+
+    def views(self, images: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
+        return [make_view(images, gen, cfg, size) for cfg, size in self.view_configs()]
 
     def loss(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return self.loss_views(*self.views(images, gen))
@@ -33,6 +38,9 @@ class TwoViewTask(Task):
     def loss_views(self, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
         """The loss of two already augmented, normalised views (B, 3, H, W): the model step alone."""
         raise NotImplementedError
+
+    def reference_transform(self) -> MultiViewTransform:
+        return MultiViewTransform([lightly_view(cfg, self.image_size, size) for cfg, size in self.view_configs()])
 
 
 class Momentum(nn.Module):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from bench.augment import all_rotations, crop_flip, to_input
+from bench.augment import MEAN, STD, all_rotations, crop_flip, to_input
 from bench.tasks.base import Task, TaskConfig
 
 
@@ -47,6 +47,14 @@ class Rotation(Task):
     def loss(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         x = to_input(images)
         return self.loss_views(crop_flip(x, gen) if self.cfg.crop_flip else x)
+
+    def reference_transform(self):
+        """The same views per image with torchvision: reflect-pad 4, random crop, horizontal flip."""
+        import torchvision.transforms as T
+
+        steps = [T.RandomCrop(self.image_size, padding=4, padding_mode="reflect"), T.RandomHorizontalFlip()]
+        norm = T.Normalize([MEAN] * 3, [STD] * 3)
+        return T.Compose([*(steps if self.cfg.crop_flip else []), T.ToTensor(), norm])
 
     def loss_views(self, x: torch.Tensor) -> torch.Tensor:
         """The loss of an already augmented, normalised batch (B, 3, H, W): the model step alone."""
