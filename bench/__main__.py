@@ -31,6 +31,13 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_parity(args: argparse.Namespace, console: Console) -> int:
+    from bench.parity import run_parity
+
+    run_parity(args.suite, args.set, console)
+    return 0
+
+
 def cmd_perf(args: argparse.Namespace, console: Console) -> int:
     from pathlib import Path
 
@@ -109,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     report = sub.add_parser("report", help="write results/<suite>/: tables, statistics, figures (from MLflow)")
     report.add_argument("suite", help="suite file (TOML)")
     report.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for run")
+    parity = sub.add_parser("parity", help="the suite on both data paths (device, lightly), compared by seed")
+    parity.add_argument("suite", help="suite file (TOML), e.g. suites/parity.toml")
+    parity.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for run")
     perf = sub.add_parser("perf", help="throughput: on-device data path vs lightly's reference pipeline")
     referenced = sorted(n for n, t in TASKS.items() if t.pretrains and t.has_reference_path())
     perf.add_argument("--tasks", nargs="+", default=["simclr", "rotation"], choices=referenced)
@@ -123,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console()
     try:
-        commands = {"run": cmd_run, "report": cmd_report, "perf": cmd_perf, "list": cmd_list}
+        commands = {"run": cmd_run, "report": cmd_report, "parity": cmd_parity, "perf": cmd_perf, "list": cmd_list}
         return commands[args.command](args, console)
     except ConfigError as e:
         console.print(f"[red]error:[/] {e}", highlight=False)

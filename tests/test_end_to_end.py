@@ -1,5 +1,6 @@
 """The smoke suite end to end into a temporary MLflow store: runs, tags, metrics; resume; kill; failure."""
 
+import json
 import os
 import signal
 import subprocess
@@ -121,3 +122,23 @@ def test_results_do_not_depend_on_what_ran_before(tmp_path):
         found = client.search_runs([exp.experiment_id], "tags.kind = 'eval'")
         accs.append({r.data.tags["cell_key"]: r.data.metrics["test_acc"] for r in found})
     assert accs[0] == accs[1] and len(accs[0]) == 6  # linear, knn (random, rotation), finetune (rotation, scratch)
+
+
+def test_parity_runs_both_data_paths_and_compares_them_by_seed(tmp_path, store):
+    overrides = [*store, "protocols=['knn', 'finetune']", "budgets=['full']", "pretrain.workers=0"]
+    args = ["parity", str(SMOKE)] + [x for o in overrides for x in ("--set", o)]
+    assert main(args) == 0
+    result = json.loads((tmp_path / "results" / "smoke" / "parity.json").read_text())
+    rows = {(r["task"], r["protocol"]): r for r in result["rows"]}
+    assert set(rows) == {("rotation", "knn"), ("rotation", "finetune"), ("random", "knn"), ("scratch", "finetune")}
+    rotation = rows[("rotation", "knn")]
+    assert rotation["seeds"] == [0, 1] and len(rotation["device"]) == len(rotation["lightly"]) == 2
+    assert rotation["device"] != rotation["lightly"]  # two different pretrainings
+    assert rotation["diff"] == pytest.approx(rotation["lightly_mean"] - rotation["device_mean"])
+    assert rotation["diff_ci_low"] <= rotation["diff"] <= rotation["diff_ci_high"]
+    # the baselines do not pretrain: both paths share their cells, so they agree exactly
+    scratch = rows[("scratch", "finetune")]
+    assert scratch["device"] == scratch["lightly"] and scratch["within_noise"]
+    pretrained = [r for r in runs(tmp_path, "FINISHED") if r.data.tags.get("kind") == "pretrain"]
+    assert sorted(r.data.params["pretrain.augment"] for r in pretrained) == ["device"] * 2 + ["lightly"] * 2
+    assert "| rotation | knn | full | 2 |" in (tmp_path / "results" / "smoke" / "parity.md").read_text()

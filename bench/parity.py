@@ -1,0 +1,92 @@
+"""Accuracy parity of the two data paths: the same suite pretrained once with the on-device views and once with
+lightly's per-image transforms (``pretrain.augment``), everything else equal, then evaluated alike.
+
+Fast views that train a different encoder would be a bug, so this runs both as ordinary suite cells (tracked
+in MLflow, resumable) and compares them paired by seed: mean test accuracy of each path, the mean difference
+(lightly minus device) with its 95% Student-t interval, and a paired t-test. "Within noise" means the interval
+contains zero; its width says how small a difference the seeds could have detected.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+
+from bench.config import load_suite
+from bench.report import tidy
+from bench.stats import mean_ci, paired
+
+PATHS = ("device", "lightly")
+
+
+def run_parity(suite_path: str | Path, overrides: list[str], console: Console) -> dict:
+    """Run (or resume) the suite on both data paths and compare them; writes results/<suite>/parity.{md,json}."""
+    from bench.runner import Runner
+
+    frames, suite = [], None
+    for path in PATHS:
+        suite = load_suite(suite_path, [*overrides, f"pretrain.augment={path!r}"])
+        console.rule(f"pretrain.augment = {path!r}")
+        runner = Runner(suite, suite_path, console)
+        runner.run()
+        frames.append(tidy(runner.tracker, runner.cells).assign(path=path))
+    rows = compare(pd.concat(frames))
+    out = Path(suite.results_dir) / suite.name
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"suite": suite.name, "epochs": suite.pretrain.epochs, "rows": rows}
+    (out / "parity.json").write_text(json.dumps(result, indent=2))
+    (out / "parity.md").write_text(markdown(result))
+    console.print(markdown(result))
+    console.print(f"written: {out / 'parity.md'}, {out / 'parity.json'}")
+    return result
+
+
+def compare(df: pd.DataFrame) -> list[dict]:
+    """One row per (task, protocol, budget): both paths' accuracies paired by seed."""
+    rows = []
+    for (task, protocol, budget), group in df.groupby(["task", "protocol", "budget"], sort=False):
+        wide = group.pivot_table(index="seed", columns="path", values="test_acc").dropna()
+        if not set(PATHS) <= set(wide.columns):
+            continue
+        device, lightly = wide["device"].to_numpy(), wide["lightly"].to_numpy()
+        p = paired(lightly, device)
+        diff, low, high = mean_ci(lightly - device)
+        rows.append(
+            {
+                "task": task,
+                "protocol": protocol,
+                "budget": budget,
+                "seeds": [int(s) for s in wide.index],
+                "device": device.tolist(),
+                "lightly": lightly.tolist(),
+                "device_mean": float(device.mean()),
+                "lightly_mean": float(lightly.mean()),
+                "diff": diff,
+                "diff_ci_low": low,
+                "diff_ci_high": high,
+                "p_ttest": p.p_ttest,
+                "within_noise": bool(low <= 0 <= high) if low == low else None,
+            }
+        )
+    return rows
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"Data-path parity, suite `{result['suite']}`, {result['epochs']} pretraining epochs: test accuracy "
+        "(mean over seeds) with the on-device views and with lightly's per-image transforms; difference "
+        "lightly - device with its 95% t-interval, paired by seed.",
+        "",
+        "| task | protocol | budget | n | device | lightly | difference [95% CI] | paired t p | within noise |",
+        "|---|---|---|---:|---:|---:|---|---:|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['task']} | {r['protocol']} | {r['budget']} | {len(r['seeds'])} | {r['device_mean']:.4f} | "
+            f"{r['lightly_mean']:.4f} | {r['diff']:+.4f} [{r['diff_ci_low']:+.4f}, {r['diff_ci_high']:+.4f}] | "
+            f"{r['p_ttest']:.3f} | {'yes' if r['within_noise'] else 'no' if r['within_noise'] is False else 'n/a'} |"
+        )
+    return "\n".join(lines) + "\n"
