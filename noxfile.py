@@ -36,6 +36,13 @@ def perf(session: nox.Session) -> None:
 
 
 @nox.session
+def parity(session: nox.Session) -> None:
+    """A suite on both data paths, test accuracy compared by seed: -- SUITE (default suites/parity.toml)."""
+    session.install("-e", ".")
+    session.run("python", "-m", "bench", "parity", *(session.posargs or ["suites/parity.toml"]))
+
+
+@nox.session
 def ui(session: nox.Session) -> None:
     """The MLflow UI for the default store, on http://127.0.0.1:5000 (pass -- --port N to change)."""
     session.install("-e", ".")
