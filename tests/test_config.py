@@ -138,3 +138,9 @@ def test_reference_path_needs_lightly_transforms_for_every_task(tmp_path):
     assert "jigsaw has none" in str(err.value) and "simclr" in str(err.value) and "pretrain.augment" in str(err.value)
     with pytest.raises(ConfigError, match="pretrain.augment.*'device' or 'lightly'"):
         load_suite(SMOKE, ["pretrain.augment='pil'"])
+
+
+@pytest.mark.parametrize("path", sorted((SMOKE.parent).glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_suite_is_valid_and_plans_cells(path):
+    suite = load_suite(path)
+    assert suite.name == path.stem and build_plan(suite)

@@ -149,3 +149,15 @@ def test_every_view_making_task_has_a_reference_pipeline():
     """Tasks built on two views (lightly's transforms exist for all of them) and rotation can run on the
     reference path; the grid, patch and colour tasks have views only on the device."""
     assert {"simclr", "moco", "byol", "simsiam", "barlowtwins", "vicreg", "dino", "swav", "rotation"} <= set(REFERENCED)
+
+
+@pytest.mark.parametrize("name", PRETRAINING)
+def test_loss_runs_under_bf16_autocast(name, images):
+    """On CUDA the loop runs in bf16 autocast; the same mixed-precision step on the CPU catches dtype errors
+    (a loss or head that mixes bf16 and fp32) without a GPU."""
+    task = make(name)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = task.loss(images[:8], torch.Generator().manual_seed(0))
+    loss.float().backward()
+    assert torch.isfinite(loss.float())
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in task.parameters())
