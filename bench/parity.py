@@ -31,7 +31,7 @@ def run_parity(suite_path: str | Path, overrides: list[str], console: Console) -
         suite = load_suite(suite_path, [*overrides, f"pretrain.augment={path!r}"])
         console.rule(f"pretrain.augment = {path!r}")
         runner = Runner(suite, suite_path, console)
-        runner.run()
+        runner.run(report=False)  # results/<suite>/ holds the comparison, not one path's report
         frames.append(tidy(runner.tracker, runner.cells).assign(path=path))
     rows = compare(pd.concat(frames))
     out = Path(suite.results_dir) / suite.name

@@ -150,7 +150,8 @@ class Runner:
         local = uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
         self.tracker = Tracker(uri, suite.name, results / "mlartifacts" if local else None)
 
-    def run(self, dry_run: bool = False) -> Outcome:
+    def run(self, dry_run: bool = False, report: bool = True) -> Outcome:
+        """Run the cells not yet done, print the summary tables and (with ``report``) write results/<suite>/."""
         start = time.perf_counter()
         stale = 0 if dry_run else self.tracker.close_stale()
         done = self.tracker.finished()
@@ -170,7 +171,8 @@ class Runner:
             failed = self._execute(todo)
         tables = summary_tables(self.tracker, self.cells)
         self.console.print(tables, soft_wrap=True, highlight=False)
-        self.report()
+        if report:
+            self.report()
         self.console.print(f"wall time {time.perf_counter() - start:.0f} s")
         return Outcome(len(self.cells), len(self.cells) - len(todo), len(todo) - len(failed), failed, tables)
 

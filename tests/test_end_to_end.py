@@ -142,3 +142,4 @@ def test_parity_runs_both_data_paths_and_compares_them_by_seed(tmp_path, store):
     pretrained = [r for r in runs(tmp_path, "FINISHED") if r.data.tags.get("kind") == "pretrain"]
     assert sorted(r.data.params["pretrain.augment"] for r in pretrained) == ["device"] * 2 + ["lightly"] * 2
     assert "| rotation | knn | full | 2 |" in (tmp_path / "results" / "smoke" / "parity.md").read_text()
+    assert sorted(p.name for p in (tmp_path / "results" / "smoke").iterdir()) == ["parity.json", "parity.md"]
