@@ -128,6 +128,20 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return maxc[:, None] - chroma[:, None] * torch.minimum(k, 4 - k).clamp_(0, 1)  # within [min, max]: no clamp
 
 
+def batch_order(gen: torch.Generator, n: int) -> list[int]:
+    """A random permutation of range(n) for the host to branch on, without waiting for the device.
+
+    Reading a permutation drawn on a GPU would synchronise with it on every call and stall the launch queue.
+    A CUDA generator's seed and Philox offset are host-side and advance with every random kernel, so the
+    permutation is drawn on the host from them: deterministic given the generator's state (and so across a
+    resume), different from call to call.
+    """
+    if gen.device.type == "cuda":
+        host = torch.Generator().manual_seed(gen.initial_seed() * 1_000_003 + gen.get_offset())
+        return torch.randperm(n, generator=host).tolist()
+    return torch.randperm(n, generator=gen).tolist()
+
+
 def color_jitter(
     x: torch.Tensor, gen: torch.Generator, p: float, brightness: float, contrast: float, saturation: float, hue: float
 ) -> torch.Tensor:
@@ -139,7 +153,7 @@ def color_jitter(
     """
     b = x.shape[0]
     out = x
-    order = torch.randperm(4, device=gen.device, generator=gen).tolist()
+    order = batch_order(gen, 4)
     factors = [
         _uniform(b, max(0.0, 1 - s), 1 + s, x, gen)[:, None, None, None] for s in (brightness, contrast, saturation)
     ]

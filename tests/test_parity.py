@@ -154,3 +154,32 @@ def test_blur_and_solarize_rates():
     assert applied.mean() == pytest.approx(0.2, abs=0.02)
     ref = torch.stack([TF.solarize(img, 0.5) for img in x[applied]])
     assert torch.equal(out[applied], ref)  # lightly: PIL's solarize at 128 of 255, i.e. pixels >= 0.5 inverted
+
+
+class _CudaLikeGenerator:
+    """What ``batch_order`` reads from a CUDA generator: its seed and its host-side Philox offset."""
+
+    device = torch.device("cuda")
+
+    def __init__(self, seed: int) -> None:
+        self.seed, self.offset = seed, 0
+
+    def initial_seed(self) -> int:
+        return self.seed
+
+    def get_offset(self) -> int:
+        return self.offset
+
+
+def test_jitter_order_on_cuda_is_drawn_on_the_host_and_follows_the_generator():
+    gen = _CudaLikeGenerator(7)
+    orders = []
+    for step in range(240):
+        gen.offset = 4 * step  # every random kernel advances the offset
+        orders.append(tuple(augment.batch_order(gen, 4)))
+    assert all(sorted(o) == [0, 1, 2, 3] for o in orders)
+    counts = np.bincount([o[0] for o in orders], minlength=4)
+    assert len(set(orders)) == 24 and counts.min() > 30  # all 24 orders, each op first about a quarter of the time
+    same = _CudaLikeGenerator(7)
+    same.offset = 4 * 239
+    assert tuple(augment.batch_order(same, 4)) == orders[-1]  # the same generator state, the same order
