@@ -45,7 +45,17 @@ def cmd_perf(args: argparse.Namespace, console: Console) -> int:
     from bench.runner import resolve_device
 
     device = resolve_device(args.device)
-    r = run_perf(args.tasks, args.encoder, args.batch, args.steps, args.workers, device, Path(args.out), args.compile)
+    r = run_perf(
+        args.tasks,
+        args.encoder,
+        args.batch,
+        args.steps,
+        args.workers,
+        device,
+        Path(args.out),
+        args.compile,
+        say=lambda message: console.print(f"[dim]measuring {message}[/]"),
+    )
     console.print(f"{r['device']}, {r['encoder']}, batch {r['batch']}, {r['workers']} DataLoader workers")
     for task, m in r["tasks"].items():
         console.print(

@@ -11,6 +11,7 @@ CUDA (full sizes).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 import platform
 import resource
 import time
@@ -157,7 +158,9 @@ def run_perf(
     device: torch.device,
     out_dir: Path,
     compile_: bool = False,
+    say: Callable[[str], None] = lambda message: None,
 ) -> dict:
+    """Measure everything in one process and write the JSON record; ``say`` is told what is being measured."""
     cuda = device.type == "cuda"
     encoder = encoder or ("resnet18_cifar" if cuda else "small_cnn")
     batch, steps = batch or (512 if cuda else 64), steps or (50 if cuda else 5)
@@ -177,10 +180,14 @@ def run_perf(
         "workers": workers,
         "compile": compile_,
         "torch": torch.__version__,
-        "tasks": {t: measure(t, encoder, batch, steps, device, workers, compile_) for t in tasks},
-        "view_generation": view_generation(4 * batch, device),
-        "probes": probes(encoder, device, 8 * batch),
     }
+    result["tasks"] = {}
+    for t in tasks:
+        say(f"{t}: model step, on-device path, reference path{', compiled path' if compile_ else ''}")
+        result["tasks"][t] = measure(t, encoder, batch, steps, device, workers, compile_)
+    say("view generation, feature extraction, linear probe")
+    result["view_generation"] = view_generation(4 * batch, device)
+    result["probes"] = probes(encoder, device, 8 * batch)
     result["peak_memory_mb"] = (
         torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     )

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.__main__ import main
 from bench.perf import run_perf
 
 
@@ -27,3 +28,12 @@ def test_perf_measures_the_compiled_path_and_refuses_tasks_without_a_reference(t
     assert m["cifar10_epoch_s_compiled"] == 50_000 / m["b_on_device_compiled"]
     with pytest.raises(ValueError, match="no reference pipeline for jigsaw"):
         run_perf(["jigsaw"], "small_cnn", 8, 1, 0, torch.device("cpu"), tmp_path)
+
+
+def test_perf_command_prints_every_figure(tmp_path: Path, capsys):
+    args = ["perf", "--tasks", "rotation", "--batch", "8", "--steps", "1", "--workers", "0", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path), "--compile"]) == 0
+    out = capsys.readouterr().out
+    for needle in ("measuring rotation", "(a) model step only", "b/c", "compiled:", "two SimCLR views", "written:"):
+        assert needle in out
+    assert len(list(tmp_path.glob("perf-cpu-*.json"))) == 1
