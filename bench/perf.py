@@ -11,10 +11,10 @@ CUDA (full sizes).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 import platform
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
