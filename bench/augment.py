@@ -219,9 +219,18 @@ def random_crop(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Te
     return padded[batch, :, rows, cols].permute(0, 3, 1, 2)  # advanced indexing puts C last
 
 
-def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """The standard CIFAR augmentation (pad-and-crop, horizontal flip) on a float batch."""
-    return random_flip(random_crop(x, gen, pad), gen)
+def crop_pad(size: int) -> int:
+    """Pad of the pad-and-crop augmentation for ``size`` px images: 4 px at 32 px (the CIFAR standard), an
+    eighth of the side in general, at least 1."""
+    return max(1, round(size / 8))
+
+
+def crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int | None = None, flip: bool = True) -> torch.Tensor:
+    """The standard CIFAR augmentation (pad-and-crop, horizontal flip) on a float batch. ``pad`` defaults to
+    ``crop_pad`` of the image side; ``flip=False`` for data whose mirror image is another class (digits, text).
+    The flip coins are drawn either way, so the random stream does not depend on the setting."""
+    pad = crop_pad(x.shape[-1]) if pad is None else pad
+    return random_flip(random_crop(x, gen, pad), gen, 0.5 if flip else 0.0)
 
 
 def all_rotations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -232,13 +241,20 @@ def all_rotations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def grid_tiles(
-    x: torch.Tensor, gen: torch.Generator, grid: int = 3, tile_fraction: float = 0.85, jitter: bool = True
+    x: torch.Tensor,
+    gen: torch.Generator,
+    grid: int = 3,
+    tile_fraction: float = 0.85,
+    jitter: bool = True,
+    max_shift: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cut each image into a grid x grid layout of square tiles with gaps and per-tile jitter.
 
     The image is split into cells of ``H // grid`` pixels (the grid is placed at a random offset when H is not
     a multiple); each tile is ``tile_fraction`` of a cell, at a random position inside its cell (``jitter``) or
-    centred. Gaps between neighbouring tiles vary per tile, so edges cannot be matched across tiles.
+    centred. ``max_shift`` (px) keeps a jittered tile within that distance of the centred position (Doersch et
+    al.: gaps of half a patch, jitter of a few px); None: anywhere in its cell. Gaps between neighbouring tiles
+    vary per tile, so edges cannot be matched across tiles.
     Returns tiles (B, grid*grid, C, t, t) in row-major order and their top-left corners (B, grid*grid, 2).
     """
     b, _, h, _ = x.shape
@@ -247,18 +263,17 @@ def grid_tiles(
     n = grid * grid
     dev = x.device
 
-    def offsets(high: int, shape: tuple) -> torch.Tensor:
-        return (
-            torch.randint(0, high + 1, shape, device=dev, generator=gen)
-            if jitter
-            else torch.full(shape, high // 2, device=dev)
-        )
+    def offsets(high: int, shape: tuple, shift: int | None = None) -> torch.Tensor:
+        if not jitter:
+            return torch.full(shape, high // 2, device=dev)
+        lo, hi = (0, high) if shift is None else (max(0, high // 2 - shift), min(high, high // 2 + shift))
+        return torch.randint(lo, hi + 1, shape, device=dev, generator=gen)
 
     origin = offsets(h - cell * grid, (b, 1, 2))  # where the whole grid starts
     cells = torch.stack(
         torch.meshgrid(torch.arange(grid, device=dev), torch.arange(grid, device=dev), indexing="ij"), -1
     )
-    corner = origin + cells.reshape(1, n, 2) * cell + offsets(cell - t, (b, n, 2))  # (B, n, 2) as (row, col)
+    corner = origin + cells.reshape(1, n, 2) * cell + offsets(cell - t, (b, n, 2), max_shift)  # (B, n, 2): row, col
     ar = torch.arange(t, device=dev)
     rows = (corner[..., 0, None] + ar)[:, :, :, None]  # (B, n, t, 1)
     cols = (corner[..., 1, None] + ar)[:, :, None, :]  # (B, n, 1, t)

@@ -104,6 +104,7 @@ def pretrain(
         saved_at = time.monotonic()
         for epoch in range(len(history) + 1, cfg.epochs + 1):
             start = time.perf_counter()
+            task.on_epoch_start(epoch, cfg.epochs)
             if reference:
                 batches = epoch_batches(host_images, transform, batch, seed, epoch, workers, device.type == "cuda")
             else:

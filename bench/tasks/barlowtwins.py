@@ -2,7 +2,9 @@
 
 Zbontar, Jing, Misra, LeCun & Deny, "Barlow Twins: Self-Supervised Learning via Redundancy Reduction",
 ICML 2021, arXiv:2103.03230. lightly's BarlowTwinsProjectionHead and BarlowTwinsLoss (lambda 5e-3 as in the
-paper). Views as SimCLR (lightly's CIFAR-10 parameters).
+paper). Views: BYOL's two asymmetric views, as in the paper and lightly's Barlow Twins examples (lightly's
+BYOLView1/View2Transform: blur 1.0 / 0.1, solarize 0 / 0.2), with blur off at 32 px as in lightly's CIFAR-10
+benchmark.
 
 Deviations: projector 2048-2048 by default instead of 8192-8192-8192 (CIFAR-scale encoders); LARS replaced by
 the suite's shared optimiser.
@@ -16,12 +18,15 @@ from lightly.models.modules import BarlowTwinsProjectionHead
 from pydantic import Field
 
 from bench.tasks.joint import JointConfig, TwoViewTask
+from bench.views import BYOL_VIEW1, BYOL_VIEW2, ViewConfig
 
 
 class BarlowTwinsConfig(JointConfig):
     hidden_dim: int = 2048
     out_dim: int = 2048
     lambda_param: float = Field(5e-3, gt=0)
+    views: ViewConfig = ViewConfig(**BYOL_VIEW1)
+    views2: ViewConfig | None = ViewConfig(**BYOL_VIEW2)
 
 
 class BarlowTwins(TwoViewTask):

@@ -9,6 +9,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from bench.augment import to_input
+
 Protocol = Literal["linear", "knn", "finetune"]
 REGISTRY: dict[str, type[Task]] = {}
 
@@ -38,6 +40,8 @@ class Task(nn.Module):
     # setting is meaningful, and whether the loss is an objective the student alone can lower there.
     contract_overrides: ClassVar[dict] = {}
     monotone_loss: ClassVar[bool] = True
+    # The smallest image side (px) the task is meaningful for; smaller data is refused before training.
+    min_image_size: ClassVar[int] = 1
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -49,6 +53,17 @@ class Task(nn.Module):
         self.encoder = encoder
         self.cfg = cfg
         self.image_size = image_size
+        self.flip = True  # horizontal flips in the task's views; the runner sets the dataset's `flip` here
+
+    @staticmethod
+    def eval_input(images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (B, 3, H, W) -> the float input the encoder expects at evaluation time. Every protocol
+        (linear, kNN, fine-tuning) feeds the encoder through this, so a task that pretrains on another input
+        (colorization: lightness only) is evaluated on that input."""
+        return to_input(images)
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        """Called before every pretraining epoch (1-based ``epoch``), resumed runs included."""
 
     def loss(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Scalar loss for a batch of uint8 images (B, 3, H, W) on the training device."""
@@ -73,4 +88,10 @@ class Task(nn.Module):
 
     @classmethod
     def check_data(cls, images: torch.Tensor) -> None:
-        """Raise ValueError, before any training, if the task cannot work on these uint8 images."""
+        """Raise ValueError, before any training, if the task cannot work on these uint8 images. Subclasses that
+        add checks call this one first."""
+        size = min(images.shape[-2:])
+        if size < cls.min_image_size:
+            raise ValueError(
+                f"task {cls.name!r} needs images of at least {cls.min_image_size} px; the data has {size} px"
+            )

@@ -7,9 +7,13 @@ ab quantised on a grid of 10 (the in-gamut bins, found by sampling the sRGB cube
 lam = 0.5, predicted at a quarter of the input resolution. The encoder sees L replicated to 3 channels, so the
 shared encoder applies unchanged; a small decoder (``DenseDecoder``) maps its feature map to the bins.
 
+Evaluation input: lightness only (``eval_input``), as Zhang et al. evaluate their features. The encoder never
+saw colour: its first layer's colour directions got no gradient and its BatchNorm statistics come from L-only
+inputs, so every protocol (linear, kNN, fine-tuning) feeds it L replicated to 3 channels, not RGB.
+
 Deviations: the colour prior p is estimated online (an exponential moving average of batch histograms) instead
 of once over ImageNet, and it is not spatially smoothed. Refuses grayscale data.
-Resolution: 32 px -> targets at 8x8; 96 px -> 24x24.
+Resolution: 32 px -> targets at 8x8; 96 px -> 24x24. Smallest meaningful image: 8 px (2x2 colour regions).
 """
 
 from __future__ import annotations
@@ -64,6 +68,11 @@ def decode(probs: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     return probs @ bins
 
 
+def lightness_input(lab: torch.Tensor) -> torch.Tensor:
+    """Lab (B, 3, H, W) -> L / 100 replicated to 3 channels and normalised like every encoder input."""
+    return normalize((lab[:, :1] / 100.0).expand(-1, 3, -1, -1))
+
+
 class ColorizationConfig(TaskConfig):
     rebalance: float = Field(0.5, ge=0, le=1)  # lam: 0 = full rebalancing, 1 = none
     prior_momentum: float = Field(0.99, ge=0, lt=1)
@@ -75,6 +84,7 @@ class Colorization(Task):
     summary = "predict quantised ab colour bins from the lightness channel (class-rebalanced)"
     reference = "Zhang et al. 2016, arXiv:1603.08511"
     Config = ColorizationConfig
+    min_image_size = 8  # targets at a quarter of the side: below 8 px fewer than 2x2 colour regions
 
     def __init__(self, encoder, cfg: ColorizationConfig, image_size: int) -> None:
         super().__init__(encoder, cfg, image_size)
@@ -84,15 +94,21 @@ class Colorization(Task):
         self.decoder = DenseDecoder(encoder.out_dim, q, cfg.decoder_hidden)
         self.out_size = max(1, image_size // 4)
 
+    @staticmethod
+    def eval_input(images: torch.Tensor) -> torch.Tensor:
+        """uint8 RGB -> the normalised lightness channel replicated to 3 channels: the input it pretrained on."""
+        return lightness_input(rgb_to_lab(to_unit(images)))
+
     @classmethod
     def check_data(cls, images: torch.Tensor) -> None:
+        super().check_data(images)
         sample = images[:1000].to(torch.int16)
         if (sample[:, 0] == sample[:, 1]).all() and (sample[:, 1] == sample[:, 2]).all():
             raise ValueError("colorization needs colour images, but the dataset is grayscale (R = G = B everywhere)")
 
     def loss(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         lab = rgb_to_lab(crop_flip(to_unit(images), gen))
-        light = normalize((lab[:, :1] / 100.0).expand(-1, 3, -1, -1))
+        light = lightness_input(lab)
         logits = self.decoder(self.encoder.feature_map(light), self.out_size)  # (B, Q, s, s)
         ab = F.adaptive_avg_pool2d(lab[:, 1:], self.out_size).permute(0, 2, 3, 1).reshape(-1, 2).float()
         target = soft_encode(ab, self.bins)  # (B*s*s, Q)

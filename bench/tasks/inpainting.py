@@ -7,7 +7,9 @@ the masked pixels. A small decoder (``DenseDecoder``) maps the shared encoder's 
 
 Deviations: no adversarial loss (the paper adds one for sharper fills; the representation results it reports
 for feature learning use the reconstruction loss); one square region instead of several random blocks.
-Region sizes: 32 px -> 16x16 hole; 96 px -> 48x48.
+Region sizes: 32 px -> 16x16 hole; 96 px -> 48x48. Images under 16 px are refused: the encoders' feature maps
+have stride 8, so the decoder would paint the hole from a single feature vector.
+Pad-and-crop and horizontal flips first (no flips where the dataset forbids them).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class Inpainting(Task):
     summary = "context encoder: reconstruct a masked square from its surroundings (L2 on the hole)"
     reference = "Pathak et al. 2016, arXiv:1604.07379"
     Config = InpaintingConfig
+    min_image_size = 16
 
     def __init__(self, encoder, cfg: InpaintingConfig, image_size: int) -> None:
         super().__init__(encoder, cfg, image_size)
@@ -53,7 +56,7 @@ class Inpainting(Task):
         self.hole = max(1, round(cfg.hole_fraction * image_size))
 
     def loss(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        x = crop_flip(to_input(images), gen)
+        x = crop_flip(to_input(images), gen, flip=self.flip)
         b, _, size, _ = x.shape
         mask = square_masks(b, size, self.hole, gen, x.device)
         context = x * (1 - mask)  # 0 is the mean value after normalisation

@@ -6,7 +6,8 @@ placed at random inside it), each tile normalised independently, the shared enco
 (siamese "context-free" network), the nine tile features concatenated in shuffled order and classified into
 one of ``permutations`` classes (default 100) chosen greedily for maximal Hamming distance from a fixed seed.
 
-Tile sizes: 32 px images -> 10 px cells, 8 px tiles; 96 px -> 32 px cells, 27 px tiles.
+Tile sizes: 32 px images -> 10 px cells, 8 px tiles; 96 px -> 32 px cells, 27 px tiles. Images under 18 px are
+refused: their tiles would be under 5 px, too few pixels to place a tile.
 Deviations: no colour jitter per tile, and the encoder's pooled features replace the paper's fc6 per tile.
 """
 
@@ -51,6 +52,7 @@ class Jigsaw(Task):
     summary = "reorder 3x3 shuffled tiles: classify which of N permutations was applied"
     reference = "Noroozi & Favaro 2016, arXiv:1603.09246"
     Config = JigsawConfig
+    min_image_size = 18  # 6 px cells, 5 px tiles
 
     def __init__(self, encoder, cfg: JigsawConfig, image_size: int) -> None:
         super().__init__(encoder, cfg, image_size)

@@ -17,7 +17,8 @@ from bench.views import ViewConfig, lightly_view, make_view
 
 
 class JointConfig(TaskConfig):
-    views: ViewConfig = ViewConfig()
+    views: ViewConfig = ViewConfig()  # the first view (both, unless views2 is set)
+    views2: ViewConfig | None = None  # the second view where the method's views are asymmetric (BYOL ...)
     hidden_dim: int = Field(512, gt=0)  # projection head width
     out_dim: int = Field(128, gt=0)  # projection output
 
@@ -26,8 +27,15 @@ class TwoViewTask(Task):
     """Base for tasks that compare two views of each image."""
 
     def view_configs(self) -> list[tuple[ViewConfig, int]]:
-        """(parameters, output size) of each view, in the order ``loss_views`` takes them."""
-        return [(self.cfg.views, self.image_size)] * 2
+        """(parameters, output size) of each view, in the order ``loss_views`` takes them; no horizontal flips
+        when ``self.flip`` is False (both data paths make their views from these)."""
+        second = self.cfg.views2 or self.cfg.views
+        configs = [(self.cfg.views, self.image_size), (second, self.image_size), *self.extra_views()]
+        return configs if self.flip else [(c.model_copy(update={"hf_prob": 0.0}), s) for c, s in configs]
+
+    def extra_views(self) -> list[tuple[ViewConfig, int]]:
+        """Views after the two main ones (DINO's local crops)."""
+        return []
 
     def views(self, images: torch.Tensor, gen: torch.Generator) -> list[torch.Tensor]:
         return [make_view(images, gen, cfg, size) for cfg, size in self.view_configs()]

@@ -5,8 +5,9 @@ arXiv:1803.07728. As in the paper, every image of a batch is shown at all four r
 and the loss is 4-way cross-entropy.
 
 Deviations: the shared encoder's pooled features feed an MLP head (the paper classifies from the last conv
-block of a NIN); images get pad-and-crop and horizontal flips first (flips do not change the rotation label).
-The same at 32 px and 96 px: rotation needs no tile or patch size.
+block of a NIN); images get pad-and-crop (an eighth of the side) and horizontal flips first (flips do not change
+the rotation label; none where the dataset forbids them). The same at 32 px and 96 px, and any size works:
+rotation needs no tile or patch size.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from bench.augment import MEAN, STD, all_rotations, crop_flip, to_input
+from bench.augment import MEAN, STD, all_rotations, crop_flip, crop_pad, to_input
 from bench.tasks.base import Task, TaskConfig
 
 
@@ -46,15 +47,15 @@ class Rotation(Task):
 
     def loss(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         x = to_input(images)
-        return self.loss_views(crop_flip(x, gen) if self.cfg.crop_flip else x)
+        return self.loss_views(crop_flip(x, gen, flip=self.flip) if self.cfg.crop_flip else x)
 
     def reference_transform(self):
-        """The same views per image with torchvision: reflect-pad 4, random crop, horizontal flip."""
+        """The same views per image with torchvision: reflect-pad, random crop, horizontal flip."""
         import torchvision.transforms as T
 
-        steps = [T.RandomCrop(self.image_size, padding=4, padding_mode="reflect"), T.RandomHorizontalFlip()]
-        norm = T.Normalize([MEAN] * 3, [STD] * 3)
-        return T.Compose([*(steps if self.cfg.crop_flip else []), T.ToTensor(), norm])
+        crop = T.RandomCrop(self.image_size, padding=crop_pad(self.image_size), padding_mode="reflect")
+        steps = [crop, T.RandomHorizontalFlip(0.5 if self.flip else 0.0)] if self.cfg.crop_flip else []
+        return T.Compose([*steps, T.ToTensor(), T.Normalize([MEAN] * 3, [STD] * 3)])
 
     def loss_views(self, x: torch.Tensor) -> torch.Tensor:
         """The loss of an already augmented, normalised batch (B, 3, H, W): the model step alone."""

@@ -1,10 +1,11 @@
 """SimCLR: contrast two augmented views of each image against the other images of the batch (NT-Xent).
 
 Chen, Kornblith, Norouzi & Hinton, "A Simple Framework for Contrastive Learning of Visual Representations",
-ICML 2020, arXiv:2002.05709. Loss (NTXentLoss), projection head and views are lightly's; view parameters follow
-lightly's CIFAR-10 benchmark (colour-jitter strength 0.5, no blur at 32 px; blur 0.5 above 32 px).
+ICML 2020, arXiv:2002.05709. Loss (NTXentLoss), projection head and views are lightly's (SimCLRTransform).
 
-Deviations: the paper trains with LARS at batch 4096; here the suite's shared optimiser and batch size apply.
+Deviations: colour-jitter strength 0.5 at every size (the paper's CIFAR-10 value, lightly's CIFAR-10 benchmark and
+its advice for small images; lightly's default 1.0 is the ImageNet value); blur off at 32 px, as in lightly's
+CIFAR-10 benchmark (0.5 above); the paper trains with LARS at batch 4096, here the suite's optimiser and batch.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Chen & He, "Exploring Simple Siamese Representation Learning", CVPR 2021, arXiv:2011.10566. lightly's
 SimSiamProjectionHead, SimSiamPredictionHead (bottleneck of a quarter of the output width, as in the paper) and
-NegativeCosineSimilarity. Views as SimCLR (lightly's CIFAR-10 parameters).
+NegativeCosineSimilarity. Views: lightly's SimSiamTransform (the paper's MoCo v2 augmentations, crop scale
+0.2-1), with blur off at 32 px as in lightly's CIFAR-10 benchmark.
 
 Deviations: projection width 512 by default (the paper's CIFAR variant uses 2048 with a ResNet-18).
 """
@@ -14,10 +15,12 @@ from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import SimSiamPredictionHead, SimSiamProjectionHead
 
 from bench.tasks.joint import JointConfig, TwoViewTask
+from bench.views import MOCO_V2, ViewConfig
 
 
 class SimSiamConfig(JointConfig):
     out_dim: int = 512
+    views: ViewConfig = ViewConfig(**MOCO_V2)
 
 
 class SimSiam(TwoViewTask):

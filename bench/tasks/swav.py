@@ -3,10 +3,12 @@
 Caron et al., "Unsupervised Learning of Visual Features by Contrasting Cluster Assignments", NeurIPS 2020,
 arXiv:2006.09882. lightly's SwaVProjectionHead, SwaVPrototypes (frozen for the first ``frozen_steps`` steps, as
 the paper freezes them for the first epoch) and SwaVLoss (3 Sinkhorn iterations, epsilon 0.05, temperature 0.1).
-Views follow lightly's CIFAR-10 parameters.
+Views: lightly's SwaVTransform for the two global crops (scale 0.14-1).
 
-Deviations: two crops and no multi-crop or queue by default (lightly's CIFAR-10 benchmark setting); 512
-prototypes instead of 3000 (10 classes, 50k images).
+Deviations: two crops, no multi-crop and no queue, at every size (lightly's CIFAR-10 benchmark setting; the paper
+adds six 96 px crops at ImageNet scale); colour-jitter strength 0.5 (lightly's CIFAR-10 benchmark and its advice
+for small images; its default 1.0 is the ImageNet value); blur off at 32 px, as in lightly's CIFAR-10 benchmark;
+512 prototypes instead of 3000 (10 classes, 50k images).
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from lightly.models.modules import SwaVProjectionHead, SwaVPrototypes
 from pydantic import Field
 
 from bench.tasks.joint import JointConfig, TwoViewTask
+from bench.views import ViewConfig
 
 
 class SwaVConfig(JointConfig):
     prototypes: int = Field(512, gt=1)
     frozen_steps: int = Field(100, ge=0)
+    views: ViewConfig = ViewConfig(min_scale=0.14)
 
 
 class SwaV(TwoViewTask):

@@ -2,10 +2,11 @@
 
 Bardes, Ponce & LeCun, "VICReg: Variance-Invariance-Covariance Regularization for Self-Supervised Learning",
 ICLR 2022, arXiv:2105.04906. lightly's VICRegProjectionHead and VICRegLoss (weights 25 / 25 / 1 as in the
-paper). Views as SimCLR (lightly's CIFAR-10 parameters).
+paper). Views: lightly's VICRegTransform (the same for both views: solarize 0.1, blur 0.5, where the authors'
+code alternates BYOL's 0 / 0.2 and 1.0 / 0.1), with blur off at 32 px as in lightly's CIFAR-10 benchmark.
 
 Deviations: projector 2048-2048 by default instead of 8192-8192-8192 (CIFAR-scale encoders); LARS replaced by
-the suite's shared optimiser.
+the suite's shared optimiser; views are blurred before they are solarized (lightly: the other way round).
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from lightly.loss import VICRegLoss
 from lightly.models.modules.heads import VICRegProjectionHead
 
 from bench.tasks.joint import JointConfig, TwoViewTask
+from bench.views import ViewConfig
 
 
 class VICRegConfig(JointConfig):
     hidden_dim: int = 2048
     out_dim: int = 2048
+    views: ViewConfig = ViewConfig(cj_sat=0.4, solarization_prob=0.1)  # lightly's: strength 0.5 x (0.8, 0.8, 0.4, 0.2)
 
 
 class VICReg(TwoViewTask):
