@@ -96,7 +96,10 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     }
     sections = {
         "tasks": {
-            n: f"{t.summary} [dim]({t.reference}; protocols: {', '.join(t.protocols)})[/]" for n, t in TASKS.items()
+            n: f"{t.summary} [dim]({t.reference}; protocols: {', '.join(t.protocols)}"
+            + (f"; images of at least {t.min_image_size} px" if t.min_image_size > 1 else "")
+            + ")[/]"
+            for n, t in TASKS.items()
         },
         "encoders": {n: d for n, (_, d) in ENCODERS.items()},
         "datasets": datasets,

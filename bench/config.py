@@ -63,6 +63,9 @@ class DatasetConfig(Strict):
     pool_size: int | None = Field(None, gt=0)  # unlabelled images used for pretraining (seeded subset)
     train_size: int | None = Field(None, gt=0)  # labelled pool, stratified subset (quick experiments only)
     test_size: int | None = Field(None, gt=0)  # test set, stratified subset (quick experiments only)
+    # horizontal flips in every task's views and in fine-tuning; false for data whose mirror image is another
+    # class (digits, text)
+    flip: bool = True
     synthetic: SyntheticConfig = SyntheticConfig()
 
 
@@ -123,6 +126,17 @@ class FinetuneConfig(Strict):
     head_lr: float | None = Field(None, gt=0)  # the new linear head's; None: the same as lr
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
+
+
+class EvaluationConfig(Strict):
+    """How every protocol receives an encoder, the same for every task and baseline."""
+
+    # Label-free BatchNorm recalibration: before any protocol, each encoder's BN running statistics are
+    # recomputed on whole images of the unlabelled pool (its task's evaluation input). Pretraining on tiles,
+    # patches or lightness leaves statistics that do not match whole images; this gives every task the same
+    # BN handling. Uses no labels.
+    bn_recalibration: bool = True
+    bn_recalibration_images: int = Field(10000, gt=0)  # seeded subset of the pool
 
 
 LogRange = tuple[float, float]  # (low, high), searched on a log scale
@@ -188,6 +202,7 @@ class Suite(Strict):
     linear: LinearConfig = LinearConfig()
     knn: KNNConfig = KNNConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     tuning: TuningConfig = TuningConfig()
     device: Literal["auto", "cpu", "cuda"] = "auto"
     tracking_uri: str | None = None  # else $MLFLOW_TRACKING_URI, else sqlite:///<results_dir>/mlflow.db
@@ -212,6 +227,16 @@ class Suite(Strict):
         seed = self.tuning.label_seed
         if seed is not None and seed not in self.seeds:
             raise ValueError(f"tuning.label_seed = {seed} is not one of the suite's seeds {self.seeds}")
+        return self
+
+    @model_validator(mode="after")
+    def _pretraining_has_epochs(self) -> Suite:
+        pretraining = [n for n in self.selected_tasks() if TASKS[n].pretrains]
+        if self.pretrain.epochs == 0 and pretraining:
+            raise ValueError(
+                f"pretrain.epochs = 0, but {', '.join(pretraining)} pretrain{'s' if len(pretraining) == 1 else ''}; "
+                "use at least 1 epoch, or select only the baselines (scratch, random)"
+            )
         return self
 
     @model_validator(mode="after")

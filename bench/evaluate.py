@@ -22,6 +22,7 @@ from bench.pretrain import NonFiniteLoss, autocast, make_optimizer, warmup_cosin
 from bench.validation import validation_folds
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]  # inputs (features or uint8 images) -> predicted labels
+Prepare = Callable[[torch.Tensor], torch.Tensor]  # uint8 images -> the encoder's float input (Task.eval_input)
 
 
 @dataclass
@@ -29,17 +30,44 @@ class Fitted:
     predict: Predictor
     val_acc: float | None = None  # accuracy on the validation labels drawn from the budget, if a choice was made
     chosen: dict = field(default_factory=dict)  # hyperparameters the protocol picked or used
+    history: list[dict] = field(default_factory=list)  # per-epoch training diagnostics (fine-tuning)
 
 
 @torch.no_grad()
-def extract_features(encoder: nn.Module, images: torch.Tensor, device: torch.device, batch: int = 1024) -> torch.Tensor:
+def extract_features(
+    encoder: nn.Module, images: torch.Tensor, device: torch.device, batch: int = 1024, prepare: Prepare = to_input
+) -> torch.Tensor:
     """Frozen features (N, D) float32 on ``device`` for uint8 images (N, 3, H, W) on any device."""
     encoder.to(device).eval()
     out = []
     for i in range(0, len(images), batch):
         with autocast(device):
-            out.append(encoder(to_input(images[i : i + batch].to(device, non_blocking=True))).float())
+            out.append(encoder(prepare(images[i : i + batch].to(device, non_blocking=True))).float())
     return torch.cat(out)
+
+
+@torch.no_grad()
+def recalibrate_bn(
+    encoder: nn.Module, images: torch.Tensor, device: torch.device, prepare: Prepare = to_input, batch: int = 256
+) -> nn.Module:
+    """A copy of ``encoder`` whose BatchNorm running statistics are recomputed on ``images`` (uint8, whole images,
+    no labels): reset, then a cumulative average over batches in training mode (``momentum=None``), as in
+    torch.optim.swa_utils.update_bn, which this follows for uint8 tensors on the device. Weights are unchanged."""
+    model = copy.deepcopy(encoder).to(device)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return model
+    momenta = {m: m.momentum for m in norms}
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    for i in range(0, len(images), batch):
+        with autocast(device):
+            model(prepare(images[i : i + batch].to(device, non_blocking=True)))
+    for m in norms:
+        m.momentum = momenta[m]
+    return model.eval()
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float, max_iter: int) -> nn.Linear:
@@ -130,12 +158,18 @@ def finetune(
     seed: int,
     on_checkpoint: Callable[[float, Predictor], None] | None = None,
     checkpoints: int = 0,
+    prepare: Prepare = to_input,
+    flip: bool = True,
 ) -> Fitted:
     """Train a copy of the encoder plus a linear head on the labelled uint8 images (on the training device).
 
     Encoder and head have their own learning rates (``lr``, ``head_lr``). ``on_checkpoint(progress, predict)``
     is called ``checkpoints`` times during training (e.g. to report validation accuracy to a pruner; it may
-    raise to stop)."""
+    raise to stop). Inputs go through ``prepare`` (the task's evaluation input), with pad-and-crop scaled to the
+    image size and horizontal flips unless ``flip`` is false. ``Fitted.history`` holds, per pass over the
+    labelled images, the mean training loss and accuracy on the augmented batches; ``chosen["train_acc"]`` is
+    the final classifier's accuracy on its own (unaugmented) training images, which shows a schedule too short
+    to fit them."""
     device = images.device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the head's initialisation depends on the seed only
@@ -152,39 +186,49 @@ def finetune(
     sched = warmup_cosine(opt, steps, 0)
     order = torch.empty(0, dtype=torch.long, device=device)
     total = torch.zeros((), device=device)
+    epoch_sums = torch.zeros(2, device=device)  # loss sum and correct predictions of the current pass
+    seen = 0
+    history: list[dict] = []
     for step in range(1, steps + 1):
         if len(order) < batch:  # reshuffle once fewer than a batch of images is left in this pass
             order = torch.cat([order, torch.randperm(n, device=device, generator=gen)])
         idx, order = order[:batch], order[batch:]
         with autocast(device):
-            loss = F.cross_entropy(model(crop_flip(to_input(images[idx]), gen)), labels[idx])
+            logits = model(crop_flip(prepare(images[idx]), gen, flip=flip))
+            loss = F.cross_entropy(logits, labels[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         total += loss.detach().float()
+        hits = (logits.detach().argmax(1) == labels[idx]).sum()
+        epoch_sums += torch.stack([loss.detach().float() * len(idx), hits.float()])
+        seen += len(idx)
+        if step % per_epoch == 0 or step == steps:  # one host sync per pass
+            loss_sum, correct = epoch_sums.tolist()
+            history.append({"epoch": len(history) + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen})
+            epoch_sums.zero_()
+            seen = 0
         if step in marks:
             model.eval()
-            on_checkpoint(step / steps, _predictor(model, device))
+            on_checkpoint(step / steps, _predictor(model, device, prepare))
             model.train()
     if not math.isfinite(total.item()):
         raise NonFiniteLoss(f"fine-tuning loss became non-finite within {steps} steps")
     model.eval()
-    predict = _predictor(model, device)
-    return Fitted(
-        predict,
-        None,
-        {"steps": steps, "epochs": round(steps / per_epoch, 2), "train_loss": total.item() / steps},
-    )
+    predict = _predictor(model, device, prepare)
+    chosen = {"steps": steps, "epochs": round(steps / per_epoch, 2), "train_loss": total.item() / steps}
+    chosen["train_acc"] = accuracy(predict, images, labels)
+    return Fitted(predict, None, chosen, history)
 
 
-def _predictor(model: nn.Module, device: torch.device, batch: int = 1024) -> Predictor:
+def _predictor(model: nn.Module, device: torch.device, prepare: Prepare = to_input, batch: int = 1024) -> Predictor:
     @torch.no_grad()
     def predict(images: torch.Tensor) -> torch.Tensor:
         out = []
         for i in range(0, len(images), batch):
             with autocast(device):
-                out.append(model(to_input(images[i : i + batch].to(device))).argmax(1))
+                out.append(model(prepare(images[i : i + batch].to(device))).argmax(1))
         return torch.cat(out)
 
     return predict

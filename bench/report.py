@@ -39,11 +39,15 @@ def tidy(tracker, cells) -> pd.DataFrame:
                 "seed": c.seed,
                 "test_acc": m.get("test_acc", np.nan),
                 "val_acc": m.get("val_acc", np.nan),
+                "train_acc": m.get("train_acc", np.nan),  # fine-tuning: accuracy on its own training labels
                 "n_labels": m.get("n_labels", np.nan if c.budget == "full" else int(c.budget)),
                 "status": "finished" if run else "missing",
                 "hp_source": run.data.tags.get("hp_source", "") if run else "",
                 "cell_key": c.key,
                 "run_id": run.info.run_id if run else "",
+                "git_commit": run.data.tags.get("git_commit", "") if run else "",
+                "code_identity": run.data.tags.get("code_identity", "") if run else "",
+                "data_identity": run.data.tags.get("data_identity", "") if run else "",
             }
         )
     return pd.DataFrame(rows)
@@ -195,7 +199,30 @@ def latex_table(df: pd.DataFrame, comp: pd.DataFrame) -> str:
 
 def _partial_note(df: pd.DataFrame) -> str:
     missing = int((df.status != "finished").sum())
-    return f"\n\nPARTIAL: {missing} of {len(df)} evaluation cells have no finished run." if missing else ""
+    note = f"\n\nPARTIAL: {missing} of {len(df)} evaluation cells have no finished run." if missing else ""
+    return note + provenance(df)
+
+
+def provenance(df: pd.DataFrame) -> str:
+    """The code and data behind the numbers. Cells run at different commits are reused only where the code that
+    decides them is unchanged (equal code identity); the note says so whenever commits differ."""
+    ok = df[df.status == "finished"]
+    if ok.empty or "git_commit" not in ok:
+        return ""
+    commits = sorted({c[:10] for c in ok.git_commit if c})
+    data = sorted({d for d in ok.data_identity if d})
+    code = ok.groupby("task").code_identity.agg(lambda s: ", ".join(sorted({c for c in s if c})))
+    text = f"\n\nCode: git commit {', '.join(commits) or 'unknown'}"
+    if len(commits) > 1:
+        text += (
+            f" ({len(commits)} commits: cells are reused across commits only where the code that decides them is "
+            "unchanged, i.e. equal code identity)"
+        )
+    text += "; code identity per task: " + ", ".join(f"{t} {c or 'unrecorded'}" for t, c in code.items())
+    text += f". Data identity: {', '.join(data) or 'unrecorded'}."
+    if (code.str.contains(",") | (code == "")).any():
+        text += " WARNING: some task's numbers come from more than one code version, or from unrecorded code."
+    return text
 
 
 def stats_markdown(comp: pd.DataFrame, df: pd.DataFrame) -> str:

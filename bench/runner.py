@@ -20,104 +20,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench.checkpoints import checkpoint_path, load_encoder, save_encoder
-from bench.config import SPEED_ONLY, ConfigError, Suite, digest, tracking_uri
+from bench.config import ConfigError, Suite, tracking_uri
 from bench.data import Dataset, budget_indices, load_dataset
 from bench.encoders import build_encoder
-from bench.evaluate import extract_features, finetune, knn_classifier, linear_probe
+from bench.evaluate import extract_features, finetune, knn_classifier, linear_probe, recalibrate_bn
+from bench.plan import Cell, build_plan
 from bench.pretrain import EpochStats, pretrain
 from bench.report import tidy, write_report
+from bench.staleness import stale_reasons
 from bench.summary import summary_tables
 from bench.tasks import TASKS
-from bench.tracking import Tracker, cell_run, environment_tags
-from bench.tuning import Tuner, settings_with, tuned
-
-KEY_VERSION = 2  # bump when a change to the code makes old results incomparable
-
-
-@dataclass(frozen=True)
-class Cell:
-    kind: str  # "pretrain" or "eval"
-    task: str
-    seed: int
-    key: str
-    source: str  # key of the encoder the cell starts from (a pretraining cell's own key, or the random init)
-    budget: int | str | None = None
-    protocol: str | None = None
-
-    @property
-    def label(self) -> str:
-        if self.kind == "pretrain":
-            return f"pretrain {self.task} seed={self.seed}"
-        return f"{self.task}+{self.protocol} budget={self.budget} seed={self.seed}"
-
-    def tags(self) -> dict[str, str]:
-        tags = {"kind": self.kind, "task": self.task, "seed": str(self.seed), "cell_key": self.key}
-        tags["source_key"] = self.source
-        if self.kind == "eval":
-            tags |= {"budget": str(self.budget), "protocol": str(self.protocol)}
-        return tags
-
-
-def _data_identity(suite: Suite) -> dict:
-    data = suite.dataset.model_dump()
-    if data["name"] != "imagefolder":
-        data.pop("root")  # where a torchvision dataset lives does not change it
-    if data["name"] != "synthetic":
-        data.pop("synthetic")
-    return data
-
-
-def task_protocols(suite: Suite, name: str) -> list[str]:
-    cfg, task = suite.selected_tasks()[name], TASKS[name]
-    chosen = [p for p in suite.protocols if p in task.protocols and (cfg.protocols is None or p in cfg.protocols)]
-    if not chosen:
-        raise ConfigError(
-            f"task {name!r} supports protocols {list(task.protocols)}, but the suite asks for {suite.protocols}"
-            + (f" and tasks.{name}.protocols for {cfg.protocols}" if cfg.protocols else "")
-        )
-    return chosen
-
-
-def build_plan(suite: Suite) -> list[Cell]:
-    cells = []
-    for name, cfg in suite.selected_tasks().items():
-        task = TASKS[name]
-        protocols = task_protocols(suite, name)
-        for seed in suite.seeds:
-            origin = {
-                "v": KEY_VERSION,
-                "data": _data_identity(suite),
-                "encoder": suite.encoder.name,
-                "seed": seed,
-            }
-            if task.pretrains:
-                task_cfg = cfg.model_dump(exclude={"protocols"})
-                schedule = suite.pretrain.model_dump(exclude=SPEED_ONLY)
-                if schedule["augment"] == "device":  # the default path keeps the keys it had before the option
-                    del schedule["augment"]
-                origin |= {"task": name, "task_cfg": task_cfg, "pretrain": schedule}
-                source = digest(origin)
-                cells.append(Cell("pretrain", name, seed, source, source))
-            else:
-                source = digest(origin | {"init": True})
-            for budget in suite.sorted_budgets():
-                for protocol in protocols:
-                    settings = getattr(suite, protocol).model_dump()
-                    if tuned(suite, protocol, budget):
-                        settings = {"base": settings, "tuning": suite.tuning.model_dump(exclude={"storage"})}
-                    key = digest(
-                        {
-                            "v": KEY_VERSION,
-                            "source": source,
-                            "task": name,
-                            "budget": budget,
-                            "protocol": protocol,
-                            "settings": settings,
-                            "seed": seed,
-                        }
-                    )
-                    cells.append(Cell("eval", name, seed, key, source, budget, protocol))
-    return cells
+from bench.tracking import Tracker, cell_run, environment_tags, log_history
+from bench.tuning import Tuner, settings_with
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -143,16 +57,43 @@ class Runner:
     def __init__(self, suite: Suite, suite_path: str | Path, console: Console | None = None) -> None:
         self.suite, self.suite_path = suite, Path(suite_path)
         self.console = console or Console()
-        self.cells = build_plan(suite)
+        try:  # the data's identity is part of every key, so the plan needs the data (or its cache)
+            self.data = load_dataset(suite.dataset)
+        except ConfigError as e:
+            raise ConfigError(f"{self.suite_path}: key 'dataset': {e}") from None
+        self.cells = build_plan(suite, self.data.identity)
         results = Path(suite.results_dir)
         self.cache = results / "cache"
         uri = tracking_uri(suite)
         local = uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
         self.tracker = Tracker(uri, suite.name, results / "mlartifacts" if local else None)
+        self._prepared: dict[tuple[str, int], torch.nn.Module] = {}
+
+    def check(self) -> dict[tuple[int, int | str], np.ndarray]:
+        """Everything a run refuses before training, on the loaded data; the dry run calls it too. Returns the
+        drawn label indices per (seed, budget)."""
+        labels = self._draw_labels(self.data)
+        for name in self.suite.selected_tasks():
+            try:
+                TASKS[name].check_data(self.data.pool_x)
+            except ValueError as e:
+                raise ConfigError(f"{self.suite_path}: key 'tasks.{name}': {e} ({self.data.name})") from None
+        return labels
+
+    def describe_data(self) -> str:
+        d = self.data
+        _, c, h, w = d.train_x.shape
+        pool = ", ".join(f"{k} {v:,}" for k, v in d.pool_composition.items())
+        return (
+            f"data: {d.name}, {len(d.classes)} classes, {c} x {h} x {w} px; train {len(d.train_x):,}, "
+            f"test {len(d.test_x):,}; pretraining pool: {pool}; identity {d.identity}"
+        )
 
     def run(self, dry_run: bool = False, report: bool = True) -> Outcome:
         """Run the cells not yet done, print the summary tables and (with ``report``) write results/<suite>/."""
         start = time.perf_counter()
+        self.console.print(self.describe_data(), soft_wrap=True, highlight=False)
+        labels = self.check()
         stale = 0 if dry_run else self.tracker.close_stale()
         done = self.tracker.finished()
         todo = [c for c in self.cells if c.key not in done]
@@ -163,12 +104,18 @@ class Runner:
             + (f"; {stale} interrupted runs marked KILLED" if stale else "")
         )
         if dry_run:
+            reasons = stale_reasons(self.tracker, todo)
             for c in self.cells:
-                self.console.print(f"  {'done' if c.key in done else 'todo'}  {c.label}  [dim]{c.key}[/]")
+                why = f"  [yellow]stale: {reasons[c.key]}[/]" if c.key in reasons else ""
+                self.console.print(
+                    f"  {'done' if c.key in done else 'todo'}  {c.label}  [dim]{c.key}[/]{why}", soft_wrap=True
+                )
+            if reasons:
+                self.console.print(f"{len(reasons)} cell(s) have results from other code or data; they will rerun")
             return Outcome(len(self.cells), len(self.cells) - len(todo), 0, {}, "")
         failed: dict[str, str] = {}
         if todo:
-            failed = self._execute(todo)
+            failed = self._execute(todo, labels)
         tables = summary_tables(self.tracker, self.cells)
         self.console.print(tables, soft_wrap=True, highlight=False)
         if report:
@@ -189,18 +136,11 @@ class Runner:
 
     # ------------------------------------------------------------------ execution
 
-    def _execute(self, todo: list[Cell]) -> dict[str, str]:
-        suite = self.suite
-        device = resolve_device(suite.device)
-        data = load_dataset(suite.dataset)
-        labels = self._draw_labels(data)  # before any training: a budget the data cannot meet fails here
-        for name in {c.task for c in todo}:
-            try:
-                TASKS[name].check_data(data.pool_x)
-            except ValueError as e:
-                raise ConfigError(f"{self.suite_path}: key 'tasks.{name}': {e} ({data.name})") from None
+    def _execute(self, todo: list[Cell], labels: dict) -> dict[str, str]:
+        suite, data = self.suite, self.data
+        device = self.device = resolve_device(suite.device)
         train_x = data.train_x.to(device)
-        tuner = Tuner(suite, data, device, lambda task, seed: self._encoder(task, seed))
+        tuner = Tuner(suite, data, device, self.prepared_encoder, self._source)
         failed: dict[str, str] = {}
         env = environment_tags(device)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -211,7 +151,7 @@ class Runner:
             mlflow.log_dict(suite.model_dump(mode="json"), "suite_resolved.json")
             with Progress(*columns, console=self.console) as progress:
                 bar = progress.add_task("cells", total=len(todo))
-                for (task, seed), cells in self._groups(todo):
+                for (task, seed), cells in self._groups(todo, tuner.seed):
                     ctx = _GroupContext(self, data, train_x, labels, device, env, progress, bar, failed, tuner)
                     ctx.run(task, seed, cells)
         if failed:
@@ -230,20 +170,45 @@ class Runner:
         except ConfigError as e:
             raise ConfigError(f"{self.suite_path}: key 'budgets': {e} ({data.name})") from None
 
+    def _source(self, task: str, seed: int) -> str:
+        return next(c.source for c in self.cells if c.task == task and c.seed == seed)
+
     def _encoder(self, task: str, seed: int) -> torch.nn.Module:
-        """The encoder an evaluation of (task, seed) starts from: a finished pretraining, or the seeded init."""
+        """The encoder (task, seed) produced: a finished pretraining, or the seeded init for baselines."""
         if not TASKS[task].pretrains:
             return build_encoder(self.suite.encoder.name, seed)
-        source = next(c.source for c in self.cells if c.task == task and c.seed == seed)
+        source = self._source(task, seed)
         run = self.tracker.finished().get(source)
+        if run is None and not checkpoint_path(self.cache, source).exists():
+            raise FileNotFoundError(f"the pretraining of {task} seed={seed} has not finished (cell {source})")
         return load_encoder(self.cache, source, self.suite.encoder.name, run.info.run_id if run else None)
 
+    def prepared_encoder(self, task: str, seed: int, encoder: torch.nn.Module | None = None) -> torch.nn.Module:
+        """The encoder every protocol of (task, seed) receives: BatchNorm statistics recalibrated on whole
+        images of the pool (``evaluation.bn_recalibration``), the same for every task and baseline."""
+        if (task, seed) not in self._prepared:
+            encoder = encoder if encoder is not None else self._encoder(task, seed)
+            cfg = self.suite.evaluation
+            if cfg.bn_recalibration:
+                pool = self.data.pool_x
+                if len(pool) > cfg.bn_recalibration_images:  # a seeded subset, the same for every task
+                    keep = np.random.default_rng(seed).permutation(len(pool))[: cfg.bn_recalibration_images]
+                    pool = pool[np.sort(keep)]
+                encoder = recalibrate_bn(encoder, pool, self.device, TASKS[task].eval_input)
+            self._prepared = {(task, seed): encoder}  # one at a time: encoders can be large
+        return self._prepared[(task, seed)]
+
     @staticmethod
-    def _groups(todo: list[Cell]) -> Iterator[tuple[tuple[str, int], list[Cell]]]:
+    def _groups(todo: list[Cell], first_seed: int) -> Iterator[tuple[tuple[str, int], list[Cell]]]:
+        """Cells grouped by (task, seed); within a task the tuning study's seed comes first, so its encoder
+        exists before any study asks for it."""
         groups: dict[tuple[str, int], list[Cell]] = {}
         for c in todo:
             groups.setdefault((c.task, c.seed), []).append(c)
-        yield from groups.items()
+        tasks = list(dict.fromkeys(t for t, _ in groups))
+        order = sorted(groups, key=lambda g: (tasks.index(g[0]), g[1] != first_seed))
+        for g in order:
+            yield g, groups[g]
 
 
 @dataclass
@@ -265,16 +230,24 @@ class _GroupContext:
         pre = next((c for c in cells if c.kind == "pretrain"), None)
         evals = [c for c in cells if c.kind == "eval"]
         try:
-            if pre is not None:
-                encoder = self._pretrain(pre)
-            else:
-                encoder = self.runner._encoder(task, seed)
+            trained = self._pretrain(pre) if pre is not None else None
         except Exception as e:  # noqa: BLE001 - a failed cell is recorded and the sweep goes on
             reason = _reason(e)
             for c in cells:
                 self.failed[c.label] = reason if c is pre else f"not run: pretraining failed ({reason})"
                 self.progress.advance(self.bar)
             return
+        if not evals:
+            return
+        try:
+            encoder = self.runner.prepared_encoder(task, seed, trained)
+        except Exception as e:  # noqa: BLE001
+            reason = _reason(e)
+            for c in evals:
+                self.failed[c.label] = f"not run: no encoder ({reason})"
+                self.progress.advance(self.bar)
+            return
+        prepare = TASKS[task].eval_input
         features = None
         for cell in evals:
             self.progress.update(self.bar, description=cell.label)
@@ -282,8 +255,8 @@ class _GroupContext:
                 if cell.protocol in ("linear", "knn") and features is None:
                     start = time.perf_counter()
                     features = (
-                        extract_features(encoder, self.train_x, self.device),
-                        extract_features(encoder, self.data.test_x, self.device),
+                        extract_features(encoder, self.train_x, self.device, prepare=prepare),
+                        extract_features(encoder, self.data.test_x, self.device, prepare=prepare),
                         time.perf_counter() - start,
                     )
                 self._evaluate(cell, encoder, features)
@@ -300,6 +273,7 @@ class _GroupContext:
             task = TASKS[cell.task](
                 build_encoder(suite.encoder.name, cell.seed), suite.selected_tasks()[cell.task], self.data.image_size
             )
+        task.flip = suite.dataset.flip
         params = {
             "task": cell.task,
             "task_cfg": task.cfg.model_dump(),
@@ -307,6 +281,7 @@ class _GroupContext:
             "pretrain": suite.pretrain.model_dump(),
             "dataset": suite.dataset.model_dump(),
             "seed": cell.seed,
+            "pool": self.data.pool_composition,  # train, unlabelled, duplicates dropped, pool size
         }
         epochs = suite.pretrain.epochs
 
@@ -330,13 +305,14 @@ class _GroupContext:
             wall = time.perf_counter() - start
             mean_rate = float(np.mean([h.images_per_s for h in history])) if history else 0.0
             mlflow.log_metrics({"wall_s": wall, "mean_images_per_s": mean_rate, "pool_images": len(pool)})
+            mlflow.log_metrics({f"pool_{k}": v for k, v in self.data.pool_composition.items()})
         self.progress.advance(self.bar)
         return task.encoder
 
     def _evaluate(self, cell: Cell, encoder: torch.nn.Module, features) -> None:
         suite, data = self.runner.suite, self.data
         idx = self.labels[(cell.seed, cell.budget)]
-        hparams, hp_source = self.tuner.params(cell.task, cell.protocol, cell.budget, cell.source)
+        hparams, hp_source = self.tuner.params(cell.task, cell.protocol, cell.budget)
         settings = settings_with(suite, cell.protocol, hparams)
         params = {
             "task": cell.task,
@@ -363,7 +339,16 @@ class _GroupContext:
                 else:
                     fitted = knn_classifier(train_feats[idx], train_y, data.num_classes, settings)
             else:
-                fitted = finetune(encoder, self.train_x[idx], train_y, data.num_classes, settings, cell.seed)
+                fitted = finetune(
+                    encoder,
+                    self.train_x[idx],
+                    train_y,
+                    data.num_classes,
+                    settings,
+                    cell.seed,
+                    prepare=TASKS[cell.task].eval_input,
+                    flip=suite.dataset.flip,
+                )
                 test_inputs = data.test_x
             fit_s = time.perf_counter() - start
             # The only place test labels are read: one score per cell, after every choice has been made.
@@ -376,7 +361,10 @@ class _GroupContext:
             }
             if fitted.val_acc is not None:
                 metrics["val_acc"] = fitted.val_acc
+            if "train_acc" in fitted.chosen:  # fine-tuning: accuracy on its own training labels
+                metrics["train_acc"] = fitted.chosen["train_acc"]
             mlflow.log_metrics(metrics)
+            log_history(fitted.history, prefix="finetune_")
             mlflow.log_dict(fitted.chosen, "chosen.json")
             mlflow.log_params({f"chosen.{k}": v for k, v in fitted.chosen.items() if not isinstance(v, dict)})
         self.progress.console.print(f"  {cell.label}: test_acc {test_acc:.4f}")

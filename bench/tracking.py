@@ -7,12 +7,14 @@ import contextlib
 import json
 import platform
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import torch
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 import bench
@@ -104,3 +106,14 @@ def cell_run(name: str, tags: dict[str, str], params: dict) -> Iterator[mlflow.A
         except Exception as e:
             mlflow.set_tag("failure_reason", f"{type(e).__name__}: {e}"[:5000])
             raise
+
+
+def log_history(history: list[dict], prefix: str) -> None:
+    """Per-epoch metrics (``{"epoch": e, name: value, ...}``) in one batch per 1000 values, stepped by epoch."""
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(prefix + k, float(v), now, int(h["epoch"])) for h in history for k, v in h.items() if k != "epoch"
+    ]
+    run_id = mlflow.active_run().info.run_id
+    for i in range(0, len(metrics), 1000):
+        mlflow.MlflowClient().log_batch(run_id, metrics=metrics[i : i + 1000])

@@ -23,6 +23,8 @@ from bench.config import KNNConfig, Suite, digest
 from bench.data import Dataset, budget_indices
 from bench.evaluate import accuracy, cross_validated, extract_features, finetune, fit_linear, knn_classifier
 from bench.pretrain import NonFiniteLoss
+from bench.tasks import TASKS
+from bench.tracking import log_history
 from bench.validation import validation_folds
 
 DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -50,38 +52,67 @@ def settings_with(suite: Suite, protocol: str, params: dict):
     return settings.model_copy(update=params)
 
 
+def redo_interrupted(study: optuna.Study) -> list[int]:
+    """Trials left RUNNING by a killed invocation (one writer per suite: nothing else runs them) are marked FAIL
+    and their parameters enqueued again, so the rerun evaluates them -- the configured defaults of trial 0
+    included -- instead of leaving them RUNNING forever. Returns the numbers of the trials redone."""
+    redone = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        params = t.system_attrs.get("fixed_params") or t.params
+        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        if params:
+            study.enqueue_trial(dict(params), skip_if_exists=False)
+        redone.append(t.number)
+    return redone
+
+
 class Tuner:
-    def __init__(self, suite: Suite, data: Dataset, device: torch.device, encoder_for: Callable[[str, int], nn.Module]):
+    def __init__(
+        self,
+        suite: Suite,
+        data: Dataset,
+        device: torch.device,
+        encoder_for: Callable[[str, int], nn.Module],
+        source_for: Callable[[str, int], str],
+    ):
+        """``encoder_for(task, seed)``: the encoder the protocols receive; ``source_for(task, seed)``: its key."""
         self.suite, self.data, self.device, self.encoder_for = suite, data, device, encoder_for
+        self.source_for = source_for
         self.cfg = suite.tuning
         self.seed = self.cfg.label_seed if self.cfg.label_seed is not None else suite.seeds[0]
         self.storage = storage_for(suite) if self.cfg.enabled else None
         self.results: dict[tuple, tuple[dict, str]] = {}
         self.features: dict[str, torch.Tensor] = {}
 
-    def params(self, task: str, protocol: str, budget, source: str) -> tuple[dict, str]:
+    def params(self, task: str, protocol: str, budget) -> tuple[dict, str]:
         """(hyperparameters to use, how they were obtained) for the final evaluation of (task, protocol, budget)."""
         if not tuned(self.suite, protocol, budget):
             return {}, "default"
         key = (task, protocol, budget)
         if key not in self.results:
-            self.results[key] = self._study(task, protocol, budget, source)
+            self.results[key] = self._study(task, protocol, budget)
         return self.results[key]
 
-    def _study(self, task: str, protocol: str, budget, source: str) -> tuple[dict, str]:
+    def study_name(self, task: str, protocol: str, budget) -> str:
+        """A study's identity: the task, protocol and budget, the tuning settings, and the encoder and labels of
+        ``label_seed`` -- never which seed's cell happened to ask first. More trials extend the same study, so
+        the trial count is not part of it."""
+        identity = {
+            "tuning": self.cfg.model_dump(exclude={"storage", "enabled", "trials"}),
+            "source": self.source_for(task, self.seed),
+            "settings": getattr(self.suite, protocol).model_dump(),
+            "seed": self.seed,
+            "flip": self.suite.dataset.flip,
+        }
+        return f"{self.suite.name}:{task}:{protocol}:{budget}:{digest(identity, 12)}"
+
+    def _study(self, task: str, protocol: str, budget) -> tuple[dict, str]:
         train_y = self.data.train_y
         idx = budget_indices(train_y.numpy(), budget, self.seed)
         folds = validation_folds(idx, train_y.numpy(), self.cfg.val_fraction, self.seed)
         if not folds:
             return {}, "default (one label per class: nothing to validate on)"
-        # More trials extend the same study, so the trial count is not part of its identity.
-        identity = {
-            "tuning": self.cfg.model_dump(exclude={"storage", "enabled", "trials"}),
-            "source": source,
-            "settings": getattr(self.suite, protocol).model_dump(),
-            "seed": self.seed,
-        }
-        name = f"{self.suite.name}:{task}:{protocol}:{budget}:{digest(identity, 12)}"
+        name = self.study_name(task, protocol, budget)
         pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if self.cfg.prune else optuna.pruners.NopPruner()
         study = optuna.create_study(
             study_name=name,
@@ -93,6 +124,7 @@ class Tuner:
         )
         if self.cfg.start_from_defaults and not study.trials:
             study.enqueue_trial(self._defaults(protocol))  # the configured values are trial 0 of every study
+        redo_interrupted(study)
         missing = self.cfg.trials - sum(t.state in DONE for t in study.trials)
         if missing > 0:
             objective = self._objective(task, protocol, budget, folds, name)
@@ -119,7 +151,7 @@ class Tuner:
         classes = self.data.num_classes
         if protocol in ("linear", "knn"):
             if task not in self.features:
-                self.features[task] = extract_features(encoder, x, self.device)
+                self.features[task] = extract_features(encoder, x, self.device, prepare=TASKS[task].eval_input)
             feats, labels = self.features[task], y.to(self.device)
 
         def objective(trial: optuna.Trial) -> float:
@@ -150,7 +182,7 @@ class Tuner:
                 settings = settings_with(self.suite, protocol, params)
                 try:
                     if protocol == "finetune":
-                        score = self._finetune_score(encoder, settings, folds, trial)
+                        score = self._finetune_score(task, encoder, settings, folds, trial)
                     elif protocol == "linear":
                         score = cross_validated(
                             lambda a, b: fit_linear(a, b, classes, params["l2"], settings.max_iter),
@@ -177,7 +209,7 @@ class Tuner:
 
         return objective
 
-    def _finetune_score(self, encoder: nn.Module, settings, folds, trial: optuna.Trial) -> float:
+    def _finetune_score(self, task: str, encoder: nn.Module, settings, folds, trial: optuna.Trial) -> float:
         x, y = self.data.train_x, self.data.train_y
         scores = []
         for i, (fit_idx, val_idx) in enumerate(folds):
@@ -185,7 +217,9 @@ class Tuner:
             val_x, val_y = x[val_idx].to(self.device), y[val_idx].to(self.device)
 
             def report(progress: float, predict, val_x=val_x, val_y=val_y) -> None:
-                trial.report(accuracy(predict, val_x, val_y), step=round(100 * progress))
+                acc = accuracy(predict, val_x, val_y)
+                mlflow.log_metric("val_acc_during", acc, step=round(100 * progress))  # % of the schedule
+                trial.report(acc, step=round(100 * progress))
                 if trial.should_prune():
                     raise optuna.TrialPruned()
 
@@ -199,6 +233,11 @@ class Tuner:
                 self.seed,
                 on_checkpoint=report if watch else None,
                 checkpoints=3 if watch else 0,
+                prepare=TASKS[task].eval_input,
+                flip=self.suite.dataset.flip,
             )
             scores.append(accuracy(fitted.predict, val_x, val_y))
+            if i == 0:
+                log_history(fitted.history, prefix="finetune_")
+                mlflow.log_metric("train_acc", fitted.chosen["train_acc"])
         return float(np.mean(scores))

@@ -21,3 +21,9 @@ def cifar_root() -> Path | None:
     if root and (Path(root) / "cifar10" / "train").is_dir():
         return Path(root)
     return None
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch):
+    """Console output is read by the tests: wide enough that rich does not wrap a line."""
+    monkeypatch.setenv("COLUMNS", "250")

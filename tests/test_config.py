@@ -3,9 +3,11 @@ from pathlib import Path
 import pytest
 
 from bench.config import ConfigError, Suite, load_suite
-from bench.runner import build_plan
+from bench.plan import build_plan
 
 from .conftest import SMOKE
+
+DATA = "d" * 16  # a data identity (Dataset.identity); keys depend on it, tested in test_identity.py
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -88,18 +90,18 @@ def test_set_overrides_values_and_reports_bad_ones():
 def test_task_without_a_usable_protocol_is_an_error():
     suite = Suite(tasks={"scratch": {}}, protocols=["linear"])
     with pytest.raises(ConfigError, match="scratch.*finetune"):
-        build_plan(suite)
+        build_plan(suite, DATA)
 
 
 def test_plan_keys_are_stable_and_distinct():
     suite = load_suite(SMOKE)
-    keys = [c.key for c in build_plan(suite)]
+    keys = [c.key for c in build_plan(suite, DATA)]
     assert len(keys) == len(set(keys))
-    assert keys == [c.key for c in build_plan(load_suite(SMOKE))]
-    changed = [c.key for c in build_plan(load_suite(SMOKE, ["pretrain.epochs=3"]))]
+    assert keys == [c.key for c in build_plan(load_suite(SMOKE), DATA)]
+    changed = [c.key for c in build_plan(load_suite(SMOKE, ["pretrain.epochs=3"]), DATA)]
     # Only the pretraining cells (and the evaluations that depend on them) change.
     assert set(keys) != set(changed)
-    scratch = {c.key for c in build_plan(suite) if c.task == "scratch"}
+    scratch = {c.key for c in build_plan(suite, DATA) if c.task == "scratch"}
     assert scratch <= set(changed)
 
 
@@ -122,12 +124,10 @@ def test_tuning_label_seed_must_be_one_of_the_seeds(tmp_path):
 
 
 def test_speed_settings_leave_the_keys_alone_and_the_reference_path_changes_them():
-    keys = [c.key for c in build_plan(load_suite(SMOKE)) if c.kind == "pretrain"]
-    # keys of stores made before the data-path options existed stay valid
-    assert keys == ["de500291b649ef6a", "2a0ce842c62931c0"]
+    keys = [c.key for c in build_plan(load_suite(SMOKE), DATA) if c.kind == "pretrain"]
     fast = load_suite(SMOKE, ["pretrain.compile=true", "pretrain.workers=3", "pretrain.checkpoint_every_s=5"])
-    assert [c.key for c in build_plan(fast) if c.kind == "pretrain"] == keys
-    reference = build_plan(load_suite(SMOKE, ["pretrain.augment='lightly'"]))
+    assert [c.key for c in build_plan(fast, DATA) if c.kind == "pretrain"] == keys
+    reference = build_plan(load_suite(SMOKE, ["pretrain.augment='lightly'"]), DATA)
     assert not {c.key for c in reference if c.kind == "pretrain"} & set(keys)
 
 
@@ -143,4 +143,4 @@ def test_reference_path_needs_lightly_transforms_for_every_task(tmp_path):
 @pytest.mark.parametrize("path", sorted((SMOKE.parent).glob("*.toml")), ids=lambda p: p.name)
 def test_every_shipped_suite_is_valid_and_plans_cells(path):
     suite = load_suite(path)
-    assert suite.name == path.stem and build_plan(suite)
+    assert suite.name == path.stem and build_plan(suite, DATA)

@@ -7,12 +7,13 @@ import subprocess
 import sys
 
 import mlflow
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from bench.__main__ import main
 from bench.config import load_suite
-from bench.runner import build_plan
+from bench.runner import Runner
 
 from .conftest import ROOT, SMOKE
 
@@ -36,7 +37,7 @@ def finished_per_key(tmp_path):
 
 def test_smoke_suite_end_to_end_then_rerun_adds_nothing(tmp_path, store, capsys):
     assert main(["run", str(SMOKE), *(f"--set={s}" for s in store)]) == 0
-    plan = build_plan(load_suite(SMOKE))
+    plan = Runner(load_suite(SMOKE, store), SMOKE).cells
     all_runs = runs(tmp_path)
     cells = [r for r in all_runs if "cell_key" in r.data.tags]
     assert len(cells) == len(plan) and {r.data.tags["cell_key"] for r in cells} == {c.key for c in plan}
@@ -53,17 +54,29 @@ def test_smoke_suite_end_to_end_then_rerun_adds_nothing(tmp_path, store, capsys)
             assert 0.0 <= r.data.metrics["test_acc"] <= 1.0 and r.data.metrics["wall_s"] > 0
             if tags["protocol"] == "linear":
                 assert "val_acc" in r.data.metrics
+            if tags["protocol"] == "finetune":  # diagnostics: per-epoch loss and accuracy, final training accuracy
+                client = MlflowClient(mlflow.get_tracking_uri())
+                curve = client.get_metric_history(r.info.run_id, "finetune_train_acc")
+                assert len(curve) >= 2 and [m.step for m in curve] == list(range(1, len(curve) + 1))
+                assert client.get_metric_history(r.info.run_id, "finetune_train_loss")
+                assert 0.0 <= r.data.metrics["train_acc"] <= 1.0
             art = [a.path for a in MlflowClient(mlflow.get_tracking_uri()).list_artifacts(r.info.run_id)]
             assert "labels.json" in art
         else:
             history = MlflowClient(mlflow.get_tracking_uri()).get_metric_history(r.info.run_id, "train_loss")
             assert len(history) == 2 and r.data.metrics["images_per_s"] > 0
+            assert r.data.metrics["pool_train"] == 256 and r.data.metrics["pool_duplicates_dropped"] == 0
+            assert tags["code_identity"] and tags["data_identity"] and tags["config_key"]
     out = capsys.readouterr().out
     assert "protocol linear" in out and "| rotation |" in out and "(n=2)" in out
     report_dir = tmp_path / "results" / "smoke"  # bench run ends by writing the suite's report
     assert {"table.md", "table.tex", "stats.md", "stats.csv", "runs.csv", "label_efficiency.png"} <= {
         p.name for p in report_dir.iterdir()
     }
+    table = pd.read_csv(report_dir / "runs.csv")
+    finetuned = table[table.protocol == "finetune"]
+    assert finetuned.train_acc.between(0, 1).all() and table[table.protocol == "linear"].train_acc.isna().all()
+    assert "Code: git commit" in (report_dir / "table.md").read_text()
     logged = MlflowClient(mlflow.get_tracking_uri()).list_artifacts(parent.info.run_id, "report")
     assert "report/table.md" in {a.path for a in logged}  # and attaches it to the parent run
 
@@ -87,7 +100,7 @@ def test_killed_run_resumes_with_one_finished_run_per_cell(tmp_path, store):
     assert before and all(n == 1 for n in before.values())
     survivors = {r.info.run_id for r in runs(tmp_path, "FINISHED")}
 
-    plan = build_plan(load_suite(SMOKE, args))
+    plan = Runner(load_suite(SMOKE, args), SMOKE).cells
     assert main(["run", str(SMOKE), *(f"--set={s}" for s in args)]) == 0
     after = finished_per_key(tmp_path)
     assert after == {c.key: 1 for c in plan}

@@ -121,3 +121,49 @@ def test_test_labels_are_counted():
     data = Dataset("x", ["a"], torch.zeros(1), torch.zeros(1), torch.zeros(1), torch.tensor([0, 1]), torch.zeros(1))
     assert data.test_label_reads == 0
     assert data.score(torch.tensor([0, 0])) == 0.5 and data.test_label_reads == 1
+
+
+PRETRAINED = ["tasks.rotation={head_hidden=8}", "pretrain.epochs=1", "pretrain.batch_size=32", "budgets=[48]"]
+
+
+def test_a_study_on_a_later_seed_pretrains_that_seed_first(tmp_path):
+    args = [*PRETRAINED, "tuning.label_seed=1", "tuning.protocols=['finetune']", "tuning.trials=2"]
+    assert run(tmp_path, *args) == 0  # seed 0's cells ask for seed 1's study before seed 1 is pretrained
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("tune")
+    evals = client.search_runs([exp.experiment_id], "tags.kind = 'eval'", max_results=1000)
+    assert {r.data.tags["task"] for r in evals if r.info.status == "FINISHED"} >= {"rotation"}
+    assert all(r.info.status == "FINISHED" for r in evals)
+
+
+def test_a_study_depends_on_the_label_seed_only_not_on_which_seed_asks_first(tmp_path):
+    args = [*PRETRAINED, "tuning.label_seed=1", "tuning.protocols=['finetune']", "tuning.trials=2"]
+    assert run(tmp_path, *args, "seeds=[1]") == 0
+    first = studies(tmp_path)
+    assert run(tmp_path, *args, "seeds=[0, 1]") == 0  # the sweep extended to another seed
+    after = studies(tmp_path)
+    assert set(after) == set(first)  # no second study
+    assert {n: len(t) for n, t in after.items()} == {n: len(t) for n, t in first.items()}  # and no new trials
+
+
+def test_a_kill_during_the_defaults_trial_is_redone_on_rerun(tmp_path, monkeypatch):
+    args = ["seeds=[0]", "budgets=[48]", "tuning.protocols=['finetune']"]
+    original = bench.tuning.finetune
+
+    def killed(*a, **k):
+        raise SystemExit(137)  # not caught by Optuna: the trial stays RUNNING, as after a SIGKILL
+
+    monkeypatch.setattr(bench.tuning, "finetune", killed)
+    with pytest.raises(SystemExit):
+        run(tmp_path, *args)
+    (trials,) = studies(tmp_path).values()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.RUNNING]
+    defaults = trials[0].system_attrs["fixed_params"]
+
+    monkeypatch.setattr(bench.tuning, "finetune", original)
+    assert run(tmp_path, *args) == 0
+    (trials,) = studies(tmp_path).values()
+    assert sum(t.state in bench.tuning.DONE for t in trials) == 3
+    assert trials[0].state == optuna.trial.TrialState.FAIL  # the interrupted one, closed
+    redone = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.params == defaults]
+    assert redone  # the configured defaults were evaluated after all
