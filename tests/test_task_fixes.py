@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from lightly.models.modules.memory_bank import MemoryBankModule
 from PIL import Image
 
+import bench.tasks.colorization as colorization
 import bench.tasks.inpainting as inpainting
 from bench.encoders import build_encoder
 from bench.tasks import TASKS
@@ -174,5 +175,15 @@ def test_inpainting_targets_are_never_mirrored_without_flips(monkeypatch):
     task.flip = False
     seen = []
     monkeypatch.setattr(inpainting, "masked_l2", lambda pred, target, mask: seen.append(target) or pred.sum())
+    task.loss(half_images(64), torch.Generator().manual_seed(0))
+    assert_never_mirrored(seen[0])
+
+
+def test_colorization_views_are_never_mirrored_without_flips(monkeypatch):
+    task = make("colorization")
+    task.flip = False
+    seen = []
+    real = colorization.rgb_to_lab
+    monkeypatch.setattr(colorization, "rgb_to_lab", lambda x: seen.append(x) or real(x))
     task.loss(half_images(64), torch.Generator().manual_seed(0))
     assert_never_mirrored(seen[0])

@@ -167,3 +167,18 @@ def test_a_kill_during_the_defaults_trial_is_redone_on_rerun(tmp_path, monkeypat
     assert trials[0].state == optuna.trial.TrialState.FAIL  # the interrupted one, closed
     redone = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.params == defaults]
     assert redone  # the configured defaults were evaluated after all
+
+
+def test_a_tuned_sweep_reproduces_exactly_in_a_fresh_store(tmp_path):
+    """Same machine, same thread count: the studies choose the same settings and every number is the same."""
+    args = ["seeds=[0]", "budgets=[48]", "tuning.protocols=['finetune', 'knn']"]
+    found = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        assert run(tmp_path / name, *args) == 0
+        client = MlflowClient(f"sqlite:///{tmp_path / name}/mlflow.db")
+        exp = client.get_experiment_by_name("tune")
+        evals = client.search_runs([exp.experiment_id], "tags.kind = 'eval'", max_results=1000)
+        hp = {r.info.run_id: sorted((k, v) for k, v in r.data.params.items() if k.startswith("hp.")) for r in evals}
+        found.append({r.data.tags["cell_key"]: (r.data.metrics["test_acc"], hp[r.info.run_id]) for r in evals})
+    assert found[0] == found[1] and len(found[0]) == 3 and sum(bool(hp) for _, hp in found[0].values()) == 2

@@ -107,7 +107,7 @@ class Colorization(Task):
             raise ValueError("colorization needs colour images, but the dataset is grayscale (R = G = B everywhere)")
 
     def loss(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        lab = rgb_to_lab(crop_flip(to_unit(images), gen))
+        lab = rgb_to_lab(crop_flip(to_unit(images), gen, flip=self.flip))
         light = lightness_input(lab)
         logits = self.decoder(self.encoder.feature_map(light), self.out_size)  # (B, Q, s, s)
         ab = F.adaptive_avg_pool2d(lab[:, 1:], self.out_size).permute(0, 2, 3, 1).reshape(-1, 2).float()
