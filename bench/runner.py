@@ -183,11 +183,12 @@ class Runner:
             raise FileNotFoundError(f"the pretraining of {task} seed={seed} has not finished (cell {source})")
         return load_encoder(self.cache, source, self.suite.encoder.name, run.info.run_id if run else None)
 
-    def prepared_encoder(self, task: str, seed: int, encoder: torch.nn.Module | None = None) -> torch.nn.Module:
-        """The encoder every protocol of (task, seed) receives: BatchNorm statistics recalibrated on whole
-        images of the pool (``evaluation.bn_recalibration``), the same for every task and baseline."""
+    def prepared_encoder(self, task: str, seed: int) -> torch.nn.Module:
+        """The encoder every protocol of (task, seed) receives: the checkpoint (or the seeded init), with
+        BatchNorm statistics recalibrated on whole images of the pool if ``evaluation.bn_recalibration``, the
+        same for every task and baseline."""
         if (task, seed) not in self._prepared:
-            encoder = encoder if encoder is not None else self._encoder(task, seed)
+            encoder = self._encoder(task, seed)
             cfg = self.suite.evaluation
             if cfg.bn_recalibration:
                 pool = self.data.pool_x
@@ -230,7 +231,8 @@ class _GroupContext:
         pre = next((c for c in cells if c.kind == "pretrain"), None)
         evals = [c for c in cells if c.kind == "eval"]
         try:
-            trained = self._pretrain(pre) if pre is not None else None
+            if pre is not None:
+                self._pretrain(pre)
         except Exception as e:  # noqa: BLE001 - a failed cell is recorded and the sweep goes on
             reason = _reason(e)
             for c in cells:
@@ -240,7 +242,10 @@ class _GroupContext:
         if not evals:
             return
         try:
-            encoder = self.runner.prepared_encoder(task, seed, trained)
+            # Always the checkpoint as saved, never the object pretraining left (its weights are channels_last,
+            # which takes other kernels): an evaluation gives the same numbers whether it runs right after
+            # pretraining or in a later invocation.
+            encoder = self.runner.prepared_encoder(task, seed)
         except Exception as e:  # noqa: BLE001
             reason = _reason(e)
             for c in evals:

@@ -109,3 +109,32 @@ def test_pretraining_tasks_need_epochs():
         load_suite(SMOKE, ["pretrain.epochs=0"])
     baselines = Suite(tasks={"scratch": {}, "random": {}}, pretrain={"epochs": 0})
     assert baselines.pretrain.epochs == 0  # nothing pretrains: valid
+
+
+@pytest.mark.slow
+def test_protocols_get_the_saved_checkpoint_whether_or_not_pretraining_ran_in_this_invocation(
+    tmp_path, store, monkeypatch
+):
+    """Right after pretraining, the protocols receive the encoder exactly as a later invocation loads it from its
+    checkpoint (same values, same contiguous layout, so the same kernels and the same numbers)."""
+    import bench.runner
+    from bench.__main__ import main
+    from bench.checkpoints import checkpoint_path
+
+    seen = []
+    real = bench.runner.extract_features
+
+    def watched(encoder, images, device, **kw):
+        seen.append({k: v.clone() for k, v in encoder.state_dict().items()})
+        return real(encoder, images, device, **kw)
+
+    monkeypatch.setattr(bench.runner, "extract_features", watched)
+    args = [*store, "seeds=[0]", "budgets=[8]", "pretrain.epochs=1"]
+    assert main(["run", str(SMOKE), *(f"--set={s}" for s in args)]) == 0
+    suite = load_suite(SMOKE, args)
+    (pre,) = [c for c in Runner(suite, SMOKE).cells if c.kind == "pretrain"]
+    saved = torch.load(checkpoint_path(tmp_path / "results" / "cache", pre.key), weights_only=True)
+    rotation = [s for s in seen if any(torch.equal(s[k], saved[k]) for k in saved)]
+    assert rotation  # the pretrained encoder was probed
+    for state in rotation:
+        assert all(torch.equal(state[k], saved[k]) and state[k].is_contiguous() for k in saved)
