@@ -134,7 +134,7 @@ class EvaluationConfig(Strict):
     # Label-free BatchNorm recalibration: before any protocol, each encoder's BN running statistics are
     # recomputed on whole images of the unlabelled pool (its task's evaluation input), for every task and
     # baseline alike. Pretraining on tiles, patches or lightness leaves statistics that do not match whole
-    # images. Off by default: on suites/quick_all.toml it changed linear-probe accuracy by -0.04 / +0.40 / -0.19
+    # images. Off by default: on suites/quick_all.toml it changed linear-probe accuracy by -0.04 / +0.39 / -0.21
     # points on average at 100 / 1000 / all labels, with no consistent sign for any task, the tile and patch
     # tasks included (README); off keeps the protocol every published linear probe uses.
     bn_recalibration: bool = False
