@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -11,12 +12,27 @@ from rich.table import Table
 from bench.config import PROTOCOLS, ConfigError, load_suite
 from bench.tasks import TASKS
 
+SUITES = Path("suites")
+
+
+def suite_file(name_or_path: str) -> Path:
+    """A suite file, given as a path or as the name of a file in suites/ (``quick`` -> suites/quick.toml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    named = SUITES / f"{name_or_path}.toml"
+    if named.is_file():
+        return named
+    known = ", ".join(sorted(p.stem for p in SUITES.glob("*.toml"))) or "none"
+    raise ConfigError(f"no suite {name_or_path!r}: neither a file nor {named} (suites in {SUITES}/: {known})")
+
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from bench.runner import Runner
 
-    suite = load_suite(args.suite, args.set)
-    outcome = Runner(suite, args.suite, console).run(dry_run=args.dry_run)
+    path = suite_file(args.suite)
+    suite = load_suite(path, args.set)
+    outcome = Runner(suite, path, console).run(dry_run=args.dry_run)
     if outcome.failed:
         console.print(f"[red]finished with {len(outcome.failed)} failed cell(s); rerun to retry them[/]")
         return 1
@@ -26,8 +42,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from bench.runner import Runner
 
-    suite = load_suite(args.suite, args.set)
-    Runner(suite, args.suite, console).report()
+    path = suite_file(args.suite)
+    Runner(load_suite(path, args.set), path, console).report()
     return 0
 
 
@@ -117,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a suite (skips every cell that already has a finished run)")
-    run.add_argument("suite", help="suite file (TOML), e.g. suites/quick.toml")
+    run.add_argument("suite", help="suite file (TOML) or the name of one in suites/, e.g. suites/quick.toml, quick")
     run.add_argument(
         "--set",
         action="append",
@@ -127,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--dry-run", action="store_true", help="print the plan and what is already done; run nothing")
     report = sub.add_parser("report", help="write results/<suite>/: tables, statistics, figures (from MLflow)")
-    report.add_argument("suite", help="suite file (TOML)")
+    report.add_argument("suite", help="suite file (TOML) or the name of one in suites/")
     report.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for run")
     parity = sub.add_parser("parity", help="the suite on both data paths (device, lightly), compared by seed")
     parity.add_argument("suite", help="suite file (TOML), e.g. suites/parity.toml")

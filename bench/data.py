@@ -122,7 +122,8 @@ def budget_indices(labels: np.ndarray | torch.Tensor, budget: int | str, seed: i
 
     Nested: for one seed, each class's images are taken as a prefix of one seeded permutation, and the
     remainder ``budget % classes`` goes to classes in one seeded order, so every smaller budget's subset lies
-    inside every larger one's. ``"full"`` is every index.
+    inside every larger one's. ``"full"`` is every index. (scikit-learn's stratified splitters draw each size
+    independently, so their subsets are not nested; that is why this is written here.)
     """
     labels = np.asarray(labels)
     if budget == "full":

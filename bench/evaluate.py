@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightly.utils.benchmarking import knn_predict
 from torch import nn
 
 from bench.augment import crop_flip, to_input
@@ -130,20 +131,18 @@ def linear_probe(feats: torch.Tensor, labels: torch.Tensor, classes: int, cfg: L
 
 
 def knn_classifier(feats: torch.Tensor, labels: torch.Tensor, classes: int, cfg: KNNConfig) -> Fitted:
-    """Weighted kNN on L2-normalised features: each of the k most similar labelled images votes for its class
-    with weight exp(cosine / T). Nothing is chosen, so there is no validation score."""
-    bank = F.normalize(feats, dim=1)
-    k = min(cfg.k, len(bank))
+    """Weighted kNN on L2-normalised features (Wu et al. 2018, InstDisc): each of the k most similar labelled
+    images votes for its class with weight exp(cosine / T), by lightly's ``knn_predict``, in chunks of test
+    images. Nothing is chosen, so there is no validation score."""
+    bank = F.normalize(feats, dim=1).T.contiguous()  # (D, N), as knn_predict takes it
+    k = min(cfg.k, bank.shape[1])
 
     @torch.no_grad()
     def predict(test_feats: torch.Tensor) -> torch.Tensor:
         out = []
         for i in range(0, len(test_feats), cfg.chunk):
-            sim = F.normalize(test_feats[i : i + cfg.chunk], dim=1) @ bank.T  # (chunk, N)
-            top, idx = sim.topk(k, dim=1)
-            votes = torch.zeros(len(sim), classes, device=sim.device)
-            votes.scatter_add_(1, labels[idx], torch.exp(top / cfg.temperature))
-            out.append(votes.argmax(1))
+            query = F.normalize(test_feats[i : i + cfg.chunk], dim=1)
+            out.append(knn_predict(query, bank, labels, classes, knn_k=k, knn_t=cfg.temperature)[:, 0])
         return torch.cat(out)
 
     return Fitted(predict, None, {"k": k, "temperature": cfg.temperature})

@@ -46,7 +46,12 @@ def make_optimizer(
 
 
 def warmup_cosine(opt: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up to the base lr over ``warmup_steps``, then cosine decay to zero at ``total_steps``."""
+    """Linear warm-up to the base lr over ``warmup_steps``, then cosine decay to zero at ``total_steps``.
+
+    Written here, in closed form, because the library schedules are not the same schedule: lightly's
+    ``CosineWarmupScheduler`` starts the warm-up at 0 and spends the last step at its end value (its cosine
+    divides by ``max_steps - 1``), and torch's ``SequentialLR(LinearLR, CosineAnnealingLR)`` computes the
+    cosine recursively, accumulating rounding, and cannot express a warm-up of zero steps."""
 
     def factor(step: int) -> float:
         if step < warmup_steps:

@@ -1,29 +1,65 @@
 """MLflow runs -> one tidy table -> results/<suite>/: tables (Markdown, LaTeX), statistics, figures.
 
-Every number carries its n and its interval; a partial sweep says so in every output. ``scratch`` (training on
-the labels alone) is the reference every task is tested against; ``random`` is compared within its protocols.
+Every number carries its n and its interval (:func:`bench.stats.interval`, the same in tables, console and
+figures); a partial sweep says so in every output. Tasks are tested against ``scratch``+``finetune`` (training on
+the labels alone) in every protocol, and tasks under a frozen protocol also against ``random`` under the same
+protocol. The Holm family is the tasks against one baseline within one protocol, over all budgets; baselines are
+never tested against each other.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from bench.stats import friedman_nemenyi, holm, mean_ci, min_wilcoxon_p, paired  # noqa: E402
+from bench.stats import (
+    ALPHA,
+    MIN_T_SEEDS,
+    can_reach,
+    holm,
+    interval,
+    min_blocks,
+    min_sign_flip_p,
+    paired,
+    seeds_needed,
+)
 
 BASELINES = ("scratch", "random")
-ALPHA = 0.05
+REFERENCE = ("scratch", "finetune")  # the labels-only reference
+FROZEN = ("linear", "knn")
+
+
+def _experiment_name(tracker) -> str:
+    """The suite's name: the tracker's experiment name."""
+    if getattr(tracker, "name", None):
+        return tracker.name
+    try:
+        return tracker.client.get_experiment(tracker.experiment_id).name
+    except Exception:  # no experiment (yet): no name to give
+        return ""
+
+
+def _n_labels(run, cell) -> float:
+    if run is not None:
+        for source in (run.data.params, run.data.metrics):  # a param now; a metric in older runs
+            if "n_labels" in source:
+                return float(source["n_labels"])
+    return np.nan if cell.budget == "full" else float(cell.budget)
+
+
+def _commit(run) -> str:
+    if run is None:
+        return ""
+    tags = run.data.tags
+    return tags.get("mlflow.source.git.commit") or tags.get("git_commit") or "unknown"
 
 
 def tidy(tracker, cells) -> pd.DataFrame:
-    """One row per planned evaluation cell: its identity, and test_acc (NaN when it has no finished run)."""
+    """One row per planned evaluation cell: its identity, and test_acc (NaN when it has no finished run). The
+    ``suite`` column is the MLflow experiment's name, ``dataset`` the runs' ``dataset.name`` param."""
     finished = tracker.finished()
     rows = []
     for c in cells:
@@ -31,6 +67,7 @@ def tidy(tracker, cells) -> pd.DataFrame:
             continue
         run = finished.get(c.key)
         m = run.data.metrics if run else {}
+        tags = run.data.tags if run else {}
         rows.append(
             {
                 "task": c.task,
@@ -40,164 +77,276 @@ def tidy(tracker, cells) -> pd.DataFrame:
                 "test_acc": m.get("test_acc", np.nan),
                 "val_acc": m.get("val_acc", np.nan),
                 "train_acc": m.get("train_acc", np.nan),  # fine-tuning: accuracy on its own training labels
-                "n_labels": m.get("n_labels", np.nan if c.budget == "full" else int(c.budget)),
+                "n_labels": _n_labels(run, c),
                 "status": "finished" if run else "missing",
-                "hp_source": run.data.tags.get("hp_source", "") if run else "",
+                "hp_source": tags.get("hp_source", ""),
                 "cell_key": c.key,
                 "run_id": run.info.run_id if run else "",
-                "git_commit": run.data.tags.get("git_commit", "") if run else "",
-                "code_identity": run.data.tags.get("code_identity", "") if run else "",
-                "data_identity": run.data.tags.get("data_identity", "") if run else "",
+                "git_commit": _commit(run),
+                "code_identity": tags.get("code_identity", ""),
+                "data_identity": tags.get("data_identity", ""),
+                "dataset": run.data.params.get("dataset.name", "") if run else "",
             }
         )
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    if len(df):
+        known = df.dataset[df.dataset != ""]
+        df["dataset"] = known.mode().iloc[0] if len(known) else ""
+        df.insert(0, "suite", _experiment_name(tracker))
+    return df
+
+
+def references(protocol: str, df: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (baseline, baseline protocol) pairs a task under ``protocol`` is tested against."""
+    present = set(zip(df.task, df.protocol, strict=True))
+    refs = [("random", protocol)] if protocol in FROZEN else []
+    return [r for r in refs + [REFERENCE] if r in present]
 
 
 def comparisons(df: pd.DataFrame) -> pd.DataFrame:
-    """Every (task, protocol) against each baseline at every budget, paired by seed, Holm-corrected per test."""
+    """Every non-baseline (task, protocol) against each of its references at every budget, paired by seed; the
+    sign-flip (and t-test) p-values Holm-corrected within each family (protocol, baseline)."""
     rows = []
     ok = df[df.status == "finished"]
-    for budget in df.budget.unique():
-        at = ok[ok.budget == budget]
-        for (task, protocol), grp in at.groupby(["task", "protocol"], sort=False):
-            for base in BASELINES:
-                if task == base:
-                    continue
-                ref = at[(at.task == base) & (at.protocol == ("finetune" if base == "scratch" else protocol))]
-                if ref.empty:
-                    continue
-                both = grp.merge(ref, on="seed", suffixes=("", "_ref"))
-                r = paired(both.test_acc, both.test_acc_ref)
-                rows.append(
-                    {
-                        "budget": budget,
-                        "task": task,
-                        "protocol": protocol,
-                        "baseline": base,
-                        "baseline_protocol": ref.protocol.iloc[0],
-                        "n": r.n,
-                        "mean_diff": r.mean_diff,
-                        "ci_low": r.ci_low,
-                        "ci_high": r.ci_high,
-                        "p_ttest": r.p_ttest,
-                        "p_wilcoxon": r.p_wilcoxon,
-                        "p_improve": r.p_improve,
-                    }
-                )
+    for protocol in protocol_order(df):
+        for base, base_protocol in references(protocol, df):
+            for budget in budget_order(df):
+                at = ok[ok.budget == budget]
+                ref = at[(at.task == base) & (at.protocol == base_protocol)]
+                for task, grp in at[at.protocol == protocol].groupby("task", sort=False):
+                    if task in BASELINES or ref.empty:
+                        continue
+                    both = grp.merge(ref, on="seed", suffixes=("", "_ref"))
+                    r = paired(both.test_acc, both.test_acc_ref)
+                    rows.append(
+                        {
+                            "protocol": protocol,
+                            "baseline": base,
+                            "baseline_protocol": base_protocol,
+                            "budget": budget,
+                            "task": task,
+                            "n": r.n,
+                            "mean_diff": r.mean_diff,
+                            "ci_low": r.ci_low,
+                            "ci_high": r.ci_high,
+                            "ci_method": r.ci_method,
+                            "p_signflip": r.p_signflip,
+                            "p_ttest": r.p_ttest,
+                            "p_wilcoxon": r.p_wilcoxon,
+                            "p_improve": r.p_improve,
+                        }
+                    )
     out = pd.DataFrame(rows)
     if len(out):
-        out["p_ttest_holm"] = holm(out.p_ttest)
-        out["p_wilcoxon_holm"] = holm(out.p_wilcoxon)
+        fam = out.groupby(["protocol", "baseline"], sort=False)
+        out["family_size"] = fam.p_signflip.transform(lambda p: int(p.notna().sum()))
+        out["p_holm"] = fam.p_signflip.transform(lambda p: holm(p))
+        out["p_ttest_holm"] = fam.p_ttest.transform(lambda p: holm(p))
+        out["marker"] = np.where(out.p_holm < ALPHA, np.where(out.mean_diff > 0, "up", "down"), "")
     return out
 
 
-def _budget_order(df: pd.DataFrame) -> list[str]:
+def protocol_order(df: pd.DataFrame) -> list[str]:
+    """Frozen protocols first, then fine-tuning, then any other, each once."""
+    known = [p for p in (*FROZEN, "finetune") if p in set(df.protocol)]
+    return known + [p for p in df.protocol.unique() if p not in known]
+
+
+def budget_order(df: pd.DataFrame) -> list[str]:
     return sorted(df.budget.unique(), key=lambda b: float("inf") if b == "full" else int(b))
 
 
-def _cells(df: pd.DataFrame, comp: pd.DataFrame, protocol: str):
-    """{task: {budget: (mean, lo, hi, n, planned, marker)}} for one protocol."""
+def budget_label(budget: str, df: pd.DataFrame) -> str:
+    """'100 labels'; 'full (50000 labels)' when the full set's size is known."""
+    if budget != "full":
+        return f"{budget} labels"
+    n = df.n_labels[df.budget == "full"].dropna() if "n_labels" in df else pd.Series(dtype=float)
+    return f"full ({int(n.median())} labels)" if len(n) else "full"
+
+
+def title(df: pd.DataFrame) -> str:
+    """'<suite> on <dataset>' from the tidy table's columns."""
+    suite = next((s for s in df.get("suite", []) if s), "bench")
+    dataset = next((d for d in df.get("dataset", []) if d), "")
+    return f"{suite} on {dataset}" if dataset else suite
+
+
+# ---------------------------------------------------------------------------------------------- table cells
+
+MD = {"up": "▲", "down": "▼", "range": "range", "lt": "<", "partial": "(n=k of m)", "bold": "**{}**", "x": "×"}
+TEX = {
+    "up": "$\\uparrow$",
+    "down": "$\\downarrow$",
+    "range": "$^{\\dagger}$",
+    "lt": "$<$",
+    "partial": "$^{*}$",
+    "bold": "\\textbf{{{}}}",
+    "x": "$\\times$",
+}
+TEXT = MD | {"bold": "{}"}
+
+
+def table_cells(df: pd.DataFrame, comp: pd.DataFrame, protocol: str) -> dict:
+    """{task: {budget: (Interval, planned, marker)}} for one protocol; markers against scratch+finetune."""
     table = {}
     sub = df[df.protocol == protocol]
+    marks = {}
+    if len(comp):
+        mine = comp[(comp.protocol == protocol) & (comp.baseline == REFERENCE[0])]
+        marks = {(r.task, r.budget): r.marker for r in mine.itertuples()}
     for task, grp in sub.groupby("task", sort=False):
         table[task] = {}
-        for budget in _budget_order(df):
+        for budget in budget_order(df):
             cell = grp[grp.budget == budget]
-            if cell.empty:
-                continue
-            mean, lo, hi = mean_ci(cell.test_acc.dropna())
-            marker = ""
-            if len(comp):
-                hit = comp[
-                    (comp.task == task)
-                    & (comp.protocol == protocol)
-                    & (comp.budget == budget)
-                    & (comp.baseline == "scratch")
-                ]
-                if len(hit) and hit.p_ttest_holm.iloc[0] < ALPHA:
-                    marker = "up" if hit.mean_diff.iloc[0] > 0 else "down"
-            table[task][budget] = (mean, lo, hi, int(cell.test_acc.notna().sum()), len(cell), marker)
+            if not cell.empty:
+                table[task][budget] = (interval(cell.test_acc), len(cell), marks.get((task, budget), ""))
     return table
 
 
-def markdown_table(df: pd.DataFrame, comp: pd.DataFrame) -> str:
-    budgets = _budget_order(df)
+def best_per_column(table: dict, budgets: list[str]) -> dict:
+    return {b: max((v[b][0].mean for v in table.values() if b in v and v[b][0].n), default=None) for b in budgets}
+
+
+def cell_text(iv, planned: int, marker: str, best: bool, sym: dict) -> str:
+    """One table cell: mean [interval] (n), in fractions; ``sym`` selects Markdown or plain text."""
+    if iv.n == 0:
+        return f"— (0 of {planned})"
+    mean = sym["bold"].format(f"{iv.mean:.4f}") if best else f"{iv.mean:.4f}"
+    ci = f" {'range ' if iv.method == 'range' else ''}[{iv.low:.3f}, {iv.high:.3f}]" if iv.n > 1 else ""
+    gap = f" of {planned}" if iv.n < planned else ""
+    mark = f" {sym[marker]}" if marker else ""
+    return f"{mean}{ci} (n={iv.n}{gap}){mark}"
+
+
+# ---------------------------------------------------------------------------------------------- captions
+
+
+def _tex(text: str) -> str:
+    """``text`` with LaTeX's special characters escaped (``%`` is left to the caller)."""
+    return re.sub(r"([_&#$])", r"\\\1", text)
+
+
+def interval_sentence(methods: set[str], sym: dict, what: str = "brackets", bounds: str = "[0, 1]") -> str:
+    """What the interval shown is, for the methods present (from :func:`bench.stats.interval`)."""
     parts = []
-    for protocol in df.protocol.unique():
-        table = _cells(df, comp, protocol)
-        best = {
-            b: max((v[b][0] for v in table.values() if b in v and not np.isnan(v[b][0])), default=None) for b in budgets
-        }
+    if "t" in methods:
+        parts.append(f"{what}: 95% Student-t confidence interval over seeds, clipped to {bounds}")
+        if "range" in methods:
+            parts.append(
+                f"cells marked {sym['range'].strip()} have fewer than {MIN_T_SEEDS} seeds and show the seeds' "
+                "range [min, max] instead, not a confidence interval"
+            )
+    elif "range" in methods:
+        parts.append(
+            f"{what}: the seeds' range [min, max]; fewer than {MIN_T_SEEDS} seeds are too few for a confidence interval"
+        )
+    if "single" in methods:
+        parts.append("one seed: no interval")
+    return "; ".join(parts) + "." if parts else ""
+
+
+def family_sentence(comp: pd.DataFrame, protocol: str, sym: dict, baseline: str = REFERENCE[0]) -> str:
+    """The marker legend for one table: which markers appear, the test, the Holm family, and how many seeds
+    significance needs; only markers that appear are named."""
+    fam = comp[(comp.protocol == protocol) & (comp.baseline == baseline)] if len(comp) else comp
+    if fam.empty or fam.p_signflip.isna().all():
+        return ""
+    m, n = int(fam.family_size.iloc[0]), int(fam.n.max())
+    ref = "+".join(REFERENCE) if baseline == REFERENCE[0] else f"{baseline}+{protocol}"
+    need, floor = seeds_needed(m), min_sign_flip_p(n)
+    family = f"Holm over the {m} comparisons (tasks {sym['x']} budgets) against {ref} in this protocol"
+    lt = sym["lt"]
+    reach = f"with {n} seeds the smallest possible p is {floor:.3g}; p {lt} {ALPHA} after Holm needs {need} seeds"
+    shown = [k for k in ("up", "down") if (fam.marker == k).any()]
+    if not can_reach(n, m):
+        return f"No markers: exact sign-flip test over seeds, {family}; {reach}."
+    if not shown:
+        return f"No task differs from {ref} at p {lt} {ALPHA} (exact sign-flip test over seeds, {family}; {reach})."
+    words = {"up": "better", "down": "worse"}
+    legend = "/".join(sym[k] for k in shown) + ": " + "/".join(words[k] for k in shown)
+    return f"{legend} than {ref} (exact two-sided sign-flip test over seeds, {family}, p {lt} {ALPHA}; {reach})."
+
+
+def caption(df: pd.DataFrame, comp: pd.DataFrame, protocol: str, sym: dict) -> str:
+    table = table_cells(df, comp, protocol)
+    ivs = [v[0] for row in table.values() for v in row.values()]
+    partial = any(0 < v[0].n < v[1] for row in table.values() for v in row.values())
+    tex = sym is TEX
+    unit = " (%)" if tex else ""
+    parts = [
+        f"{protocol}: test accuracy{unit}, {_tex(title(df)) if tex else title(df)}, mean over seeds (n per cell).",
+        interval_sentence({iv.method for iv in ivs}, sym, "Brackets"),
+        family_sentence(comp, protocol, sym),
+        "Best per column in bold.",
+    ]
+    if partial:
+        parts.append(f"{sym['partial']}: partial, some seeds missing.")
+    text = " ".join(p for p in parts if p)
+    return text.replace("%", "\\%") if tex else text
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+def markdown_table(df: pd.DataFrame, comp: pd.DataFrame) -> str:
+    budgets = budget_order(df)
+    parts = []
+    for protocol in protocol_order(df):
+        table = table_cells(df, comp, protocol)
+        best = best_per_column(table, budgets)
         lines = [
-            f"**{protocol}**: test accuracy, mean [95% CI] (n seeds); ▲/▼ = better/worse than scratch+finetune "
-            "(paired t-test over seeds, Holm-corrected p < 0.05); best per column in bold",
+            f"**{protocol}**. " + caption(df, comp, protocol, MD),
             "",
-            "| task | " + " | ".join(f"{b} labels" if b != "full" else "full" for b in budgets) + " |",
+            "| task | " + " | ".join(budget_label(b, df) for b in budgets) + " |",
             "|---|" + "---:|" * len(budgets),
         ]
         for task, row in table.items():
-            out = []
-            for b in budgets:
-                if b not in row:
-                    out.append("")
-                    continue
-                mean, lo, hi, n, planned, marker = row[b]
-                if n == 0:
-                    out.append(f"— (0 of {planned})")
-                    continue
-                text = f"{mean:.4f}" if not np.isnan(lo) else f"{mean:.4f}"
-                text = f"**{text}**" if best[b] is not None and mean == best[b] else text
-                ci = f" [{lo:.3f}, {hi:.3f}]" if not np.isnan(lo) else ""
-                gap = f" of {planned}" if n < planned else ""
-                out.append(f"{text}{ci} (n={n}{gap}){' ▲' if marker == 'up' else ' ▼' if marker == 'down' else ''}")
+            out = [
+                cell_text(*row[b], best=row[b][0].n > 0 and row[b][0].mean == best[b], sym=MD) if b in row else ""
+                for b in budgets
+            ]
             lines.append(f"| {task} | " + " | ".join(out) + " |")
         parts.append("\n".join(lines))
-    return "\n\n".join(parts) + _partial_note(df)
+    return "\n\n".join(parts) + partial_note(df)
 
 
 def latex_table(df: pd.DataFrame, comp: pd.DataFrame) -> str:
-    budgets = _budget_order(df)
+    budgets = budget_order(df)
+    suite = next((s for s in df.get("suite", []) if s), "bench")
     out = ["% generated by bench report; needs \\usepackage{booktabs}"]
-    for protocol in df.protocol.unique():
-        table = _cells(df, comp, protocol)
-        best = {
-            b: max((v[b][0] for v in table.values() if b in v and not np.isnan(v[b][0])), default=None) for b in budgets
-        }
+    for protocol in protocol_order(df):
+        table = table_cells(df, comp, protocol)
+        best = best_per_column(table, budgets)
+        mixed = {"t", "range"} <= {v[0].method for row in table.values() for v in row.values()}
         out += [
             "\\begin{table}[t]",
             "\\centering",
+            f"\\caption{{{caption(df, comp, protocol, TEX)}}}",
+            f"\\label{{tab:{re.sub(r'[^A-Za-z0-9]+', '-', suite)}-{protocol}}}",
             "\\begin{tabular}{l" + "r" * len(budgets) + "}",
             "\\toprule",
-            "Task & " + " & ".join(b if b != "full" else "full" for b in budgets) + " \\\\",
+            "Task & " + " & ".join(budget_label(b, df) for b in budgets) + " \\\\",
             "\\midrule",
         ]
         for task, row in table.items():
             cells = []
             for b in budgets:
-                if b not in row or row[b][3] == 0:
+                if b not in row or row[b][0].n == 0:
                     cells.append("--")
                     continue
-                mean, lo, hi, n, planned, marker = row[b]
-                num = f"{100 * mean:.2f}"
-                num = f"\\textbf{{{num}}}" if best[b] is not None and mean == best[b] else num
-                pm = f" $\\pm$ {100 * (hi - lo) / 2:.2f}" if not np.isnan(lo) else ""
-                sig = {"up": "$^{\\uparrow}$", "down": "$^{\\downarrow}$"}.get(marker, "")
-                cells.append(f"{num}{pm}{sig}" + ("$^{*}$" if n < planned else ""))
-            out.append(task.replace("_", "\\_") + " & " + " & ".join(cells) + " \\\\")
-        n_seeds = int(df.seed.nunique())
-        out += [
-            "\\bottomrule",
-            "\\end{tabular}",
-            f"\\caption{{{protocol}: test accuracy (\\%), mean $\\pm$ half-width of the 95\\% CI over {n_seeds} "
-            "seeds; $\\uparrow/\\downarrow$: better/worse than scratch+finetune (paired t-test, Holm, "
-            "$p<0.05$); $^{*}$: partial (missing seeds).}",
-            "\\end{table}",
-            "",
-        ]
+                iv, planned, marker = row[b]
+                num = f"{100 * iv.mean:.2f}"
+                num = f"\\textbf{{{num}}}" if iv.mean == best[b] else num
+                ci = f" {{\\footnotesize [{100 * iv.low:.1f}, {100 * iv.high:.1f}]}}" if iv.n > 1 else ""
+                flags = TEX["range"] if mixed and iv.method == "range" else ""
+                flags += TEX["partial"] if iv.n < planned else ""
+                cells.append(f"{num}{ci}{flags}{' ' + TEX[marker] if marker else ''}")
+            out.append(_tex(task).replace("%", "\\%") + " & " + " & ".join(cells) + " \\\\")
+        out += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
     return "\n".join(out)
 
 
-def _partial_note(df: pd.DataFrame) -> str:
+def partial_note(df: pd.DataFrame) -> str:
     missing = int((df.status != "finished").sum())
     note = f"\n\nPARTIAL: {missing} of {len(df)} evaluation cells have no finished run." if missing else ""
     return note + provenance(df)
@@ -209,7 +358,7 @@ def provenance(df: pd.DataFrame) -> str:
     ok = df[df.status == "finished"]
     if ok.empty or "git_commit" not in ok:
         return ""
-    commits = sorted({c[:10] for c in ok.git_commit if c})
+    commits = sorted({c[:10] for c in ok.git_commit if c and c != "unknown"})
     data = sorted({d for d in ok.data_identity if d})
     code = ok.groupby("task").code_identity.agg(lambda s: ", ".join(sorted({c for c in s if c})))
     text = f"\n\nCode: git commit {', '.join(commits) or 'unknown'}"
@@ -225,101 +374,95 @@ def provenance(df: pd.DataFrame) -> str:
     return text
 
 
-def stats_markdown(comp: pd.DataFrame, df: pd.DataFrame) -> str:
-    sizes = df[df.status == "finished"].groupby(["task", "protocol", "budget"]).size()
-    n_seeds = int(sizes.max()) if len(sizes) else 0
-    lines = [
-        "# Paired comparisons against the baselines",
-        "",
-        "Paired by seed (shared labelled subsets and initialisations). p-values Holm-corrected over all rows.",
-        "",
-    ]
-    if min_wilcoxon_p(n_seeds) >= ALPHA:
-        lines += [
-            f"With n = {n_seeds} seeds the smallest possible two-sided Wilcoxon p is "
-            f"{min_wilcoxon_p(n_seeds):.3g}: no Wilcoxon test here can reach p < {ALPHA} "
-            "(an exact two-sided Wilcoxon needs n >= 6). The t-test can, but leans on normality.",
-            "",
-        ]
-    if 0 < n_seeds < 10:
-        lines += [
-            f"Bootstrap intervals from {n_seeds} seeds understate the uncertainty (a resample can only repeat the "
-            "few differences observed); read them as the spread of those differences.",
-            "",
-        ]
-    lines += [
-        "| budget | task | protocol | vs | n | mean diff [95% bootstrap CI] | p t (Holm) | p Wilcoxon (Holm) "
-        "| P(improve) |",
-        "|---|---|---|---|---:|---|---:|---:|---:|",
-    ]
-    for r in comp.itertuples():
-        ci = f" [{r.ci_low:+.4f}, {r.ci_high:+.4f}]" if not np.isnan(r.ci_low) else ""
-        lines.append(
-            f"| {r.budget} | {r.task} | {r.protocol} | {r.baseline}+{r.baseline_protocol} | {r.n} | "
-            f"{r.mean_diff:+.4f}{ci} | {r.p_ttest_holm:.3g} | {r.p_wilcoxon_holm:.3g} | {r.p_improve:.2f} |"
-        )
-    return "\n".join(lines) + _partial_note(df) + "\n"
+def rank_blocks(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """Seeds x tasks scores for a rank comparison under one protocol: one block per seed, scored by the task's
+    mean test accuracy over the budgets (the whole label-efficiency curve). Seeds are the independent units:
+    within a seed every budget reuses the same pretrained encoders and nested label subsets, so (budget, seed)
+    pairs are not independent blocks. A seed missing any planned (task, budget) cell of the protocol is dropped."""
+    sub = df[df.protocol == protocol]
+    planned = pd.MultiIndex.from_frame(sub[["task", "budget"]].drop_duplicates())
+    wide = sub[sub.status == "finished"].pivot_table(index="seed", columns=["task", "budget"], values="test_acc")
+    wide = wide.reindex(columns=planned).dropna()
+    return wide.T.groupby(level="task", sort=False).mean().T
 
 
-def figures(df: pd.DataFrame, comp: pd.DataFrame, out: Path) -> list[Path]:
-    written = []
-    ok = df[df.status == "finished"].copy()
-    note = " (partial)" if (df.status != "finished").any() else ""
-    if ok.empty:
-        return written
-    ok["entry"] = ok.task + "+" + ok.protocol
-    ok["baseline"] = ok.task.isin(BASELINES)
-    g = sns.relplot(
-        data=ok,
-        x="n_labels",
-        y="test_acc",
-        hue="task",
-        style="baseline",
-        col="protocol",
-        kind="line",
-        errorbar=("ci", 95),
-        marker="o",
-        dashes={False: "", True: (4, 2)},
-        height=3.5,
-        aspect=1.1,
+def rank_note(scores: pd.DataFrame, protocol: str) -> str:
+    """Why no critical-difference diagram is drawn for ``protocol``; empty when one is."""
+    blocks, k = scores.shape
+    if k >= 3 and blocks >= min_blocks():
+        return ""
+    return (
+        f"{protocol}: no critical-difference diagram: {blocks} complete seeds (independent blocks) for {k} tasks; "
+        f"a rank comparison here needs at least 3 tasks and {min_blocks()} blocks (with fewer blocks even a task "
+        f"that wins in every block could not differ from another at p < {ALPHA}: exact sign test, smallest "
+        "p = 2/2^n)."
     )
-    g.set(xscale="log", xlabel="labelled images", ylabel="test accuracy")
-    g.figure.suptitle(f"label efficiency, mean and 95% CI over seeds{note}", y=1.03)
-    for ext in ("png", "pdf"):
-        g.figure.savefig(out / f"label_efficiency.{ext}", bbox_inches="tight", dpi=120)
-        written.append(out / f"label_efficiency.{ext}")
-    plt.close(g.figure)
-
-    vs = comp[comp.baseline == "scratch"] if len(comp) else comp
-    if len(vs):
-        vs = vs.assign(entry=vs.task + "+" + vs.protocol)
-        gain = vs.pivot(index="entry", columns="budget", values="mean_diff")[_budget_order(df)]
-        sig = vs.pivot(index="entry", columns="budget", values="p_ttest_holm")[_budget_order(df)]
-        labels = gain.map(lambda v: f"{v:+.3f}") + sig.map(lambda p: "*" if p < ALPHA else "")
-        fig, ax = plt.subplots(figsize=(1.4 * gain.shape[1] + 2, 0.5 * gain.shape[0] + 1.5))
-        sns.heatmap(gain, annot=labels, fmt="", cmap="RdBu", center=0, ax=ax, cbar_kws={"label": "gain"})
-        ax.set_title(f"accuracy gain over scratch+finetune (* Holm p < {ALPHA}){note}")
-        fig.savefig(out / "gain_heatmap.png", bbox_inches="tight", dpi=120)
-        plt.close(fig)
-        written.append(out / "gain_heatmap.png")
-
-    blocks = ok.pivot_table(index=["budget", "seed"], columns="entry", values="test_acc")
-    result = friedman_nemenyi(blocks)
-    if result is not None:
-        import scikit_posthocs as sp
-
-        p, ranks, nemenyi = result
-        fig, ax = plt.subplots(figsize=(8, 0.4 * len(ranks) + 1.5))
-        sp.critical_difference_diagram(ranks, nemenyi, ax=ax)
-        ax.set_title(f"average rank over {len(blocks.dropna())} (budget, seed) blocks; Friedman p = {p:.3g}{note}")
-        fig.savefig(out / "cd_diagram.png", bbox_inches="tight", dpi=120)
-        plt.close(fig)
-        written.append(out / "cd_diagram.png")
-    return written
 
 
-def write_report(df: pd.DataFrame, out: Path) -> list[Path]:
-    """Write every report file into ``out``; returns the paths written."""
+def stats_markdown(comp: pd.DataFrame, df: pd.DataFrame) -> str:
+    """stats.md: every family of paired comparisons, and the rank comparisons; columns that cannot carry
+    information at the suite's n are left out, saying why once."""
+    n_max = int(comp.n.max()) if len(comp) else 0
+    lines = [
+        f"# Paired comparisons against the baselines: {title(df)}",
+        "",
+        "Paired by seed (within a seed every task shares the labelled subsets and the initialisation). Test: exact "
+        "two-sided sign-flip permutation test on the per-seed differences of test accuracy (smallest possible p "
+        "with n seeds: 2/2^n). Holm family: the tasks against one baseline within one protocol, over all "
+        "budgets; baselines are not tested against each other. "
+        + interval_sentence(set(comp.ci_method) if len(comp) else set(), TEXT, "Intervals", "[-1, 1]"),
+        "",
+    ]
+    extra = n_max >= MIN_T_SEEDS
+    if len(comp) and not extra:
+        lines += [
+            f"Left out at n = {n_max} seeds: the paired t-test p (one degree of freedom: two equal differences "
+            "would read as near-certainty) and the exact Wilcoxon signed-rank p (with n < 3 pairs it equals the "
+            "sign-flip p). Both are in stats.csv.",
+            "",
+        ]
+    head = "| budget | task | n | mean diff [interval] | p sign-flip | p Holm |"
+    head += " p t-test (Holm) | p Wilcoxon (Holm) |" if extra else ""
+    head += " P(improve) | |"
+    for (protocol, base), fam in comp.groupby(["protocol", "baseline"], sort=False) if len(comp) else []:
+        ref = "+".join(REFERENCE) if base == REFERENCE[0] else f"{base}+{protocol}"
+        m, n = int(fam.family_size.iloc[0]), int(fam.n.max())
+        lines += [
+            f"## {protocol}: tasks against {ref}",
+            "",
+            f"Holm family of {m} comparisons; with {n} seeds the smallest possible p is {min_sign_flip_p(n):.3g}; "
+            f"p < {ALPHA} after Holm needs {seeds_needed(m)} seeds.",
+            "",
+            head,
+            "|---|---|---:|---|---:|---:|" + ("---:|---:|" if extra else "") + "---:|---|",
+        ]
+        p_w = holm(fam.p_wilcoxon)
+        for r, pw in zip(fam.itertuples(), p_w, strict=True):
+            label = "range " if r.ci_method == "range" else ""
+            ci = f" {label}[{r.ci_low:+.4f}, {r.ci_high:+.4f}]" if r.n > 1 else ""
+            cols = [r.budget, r.task, r.n, f"{r.mean_diff:+.4f}{ci}", f"{r.p_signflip:.3g}", f"{r.p_holm:.3g}"]
+            cols += [f"{r.p_ttest_holm:.3g}", f"{pw:.3g}"] if extra else []
+            cols += [f"{r.p_improve:.2f}", TEXT.get(r.marker, "") if r.marker else ""]
+            lines.append("| " + " | ".join(str(c) for c in cols) + " |")
+        lines.append("")
+    lines += ["## Rank comparison (cd_diagram.png)", ""]
+    for protocol in protocol_order(df):
+        scores = rank_blocks(df, protocol)
+        note = rank_note(scores, protocol)
+        lines.append(f"- {note}" if note else f"- {protocol}: {len(scores)} seeds x {scores.shape[1]} tasks, drawn.")
+    return "\n".join(lines) + partial_note(df) + "\n"
+
+
+def write_report(df: pd.DataFrame, out: Path, suite: str | None = None, dataset: str | None = None) -> list[Path]:
+    """Write every report file into ``out``; returns the paths written. ``suite`` and ``dataset`` (for titles
+    and captions) override the tidy table's ``suite`` and ``dataset`` columns."""
+    from bench.figures import write_figures
+
+    df = df.copy()
+    if suite is not None or "suite" not in df:
+        df["suite"] = suite or ""
+    if dataset is not None or "dataset" not in df:
+        df["dataset"] = dataset or ""
     out.mkdir(parents=True, exist_ok=True)
     comp = comparisons(df)
     files = {
@@ -331,4 +474,4 @@ def write_report(df: pd.DataFrame, out: Path) -> list[Path]:
     }
     for name, text in files.items():
         (out / name).write_text(text)
-    return [out / n for n in files] + figures(df, comp, out)
+    return [out / n for n in files] + write_figures(df, comp, out)

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import torch
 from rich.console import Console
@@ -26,11 +25,11 @@ from bench.encoders import build_encoder
 from bench.evaluate import extract_features, finetune, knn_classifier, linear_probe, recalibrate_bn
 from bench.plan import Cell, build_plan
 from bench.pretrain import EpochStats, pretrain
-from bench.report import tidy, write_report
+from bench.publish import publish
 from bench.staleness import stale_reasons
-from bench.summary import summary_tables
+from bench.summary import render_summary
 from bench.tasks import TASKS
-from bench.tracking import Tracker, cell_run, environment_tags, log_history
+from bench.tracking import Tracker
 from bench.tuning import Tuner, settings_with
 
 
@@ -116,23 +115,16 @@ class Runner:
         failed: dict[str, str] = {}
         if todo:
             failed = self._execute(todo, labels)
-        tables = summary_tables(self.tracker, self.cells)
-        self.console.print(tables, soft_wrap=True, highlight=False)
+        tables = render_summary(self.console, self.tracker, self.cells)
         if report:
             self.report()
+        self.console.print(self.tracker.ui_hint(), soft_wrap=True, highlight=False)
         self.console.print(f"wall time {time.perf_counter() - start:.0f} s")
         return Outcome(len(self.cells), len(self.cells) - len(todo), len(todo) - len(failed), failed, tables)
 
     def report(self) -> list[Path]:
         """Write results/<suite>/ from the suite's runs and attach it to the latest parent run."""
-        out = Path(self.suite.results_dir) / self.suite.name
-        written = write_report(tidy(self.tracker, self.cells), out)
-        parents = self.tracker.runs("tags.kind = 'suite'")
-        if parents:
-            latest = max(parents, key=lambda r: r.info.start_time)
-            self.tracker.client.log_artifacts(latest.info.run_id, str(out), artifact_path="report")
-        self.console.print(f"report: {out}/ ({len(written)} files)")
-        return written
+        return publish(self.tracker, self.cells, self.suite, self.data, self.console)
 
     # ------------------------------------------------------------------ execution
 
@@ -142,17 +134,12 @@ class Runner:
         train_x = data.train_x.to(device)
         tuner = Tuner(suite, data, device, self.prepared_encoder, self._source)
         failed: dict[str, str] = {}
-        env = environment_tags(device)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with mlflow.start_run(
-            run_name=f"{suite.name} {time.strftime('%Y-%m-%d %H:%M')}", tags={"kind": "suite", **env}
-        ):
-            mlflow.log_artifact(str(self.suite_path))
-            mlflow.log_dict(suite.model_dump(mode="json"), "suite_resolved.json")
+        with self.tracker.suite_run(suite, self.suite_path, data, device):
             with Progress(*columns, console=self.console) as progress:
                 bar = progress.add_task("cells", total=len(todo))
                 for (task, seed), cells in self._groups(todo, tuner.seed):
-                    ctx = _GroupContext(self, data, train_x, labels, device, env, progress, bar, failed, tuner)
+                    ctx = _GroupContext(self, data, train_x, labels, device, progress, bar, failed, tuner)
                     ctx.run(task, seed, cells)
         if failed:
             self.console.print(f"[red]{len(failed)} cell(s) failed:[/]")
@@ -221,7 +208,6 @@ class _GroupContext:
     train_x: torch.Tensor
     labels: dict
     device: torch.device
-    env: dict
     progress: Progress
     bar: int
     failed: dict
@@ -279,25 +265,17 @@ class _GroupContext:
                 build_encoder(suite.encoder.name, cell.seed), suite.selected_tasks()[cell.task], self.data.image_size
             )
         task.flip = suite.dataset.flip
-        params = {
-            "task": cell.task,
-            "task_cfg": task.cfg.model_dump(),
-            "encoder": suite.encoder.name,
-            "pretrain": suite.pretrain.model_dump(),
-            "dataset": suite.dataset.model_dump(),
-            "seed": cell.seed,
-            "pool": self.data.pool_composition,  # train, unlabelled, duplicates dropped, pool size
-        }
         epochs = suite.pretrain.epochs
+        tracker = self.runner.tracker
+        with tracker.pretrain_run(cell, task, suite, self.data) as log:
 
-        def on_epoch(s: EpochStats) -> None:
-            mlflow.log_metrics({"train_loss": s.loss, "images_per_s": s.images_per_s, "epoch_s": s.seconds}, s.epoch)
-            console.print(
-                f"  {cell.task} seed={cell.seed} epoch {s.epoch}/{epochs}  loss {s.loss:.4f}  "
-                f"{s.images_per_s:,.0f} img/s  {s.seconds:.1f} s"
-            )
+            def on_epoch(s: EpochStats) -> None:
+                log.epoch(s)
+                console.print(
+                    f"  {cell.task} seed={cell.seed} epoch {s.epoch}/{epochs}  loss {s.loss:.4f}  "
+                    f"{s.images_per_s:,.0f} img/s  {s.seconds:.1f} s"
+                )
 
-        with cell_run(cell.label, cell.tags() | self.env, params):
             start = time.perf_counter()
             pool = self.data.pool_x.to(self.device)
             partial = checkpoint_path(self.runner.cache, cell.key).with_suffix(".partial.pt")
@@ -306,11 +284,8 @@ class _GroupContext:
             history = pretrain(task, pool, suite.pretrain, cell.seed, on_epoch, state_path=partial)
             path = save_encoder(task.encoder, self.runner.cache, cell.key)
             partial.unlink(missing_ok=True)
-            mlflow.log_artifact(str(path))
-            wall = time.perf_counter() - start
             mean_rate = float(np.mean([h.images_per_s for h in history])) if history else 0.0
-            mlflow.log_metrics({"wall_s": wall, "mean_images_per_s": mean_rate, "pool_images": len(pool)})
-            mlflow.log_metrics({f"pool_{k}": v for k, v in self.data.pool_composition.items()})
+            log.done(path, time.perf_counter() - start, mean_rate)
         self.progress.advance(self.bar)
         return task.encoder
 
@@ -319,26 +294,12 @@ class _GroupContext:
         idx = self.labels[(cell.seed, cell.budget)]
         hparams, hp_source = self.tuner.params(cell.task, cell.protocol, cell.budget)
         settings = settings_with(suite, cell.protocol, hparams)
-        params = {
-            "task": cell.task,
-            "protocol": cell.protocol,
-            "budget": cell.budget,
-            "seed": cell.seed,
-            "n_labels": len(idx),
-            "encoder": suite.encoder.name,
-            "source_key": cell.source,
-            "dataset": suite.dataset.model_dump(),
-            cell.protocol: settings.model_dump(),
-        }
-        tags = cell.tags() | self.env | {"hp_source": "tuned" if hparams else "default"}
-        params |= {"hp_source": hp_source, "hp": hparams}
-        with cell_run(cell.label, tags, params):
-            mlflow.log_dict({"budget": cell.budget, "seed": cell.seed, "indices": idx.tolist()}, "labels.json")
+        with self.runner.tracker.eval_run(cell, suite, settings, hparams, hp_source, idx) as log:
             start = time.perf_counter()
+            seconds = {}
             train_y = data.train_y[idx].to(self.device)
             if cell.protocol in ("linear", "knn"):
-                train_feats, test_inputs, extract_s = features
-                mlflow.log_metric("feature_extract_s", extract_s)
+                train_feats, test_inputs, seconds["feature_extract_s"] = features
                 if cell.protocol == "linear":
                     fitted = linear_probe(train_feats[idx], train_y, data.num_classes, settings, cell.seed)
                 else:
@@ -355,23 +316,11 @@ class _GroupContext:
                     flip=suite.dataset.flip,
                 )
                 test_inputs = data.test_x
-            fit_s = time.perf_counter() - start
+            seconds["fit_s"] = time.perf_counter() - start
             # The only place test labels are read: one score per cell, after every choice has been made.
             test_acc = data.score(fitted.predict(test_inputs))
-            metrics = {
-                "test_acc": test_acc,
-                "wall_s": time.perf_counter() - start,
-                "fit_s": fit_s,
-                "n_labels": len(idx),
-            }
-            if fitted.val_acc is not None:
-                metrics["val_acc"] = fitted.val_acc
-            if "train_acc" in fitted.chosen:  # fine-tuning: accuracy on its own training labels
-                metrics["train_acc"] = fitted.chosen["train_acc"]
-            mlflow.log_metrics(metrics)
-            log_history(fitted.history, prefix="finetune_")
-            mlflow.log_dict(fitted.chosen, "chosen.json")
-            mlflow.log_params({f"chosen.{k}": v for k, v in fitted.chosen.items() if not isinstance(v, dict)})
+            seconds["wall_s"] = time.perf_counter() - start
+            log.done(fitted, test_acc, seconds)
         self.progress.console.print(f"  {cell.label}: test_acc {test_acc:.4f}")
 
 

@@ -2,6 +2,17 @@
 
 Comparisons are paired by seed: within a seed every task sees the same labelled subset and starts from the same
 initialisation, so seed-to-seed variation cancels in the differences.
+
+One interval everywhere (:func:`interval`): from 3 seeds on, the 95% Student-t confidence interval of the mean,
+clipped to the range the quantity can take ([0, 1] for an accuracy, [-1, 1] for a difference of accuracies). The
+mean itself lies in that range, so clipping removes only impossible values and never lowers coverage. With 2
+seeds a t-interval has one degree of freedom (multiplier 12.7) and says nothing the two values do not; the
+seeds' range [min, max] is shown instead and labelled "range" (for n values it covers the median with
+probability 1 - 2^(1-n), 50% at n = 2, so it is not a 95% interval and is never called one).
+
+One test everywhere (:func:`sign_flip_p`): the exact two-sided sign-flip permutation test on the per-seed
+differences (Fisher 1935; Good, *Permutation Tests*, 2000). Its smallest possible p-value is 2 / 2^n for n seeds,
+so 2 seeds give at best p = 0.5 and a constant difference gives a finite p, never NaN or 1e-5.
 """
 
 from __future__ import annotations
@@ -15,31 +26,91 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 CONFIDENCE = 0.95
+ALPHA = 0.05
+MIN_T_SEEDS = 3  # below this the interval is the seeds' range
+EXACT_MAX_SEEDS = 16  # 2^16 sign patterns enumerated exactly; beyond, a seeded Monte Carlo sample of them
+ACCURACY = (0.0, 1.0)
+DIFFERENCE = (-1.0, 1.0)
 
 
-def mean_ci(values, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
-    """Mean and Student-t confidence interval; the interval is NaN with fewer than two values."""
+@dataclass(frozen=True)
+class Interval:
+    mean: float
+    low: float
+    high: float
+    n: int
+    method: str  # "t": 95% Student-t CI, clipped; "range": the values' [min, max]; "single": one value; "none"
+
+
+def interval(values, bounds: tuple[float, float] = ACCURACY, confidence: float = CONFIDENCE) -> Interval:
+    """Mean of ``values`` (NaN ignored) and its interval: Student-t from 3 values on, clipped to ``bounds``;
+    the values' range with 2; the value itself with 1."""
     x = np.asarray(values, dtype=float)
-    if len(x) == 0:
-        return math.nan, math.nan, math.nan
-    if len(x) < 2:
-        return float(x.mean()), math.nan, math.nan
-    half = stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * stats.sem(x) if x.std() > 0 else 0.0
-    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
+    x = x[~np.isnan(x)]
+    n = len(x)
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan, 0, "none")
+    mean = float(x.mean())
+    if n == 1:
+        return Interval(mean, mean, mean, 1, "single")
+    if n < MIN_T_SEEDS:
+        return Interval(mean, float(x.min()), float(x.max()), n, "range")
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * stats.sem(x)) if np.ptp(x) > 0 else 0.0
+    low, high = max(bounds[0], mean - half), min(bounds[1], mean + half)
+    return Interval(mean, low, high, n, "t")
 
 
-def min_wilcoxon_p(n: int) -> float:
-    """The smallest two-sided p-value an exact Wilcoxon signed-rank test can give with n pairs: 2 / 2^n."""
+def sign_flip_p(differences, seed: int = 0) -> float:
+    """Two-sided p-value of the mean of paired ``differences`` under the sign-flip null (each difference equally
+    likely to have either sign), by ``scipy.stats.permutation_test``: exact (all 2^n sign patterns) up to
+    ``EXACT_MAX_SEEDS`` values. All-zero differences give 1; no values give NaN."""
+    d = np.asarray(differences, dtype=float)
+    d = d[~np.isnan(d)]
+    if len(d) == 0:
+        return math.nan
+    if not np.any(d):
+        return 1.0
+    res = stats.permutation_test(
+        (d,),
+        lambda x, axis: np.mean(x, axis=axis),
+        permutation_type="samples",  # one sample: the null flips the sign of each value
+        vectorized=True,
+        n_resamples=np.inf if len(d) <= EXACT_MAX_SEEDS else 99_999,
+        alternative="two-sided",
+        rng=np.random.default_rng(seed),
+    )
+    return float(res.pvalue)
+
+
+def min_sign_flip_p(n: int) -> float:
+    """The smallest two-sided p-value the exact sign-flip test (and the exact Wilcoxon signed-rank test) can give
+    with n pairs: 2 / 2^n, reached when every difference has the same sign."""
     return min(1.0, 2.0 / 2**n) if n > 0 else 1.0
+
+
+def seeds_needed(family_size: int, alpha: float = ALPHA) -> int:
+    """The fewest seeds with which the most extreme outcome still passes Holm's first step over
+    ``family_size`` tests: the smallest n with family_size * 2 / 2^n < alpha."""
+    n = 1
+    while max(1, family_size) * min_sign_flip_p(n) >= alpha:
+        n += 1
+    return n
+
+
+def can_reach(n: int, family_size: int, alpha: float = ALPHA) -> bool:
+    """Whether any test of a Holm family of ``family_size`` sign-flip tests with n seeds can give p < alpha."""
+    return n >= seeds_needed(family_size, alpha)
 
 
 @dataclass
 class Paired:
     n: int
     mean_diff: float
-    ci_low: float  # bootstrap interval of the mean difference
+    ci_low: float  # interval of the mean difference, :func:`interval` on [-1, 1]
     ci_high: float
-    p_ttest: float
+    ci_method: str
+    p_signflip: float
+    p_ttest: float  # reported as an extra column only; NaN when undefined (n < 2 or no spread)
     p_wilcoxon: float
     p_improve: float  # share of seeds where a beats b (ties count half)
 
@@ -50,25 +121,12 @@ def paired(a, b, seed: int = 0) -> Paired:
     d = a - b
     n = len(d)
     if n == 0:
-        return Paired(0, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan)
+        return Paired(0, math.nan, math.nan, math.nan, "none", math.nan, math.nan, math.nan, math.nan)
+    ci = interval(d, DIFFERENCE)
     p_improve = float(np.mean((d > 0) + 0.5 * (d == 0)))
-    if n < 2:
-        return Paired(n, float(d.mean()), math.nan, math.nan, math.nan, math.nan, p_improve)
-    if np.all(d == d[0]):  # no spread: the tests are undefined, the interval is the point
-        p = 1.0 if d[0] == 0 else math.nan
-        return Paired(n, float(d[0]), float(d[0]), float(d[0]), p, p, p_improve)
-    p_t = float(stats.ttest_rel(a, b).pvalue)
-    p_w = float(stats.wilcoxon(a, b).pvalue) if np.any(d != 0) else 1.0
-    boot = stats.bootstrap(
-        (d,),
-        np.mean,
-        confidence_level=CONFIDENCE,
-        n_resamples=2000,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
-    )
-    low, high = boot.confidence_interval
-    return Paired(n, float(d.mean()), float(low), float(high), p_t, p_w, p_improve)
+    p_t = float(stats.ttest_rel(a, b).pvalue) if n > 1 and np.ptp(d) > 0 else math.nan
+    p_w = float(stats.wilcoxon(d).pvalue) if np.any(d) else 1.0
+    return Paired(n, ci.mean, ci.low, ci.high, ci.method, sign_flip_p(d, seed), p_t, p_w, p_improve)
 
 
 def holm(pvalues) -> np.ndarray:
@@ -79,6 +137,13 @@ def holm(pvalues) -> np.ndarray:
     if ok.any():
         out[ok] = multipletests(p[ok], method="holm")[1]
     return out
+
+
+def min_blocks(alpha: float = ALPHA) -> int:
+    """Fewest independent blocks a rank comparison needs: below it, even a method that beats another in every
+    block could not differ at p < alpha (exact two-sided sign test, smallest p 2 / 2^n), so a critical-difference
+    diagram would show a precision the blocks do not have. 6 at alpha = 0.05."""
+    return seeds_needed(1, alpha)
 
 
 def friedman_nemenyi(scores: pd.DataFrame) -> tuple[float, pd.Series, pd.DataFrame] | None:

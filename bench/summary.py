@@ -1,44 +1,80 @@
-"""The end-of-run table: task x budget per protocol, mean and standard deviation of test accuracy over seeds."""
+"""The end-of-run console summary: the report's tables as rich tables, from the same tidy table, with the same
+intervals, markers and captions as ``table.md`` (:mod:`bench.report`)."""
 
 from __future__ import annotations
 
-import numpy as np
+import io
 
-from bench.tracking import Tracker
+import pandas as pd
+from rich.console import Console, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from bench.report import (
+    TEXT,
+    best_per_column,
+    budget_label,
+    budget_order,
+    caption,
+    cell_text,
+    comparisons,
+    partial_note,
+    protocol_order,
+    table_cells,
+    tidy,
+)
 
 
-def summary_tables(tracker: Tracker, cells: list) -> str:
-    """Markdown tables from the finished evaluation runs of ``cells``; missing cells are shown and counted."""
-    finished = tracker.finished()
-    evals = [c for c in cells if c.kind == "eval"]
-    budgets = list(dict.fromkeys(c.budget for c in evals))
-    blocks, missing = [], 0
-    for protocol in dict.fromkeys(c.protocol for c in evals):
-        tasks = list(dict.fromkeys(c.task for c in evals if c.protocol == protocol))
-        lines = [
-            f"test accuracy, protocol {protocol} (mean ± sd over seeds, n seeds)",
-            "",
-            "| task | " + " | ".join(f"{b} labels" if b != "full" else "full" for b in budgets) + " |",
-            "|---|" + "---:|" * len(budgets),
-        ]
-        for task in tasks:
-            row = []
-            for b in budgets:
-                these = [c for c in evals if (c.task, c.protocol, c.budget) == (task, protocol, b)]
-                accs = [float(finished[c.key].data.metrics["test_acc"]) for c in these if c.key in finished]
-                missing += len(these) - len(accs)
-                if not these:
-                    row.append("")
-                elif not accs:
-                    row.append("—")
-                else:
-                    sd = f" ± {np.std(accs, ddof=1):.4f}" if len(accs) > 1 else ""  # no spread from one seed
-                    gap = "" if len(accs) == len(these) else f" of {len(these)}"
-                    row.append(f"{np.mean(accs):.4f}{sd} (n={len(accs)}{gap})")
-            lines.append(f"| {task} | " + " | ".join(row) + " |")
-        blocks.append("\n".join(lines))
-    if missing:
-        blocks.append(
-            f"PARTIAL: {missing} of {len(evals)} evaluation cells have no finished run (shown as — or n=k of m)"
+def summary_renderables(df: pd.DataFrame) -> list[RenderableType]:
+    """One rich table per protocol (task x budget; best per column in bold), then the partial and provenance
+    notes. Text is never parsed as rich markup."""
+    if df.empty:
+        return []
+    comp = comparisons(df)
+    budgets = budget_order(df)
+    out: list[RenderableType] = []
+    for protocol in protocol_order(df):
+        cells = table_cells(df, comp, protocol)
+        best = best_per_column(cells, budgets)
+        table = Table(
+            title=Text(f"{protocol}: test accuracy", style="bold"),
+            caption=Text(caption(df, comp, protocol, TEXT)),
+            caption_justify="left",
         )
-    return "\n\n".join(blocks)
+        table.add_column("task")
+        for b in budgets:
+            table.add_column(budget_label(b, df), justify="right")
+        for task, row in cells.items():
+            texts = []
+            for b in budgets:
+                if b not in row:
+                    texts.append(Text(""))
+                    continue
+                top = row[b][0].n > 0 and row[b][0].mean == best[b]
+                texts.append(Text(cell_text(*row[b], best=False, sym=TEXT), style="bold" if top else ""))
+            table.add_row(Text(task), *texts)
+        out.append(table)
+    note = partial_note(df).strip()
+    if note:
+        out.append(Text(note))
+    return out
+
+
+def render(console: Console, df: pd.DataFrame) -> str:
+    """Print the summary of ``df`` to ``console``; return the same content as plain text."""
+    items = summary_renderables(df)
+    recorder = Console(record=True, file=io.StringIO(), width=console.width, color_system=None)
+    for item in items:
+        console.print(item)
+        recorder.print(item)
+    return recorder.export_text()
+
+
+def render_summary(console: Console, tracker, cells: list) -> str:
+    """Print the summary of the finished evaluation runs of ``cells`` to ``console``; return it as plain text."""
+    return render(console, tidy(tracker, cells))
+
+
+def summary_tables(tracker, cells: list) -> str:
+    """The summary as plain text, printed nowhere."""
+    return render(Console(file=io.StringIO(), width=160), tidy(tracker, cells))

@@ -1,13 +1,25 @@
 """MLflow conventions: one experiment per suite, one parent run per invocation that has work, one nested child run
-per cell. A cell is done when a FINISHED run carries its ``cell_key`` tag; nothing else counts."""
+per cell. A cell is done when a FINISHED run carries its ``cell_key`` tag; nothing else counts.
+
+The runner hands this module the facts of a run (the cell, the suite, the data, what a protocol chose and
+scored); how they appear in MLflow (run names, params, metrics, tags, descriptions) is decided here alone:
+
+- run names fit the UI's name column and say what distinguishes a run in its experiment: ``rotation linear
+  100 s0``, ``rotation pretrain s0`` (sorting by name puts the seeds of one cell group together; the
+  ``cell_group`` tag, e.g. ``rotation/linear/100``, finds them across invocations);
+- settings, label counts and pool sizes are params; only measured values are metrics;
+- an evaluation of a pretrained encoder links the run that pretrained it (tag ``source_run_id``);
+- the dataset is logged as an MLflow dataset input (name, data identity as digest, source folder);
+- the git commit is MLflow's own ``mlflow.source.git.commit`` tag.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import platform
-import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,10 +28,14 @@ import mlflow
 import torch
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
+from mlflow.utils.git_utils import get_git_commit
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 import bench
+from bench import ui
 
 RUN_PAGE = 1000
+NOTE = "mlflow.note.content"  # the description MLflow shows for a run or an experiment
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, str]:
@@ -31,42 +47,70 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, str]:
     return {prefix.rstrip("."): json.dumps(data) if isinstance(data, list) else str(data)}
 
 
-def git_commit() -> str:
-    try:
-        here = Path(__file__).resolve().parent
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+def device_name(device: torch.device) -> str:
+    """ "cpu", or the accelerator's own name ("NVIDIA H200")."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
 
 
 def environment_tags(device: torch.device) -> dict[str, str]:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    """Versions, device, and the git commit of bench's own source under MLflow's tag for it. MLflow fills that
+    tag from the entry script's folder (``sys.argv[0]``), which is not bench's source under an installed
+    ``bench`` script or pytest, so it is given here from the package's folder, with MLflow's own git helper."""
+    commit = get_git_commit(str(Path(bench.__file__).resolve().parent))
     return {
+        MLFLOW_GIT_COMMIT: commit or "unknown",
         "bench_version": bench.__version__,
         "torch_version": torch.__version__,
         "mlflow_version": mlflow.__version__,
         "python_version": platform.python_version(),
-        "git_commit": git_commit(),
-        "device": f"{device.type}: {name}",
+        "device": device_name(device),
+        "cpu": platform.processor() or platform.machine(),
     }
 
 
+def run_name(cell) -> str:
+    """Short enough for the UI's name column; the suite is the experiment, so it is not repeated."""
+    if cell.kind == "pretrain":
+        return f"{cell.task} pretrain s{cell.seed}"
+    return f"{cell.task} {cell.protocol} {cell.budget} s{cell.seed}"
+
+
+def trial_name(task: str, protocol: str, budget, number: int) -> str:
+    return f"{task} {protocol} {budget} trial {number}"
+
+
+def suite_description(suite) -> str:
+    """What the suite compares, for the experiment's description in the UI."""
+    tasks = list(suite.selected_tasks())
+    budgets = ", ".join(str(b) for b in suite.sorted_budgets())
+    return (
+        f"**{suite.name}**: which self-supervised pretext task gives the best `{suite.encoder.name}` encoder on "
+        f"`{suite.dataset.name}` at each label budget, and by how much it beats training on the labels alone.\n\n"
+        f"- tasks: {', '.join(tasks)}\n- label budgets: {budgets}\n- protocols: {', '.join(suite.protocols)}\n"
+        f"- seeds: {', '.join(map(str, suite.seeds))}\n- pretraining: {suite.pretrain.epochs} epochs\n\n"
+        "Each child run is one cell (task, protocol, budget, seed) with `test_acc`; the latest parent run "
+        "(kind = suite) holds the results table in its description and the full report as artifacts."
+    )
+
+
 class Tracker:
-    """The experiment of one suite in one MLflow store."""
+    """The experiment of one suite in one MLflow store. Reading never creates the experiment: it is created
+    when the first run starts."""
 
     def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None) -> None:
         mlflow.set_tracking_uri(uri)
+        self.uri, self.name, self.artifact_root = uri, experiment, artifact_root
         self.client = MlflowClient(uri)
         found = self.client.get_experiment_by_name(experiment)
-        if found is None:
-            location = (artifact_root / experiment).resolve().as_uri() if artifact_root else None
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-        else:
-            self.experiment_id = found.experiment_id
-        mlflow.set_experiment(experiment_id=self.experiment_id)
+        self.experiment_id: str | None = found.experiment_id if found else None
+        self.env: dict[str, str] = {}
+        self._source_runs: dict[str, str] = {}  # pretraining cell key -> run id, from this invocation
+
+    # ------------------------------------------------------------------ reading
 
     def runs(self, filter_string: str = "") -> list[mlflow.entities.Run]:
+        if self.experiment_id is None:
+            return []
         out, token = [], None
         while True:
             page = self.client.search_runs([self.experiment_id], filter_string, max_results=RUN_PAGE, page_token=token)
@@ -87,33 +131,149 @@ class Tracker:
             self.client.set_terminated(run.info.run_id, "KILLED")
         return len(stale)
 
-    @staticmethod
-    def log_params(params: dict) -> None:
-        flat = _flatten(params)
-        items = list(flat.items())
-        for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
-            mlflow.log_params(dict(items[i : i + 100]))
+    def ui_hint(self, base: str = ui.DEFAULT_UI) -> str:
+        """Where the suite's runs table is in the MLflow UI (``nox -s ui`` serves the default store)."""
+        if self.experiment_id is None:
+            return f"MLflow: no runs of {self.name!r} yet in {self.uri}"
+        return f"MLflow runs of {self.name!r}: {ui.runs_url(base, self.experiment_id)} (start the UI: nox -s ui)"
 
+    # ------------------------------------------------------------------ writing
 
-@contextlib.contextmanager
-def cell_run(name: str, tags: dict[str, str], params: dict) -> Iterator[mlflow.ActiveRun]:
-    """A nested child run for one cell. It ends FINISHED only if the body completes; otherwise FAILED, with the
-    exception in the ``failure_reason`` tag (the exception still propagates to the caller)."""
-    with mlflow.start_run(run_name=name, nested=True, tags=tags) as run:
-        try:
-            Tracker.log_params(params)
+    def _experiment(self, suite) -> str:
+        if self.experiment_id is None:
+            root = self.artifact_root
+            location = (root / self.name).resolve().as_uri() if root else None
+            self.experiment_id = self.client.create_experiment(self.name, artifact_location=location)
+        for key, value in {**ui.EXPERIMENT_TAGS, NOTE: suite_description(suite)}.items():
+            self.client.set_experiment_tag(self.experiment_id, key, value)
+        mlflow.set_experiment(experiment_id=self.experiment_id)
+        return self.experiment_id
+
+    @contextlib.contextmanager
+    def suite_run(self, suite, suite_path: Path, data, device: torch.device) -> Iterator[mlflow.ActiveRun]:
+        """The parent run of one invocation that has work: the suite file, the resolved suite, the dataset."""
+        self._experiment(suite)
+        self.env = environment_tags(device)
+        name = f"{suite.name} {time.strftime('%Y-%m-%d %H:%M')}"
+        with mlflow.start_run(run_name=name, tags={"kind": "suite", **self.env}) as run:
+            mlflow.log_artifact(str(suite_path))
+            mlflow.log_dict(suite.model_dump(mode="json"), "suite_resolved.json")
+            self._log_dataset(suite, data)
             yield run
-        except Exception as e:
-            mlflow.set_tag("failure_reason", f"{type(e).__name__}: {e}"[:5000])
-            raise
+
+    @staticmethod
+    def _log_dataset(suite, data) -> None:
+        """The dataset as an MLflow input: its name, its identity (content digest) and the folder it came from."""
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        from bench.data import data_root
+
+        with warnings.catch_warnings():  # MLflow registers the local source class twice and warns about it
+            warnings.simplefilter("ignore")
+            source = resolve_dataset_source(str(data_root(suite.dataset) / data.name))
+        mlflow.log_input(MetaDataset(source=source, name=data.name, digest=data.identity), context="suite")
+
+    @contextlib.contextmanager
+    def _cell_run(self, cell, tags: dict[str, str], params: dict) -> Iterator[mlflow.ActiveRun]:
+        """A nested child run for one cell. It ends FINISHED only if the body completes; otherwise FAILED, with
+        the exception in the ``failure_reason`` tag (the exception still propagates to the caller)."""
+        tags = cell.tags() | self.env | tags
+        with mlflow.start_run(run_name=run_name(cell), nested=True, tags=tags) as run:
+            try:
+                mlflow.log_params(_flatten(params))  # MLflow batches them to the store's limits
+                yield run
+            except Exception as e:
+                mlflow.set_tag("failure_reason", f"{type(e).__name__}: {e}"[:5000])
+                raise
+
+    @contextlib.contextmanager
+    def pretrain_run(self, cell, task, suite, data) -> Iterator[PretrainLog]:
+        params = {
+            "task": cell.task,
+            "task_cfg": task.cfg.model_dump(),
+            "encoder": suite.encoder.name,
+            "pretrain": suite.pretrain.model_dump(),
+            "dataset": suite.dataset.model_dump(),
+            "seed": cell.seed,
+            "pool": data.pool_composition,  # train, unlabelled, duplicates dropped, pool size
+        }
+        with self._cell_run(cell, {"cell_group": f"{cell.task}/pretrain"}, params) as run:
+            yield PretrainLog()
+        self._source_runs[cell.key] = run.info.run_id
+
+    def source_run_id(self, cell) -> str | None:
+        """The run that pretrained the encoder ``cell`` starts from (None for baselines)."""
+        if cell.source not in self._source_runs:
+            run = self.finished().get(cell.source)
+            if run is None or run.data.tags.get("kind") != "pretrain":
+                return None
+            self._source_runs[cell.source] = run.info.run_id
+        return self._source_runs[cell.source]
+
+    @contextlib.contextmanager
+    def eval_run(self, cell, suite, settings, hparams: dict, hp_source: str, idx) -> Iterator[EvalLog]:
+        params = {
+            "task": cell.task,
+            "protocol": cell.protocol,
+            "budget": cell.budget,
+            "seed": cell.seed,
+            "n_labels": len(idx),
+            "encoder": suite.encoder.name,
+            "source_key": cell.source,
+            "dataset": suite.dataset.model_dump(),
+            cell.protocol: settings.model_dump(),
+            "hp_source": hp_source,
+            "hp": hparams,
+        }
+        tags = {
+            "hp_source": "tuned" if hparams else "default",
+            "cell_group": f"{cell.task}/{cell.protocol}/{cell.budget}",
+        }
+        source = self.source_run_id(cell)
+        if source:
+            tags["source_run_id"] = source
+        with self._cell_run(cell, tags, params):
+            mlflow.log_dict({"budget": cell.budget, "seed": cell.seed, "indices": idx.tolist()}, "labels.json")
+            yield EvalLog()
+
+    def set_note(self, run_id: str, text: str) -> None:
+        self.client.set_tag(run_id, NOTE, text)
+
+
+class PretrainLog:
+    @staticmethod
+    def epoch(stats) -> None:
+        mlflow.log_metrics(
+            {"train_loss": stats.loss, "images_per_s": stats.images_per_s, "epoch_s": stats.seconds}, stats.epoch
+        )
+
+    @staticmethod
+    def done(checkpoint: Path, wall_s: float, mean_images_per_s: float) -> None:
+        mlflow.log_artifact(str(checkpoint))
+        mlflow.log_metrics({"wall_s": wall_s, "mean_images_per_s": mean_images_per_s})
+
+
+class EvalLog:
+    @staticmethod
+    def done(fitted, test_acc: float, seconds: dict[str, float]) -> None:
+        metrics = {"test_acc": test_acc, **seconds}
+        if fitted.val_acc is not None:
+            metrics["val_acc"] = fitted.val_acc
+        if "train_acc" in fitted.chosen:  # fine-tuning: accuracy on its own training labels
+            metrics["train_acc"] = fitted.chosen["train_acc"]
+        mlflow.log_metrics(metrics)
+        log_history(fitted.history, prefix="finetune_")
+        mlflow.log_dict(fitted.chosen, "chosen.json")
+        mlflow.log_params({f"chosen.{k}": v for k, v in fitted.chosen.items() if not isinstance(v, dict)})
 
 
 def log_history(history: list[dict], prefix: str) -> None:
-    """Per-epoch metrics (``{"epoch": e, name: value, ...}``) in one batch per 1000 values, stepped by epoch."""
+    """Per-epoch metrics (``{"epoch": e, name: value, ...}``) in one batch, stepped by epoch (MlflowClient's
+    log_batch splits it to the store's limits)."""
     now = int(time.time() * 1000)
     metrics = [
         Metric(prefix + k, float(v), now, int(h["epoch"])) for h in history for k, v in h.items() if k != "epoch"
     ]
-    run_id = mlflow.active_run().info.run_id
-    for i in range(0, len(metrics), 1000):
-        mlflow.MlflowClient().log_batch(run_id, metrics=metrics[i : i + 1000])
+    if metrics:
+        mlflow.MlflowClient().log_batch(mlflow.active_run().info.run_id, metrics=metrics)

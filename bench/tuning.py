@@ -24,7 +24,7 @@ from bench.data import Dataset, budget_indices
 from bench.evaluate import accuracy, cross_validated, extract_features, finetune, fit_linear, knn_classifier
 from bench.pretrain import NonFiniteLoss
 from bench.tasks import TASKS
-from bench.tracking import log_history
+from bench.tracking import log_history, trial_name
 from bench.validation import validation_folds
 
 DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -175,9 +175,7 @@ class Tuner:
                 "trial": str(trial.number),
             }
             pruned = False
-            with mlflow.start_run(
-                run_name=f"trial {trial.number} {task}+{protocol} budget={budget}", nested=True, tags=tags
-            ):
+            with mlflow.start_run(run_name=trial_name(task, protocol, budget, trial.number), nested=True, tags=tags):
                 mlflow.log_params(params)
                 settings = settings_with(self.suite, protocol, params)
                 try:

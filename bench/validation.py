@@ -4,25 +4,24 @@
 class has enough images for it, stratified k-fold cross-validation when a budget is too small to split once
 (Oliver et al. 2018, arXiv:1804.09170, on why realistic evaluation must validate within the labels it has), and
 nothing when a class has a single image (then no hyperparameter can be chosen honestly; defaults are used).
+The splits are scikit-learn's (``train_test_split`` with ``stratify``, ``StratifiedKFold``), seeded.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 
 def split_train_val(indices: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int):
-    """Stratified split of a budget's indices into (train, val); every class with >= 2 images keeps >= 1 in
-    each part."""
-    labels = np.asarray(labels)
-    rng = np.random.default_rng([seed, 1])
-    train, val = [], []
-    for c in np.unique(labels[indices]):
-        members = rng.permutation(indices[labels[indices] == c])
-        n_val = min(max(1, round(val_fraction * len(members))), len(members) - 1) if len(members) > 1 else 0
-        val.append(members[:n_val])
-        train.append(members[n_val:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+    """Stratified split of a budget's indices into (train, val), each class in both parts. A budget with a class
+    of one image cannot be split: all of it is kept for training. ``val_fraction`` of the budget must hold at
+    least one image per class (``validation_folds`` checks it)."""
+    indices, labels = np.asarray(indices), np.asarray(labels)
+    if np.unique(labels[indices], return_counts=True)[1].min() < 2:
+        return np.sort(indices), indices[:0]
+    train, val = train_test_split(indices, test_size=val_fraction, stratify=labels[indices], random_state=seed)
+    return np.sort(train), np.sort(val)
 
 
 def validation_folds(
@@ -38,9 +37,5 @@ def validation_folds(
     if smallest < 2:
         return []
     k = int(min(smallest, round(1 / val_fraction)))
-    rng = np.random.default_rng([seed, 2])
-    fold_of = np.empty(len(indices), dtype=int)
-    for c in classes:
-        where = np.flatnonzero(labels[indices] == c)
-        fold_of[rng.permutation(where)] = np.arange(len(where)) % k  # each class spread over the k folds
-    return [(np.sort(indices[fold_of != f]), np.sort(indices[fold_of == f])) for f in range(k)]
+    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(indices, labels[indices])
+    return [(np.sort(indices[fit]), np.sort(indices[val])) for fit, val in folds]

@@ -47,7 +47,7 @@ def test_smoke_suite_end_to_end_then_rerun_adds_nothing(tmp_path, store, capsys)
         tags = r.data.tags
         assert r.info.status == "FINISHED"
         assert tags["mlflow.parentRunId"] == parent.info.run_id
-        for key in ("task", "seed", "kind", "git_commit", "torch_version", "device"):
+        for key in ("task", "seed", "kind", "mlflow.source.git.commit", "torch_version", "device"):
             assert tags[key]
         if tags["kind"] == "eval":
             assert {"budget", "protocol"} <= set(tags)
@@ -65,10 +65,10 @@ def test_smoke_suite_end_to_end_then_rerun_adds_nothing(tmp_path, store, capsys)
         else:
             history = MlflowClient(mlflow.get_tracking_uri()).get_metric_history(r.info.run_id, "train_loss")
             assert len(history) == 2 and r.data.metrics["images_per_s"] > 0
-            assert r.data.metrics["pool_train"] == 256 and r.data.metrics["pool_duplicates_dropped"] == 0
+            assert r.data.params["pool.train"] == "256" and r.data.params["pool.duplicates_dropped"] == "0"
             assert tags["code_identity"] and tags["data_identity"] and tags["config_key"]
     out = capsys.readouterr().out
-    assert "protocol linear" in out and "| rotation |" in out and "(n=2)" in out
+    assert "linear: test accuracy" in out and "│ rotation" in out and "(n=2)" in out
     report_dir = tmp_path / "results" / "smoke"  # bench run ends by writing the suite's report
     assert {"table.md", "table.tex", "stats.md", "stats.csv", "runs.csv", "label_efficiency.png"} <= {
         p.name for p in report_dir.iterdir()

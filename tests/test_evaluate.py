@@ -1,4 +1,6 @@
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from bench.config import DatasetConfig, FinetuneConfig, LinearConfig
 from bench.data import load_dataset
@@ -73,3 +75,20 @@ def test_linear_probe_validates_inside_tiny_budgets_or_says_it_cannot():
     x, y = separable(3, 0)  # 1 per class: no validation possible, the grid's middle is used and recorded
     fitted = linear_probe(x, y, 3, LinearConfig(l2_grid=[1e-4, 1e-3, 1e-2]), seed=0)
     assert fitted.chosen == {"l2": 1e-3, "validation": "none"} and fitted.val_acc is None
+
+
+def test_knn_votes_match_a_direct_computation_on_random_features():
+    from bench.config import KNNConfig
+    from bench.evaluate import knn_classifier
+
+    gen = torch.Generator().manual_seed(0)
+    bank, query = torch.randn(300, 16, generator=gen), torch.randn(50, 16, generator=gen)
+    labels = torch.randint(0, 5, (300,), generator=gen)
+    sim = F.normalize(query, dim=1) @ F.normalize(bank, dim=1).T
+    top, idx = sim.topk(20, dim=1)
+    votes = np.zeros((50, 5))
+    for i in range(50):  # each neighbour votes exp(cos / T) for its class
+        for s, j in zip(top[i].tolist(), idx[i].tolist()):
+            votes[i, labels[j]] += np.exp(s / 0.1)
+    got = knn_classifier(bank, labels, 5, KNNConfig(k=20, temperature=0.1, chunk=16)).predict(query)
+    assert got.tolist() == votes.argmax(1).tolist()

@@ -1,28 +1,36 @@
-"""The report from a tidy table: files, partial sweeps, figure contents, Markdown and LaTeX agree."""
+"""The report from a tidy table: files, partial sweeps, intervals, tests, Holm families, captions, the console
+summary, and Markdown, LaTeX and console agreeing."""
 
+import io
 import re
 import shutil
 import subprocess
+from types import SimpleNamespace
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from rich.console import Console
 
 import bench.report as report
+from bench.stats import holm, interval
+from bench.summary import render, render_summary, summary_tables
+
+PLAN = {"scratch": ["finetune"], "random": ["linear"], "rotation": ["linear", "finetune"]}
+BASE = {"scratch": 0.3, "random": 0.2, "rotation": 0.4, "simclr": 0.45, "jigsaw": 0.35}
 
 
-def sweep(missing: bool = False) -> pd.DataFrame:
+def sweep(missing: bool = False, seeds: int = 3, plan: dict | None = None, noise: float = 0.005) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     rows = []
-    base = {"scratch": 0.3, "random": 0.2, "rotation": 0.4}
-    for task, protocols in (("scratch", ["finetune"]), ("random", ["linear"]), ("rotation", ["linear", "finetune"])):
+    for task, protocols in (plan or PLAN).items():
         for protocol in protocols:
             for budget, n in (("100", 100), ("1000", 1000), ("full", 5000)):
-                for seed in range(3):
-                    acc = base[task] + 0.1 * np.log10(n) + rng.normal(0, 0.005)
+                for seed in range(seeds):
+                    acc = BASE[task] + 0.1 * np.log10(n) + rng.normal(0, noise)
                     rows.append(
                         {
+                            "suite": "demo",
                             "task": task,
                             "protocol": protocol,
                             "budget": budget,
@@ -30,6 +38,7 @@ def sweep(missing: bool = False) -> pd.DataFrame:
                             "test_acc": acc,
                             "n_labels": n,
                             "status": "finished",
+                            "dataset": "cifar10",
                         }
                     )
     df = pd.DataFrame(rows)
@@ -42,68 +51,125 @@ def sweep(missing: bool = False) -> pd.DataFrame:
 def test_report_writes_every_file(tmp_path):
     written = report.write_report(sweep(), tmp_path)
     names = {p.name for p in written}
-    assert {
-        "runs.csv",
-        "stats.csv",
-        "stats.md",
-        "table.md",
-        "table.tex",
-        "label_efficiency.png",
-        "label_efficiency.pdf",
-        "gain_heatmap.png",
-        "cd_diagram.png",
-    } <= names
+    expected = {"runs.csv", "stats.csv", "stats.md", "table.md", "table.tex"}
+    expected |= {f"{f}.{e}" for f in ("label_efficiency", "gain_heatmap") for e in ("png", "pdf")}
+    assert expected <= names and "cd_diagram.png" not in names  # 3 seeds: too few blocks to rank
     assert all(p.stat().st_size > 0 for p in written)
     assert len(pd.read_csv(tmp_path / "runs.csv")) == len(sweep())  # the tidy table round-trips
     table = (tmp_path / "table.md").read_text()
-    assert "PARTIAL" not in table and "| rotation | **" in table
-    # rotation beats scratch by ~0.1 with 0.005 noise and 3 seeds: significant after Holm, marked
-    assert "▲" in table
+    assert "PARTIAL" not in table and "| rotation | **" in table and "demo on cifar10" in table
     stats_md = (tmp_path / "stats.md").read_text()
-    assert "With n = 3 seeds the smallest possible two-sided Wilcoxon p is 0.25" in stats_md
+    assert "linear: no critical-difference diagram: 3 complete seeds (independent blocks) for 2 tasks" in stats_md
+
+
+def test_holm_family_is_tasks_against_one_baseline_within_one_protocol():
+    plan = {"scratch": ["finetune"], "random": ["linear", "finetune"], "rotation": ["linear", "finetune"]}
+    plan |= {"simclr": ["linear"]}
+    comp = report.comparisons(sweep(plan=plan))
+    assert not comp.task.isin(report.BASELINES).any()  # random vs scratch is never tested
+    families = {k: len(g) for k, g in comp.groupby(["protocol", "baseline"])}
+    # linear: rotation and simclr x 3 budgets, against random+linear and against scratch+finetune;
+    # finetune: rotation x 3 budgets against scratch+finetune only (random is compared within frozen protocols)
+    assert families == {("linear", "random"): 6, ("linear", "scratch"): 6, ("finetune", "scratch"): 3}
+    assert set(comp[comp.baseline == "random"].baseline_protocol) == {"linear"}
+    assert set(comp[comp.baseline == "scratch"].baseline_protocol) == {"finetune"}
+    for _, fam in comp.groupby(["protocol", "baseline"]):
+        assert fam.p_holm.tolist() == pytest.approx(holm(fam.p_signflip).tolist())
+        assert (fam.family_size == len(fam)).all()
+
+
+def test_two_seeds_give_p_one_half_no_markers_and_say_why(tmp_path):
+    report.write_report(sweep(seeds=2), tmp_path)
+    comp = pd.read_csv(tmp_path / "stats.csv")
+    assert comp.p_signflip.tolist() == pytest.approx([0.5] * len(comp))  # every difference has one sign
+    table = (tmp_path / "table.md").read_text()
+    assert "▲" not in table and "▼" not in table
+    assert "No markers: exact sign-flip test over seeds, Holm over the 3 comparisons (tasks × budgets)" in table
+    assert "with 2 seeds the smallest possible p is 0.5; p < 0.05 after Holm needs 7 seeds" in table
+    assert "Brackets: the seeds' range [min, max]" in table and "range [" in table
+    stats_md = (tmp_path / "stats.md").read_text()
+    assert "Left out at n = 2 seeds: the paired t-test p" in stats_md and "p t-test" not in stats_md
+    tex = (tmp_path / "table.tex").read_text()
+    assert "uparrow" not in tex and "downarrow" not in tex and "dagger" not in tex
+
+
+def test_markers_appear_when_the_family_can_reach_significance(tmp_path):
+    report.write_report(sweep(seeds=7), tmp_path)  # 3 comparisons per family: 3 * 2/2^7 = 0.047 < 0.05
+    table = (tmp_path / "table.md").read_text()
+    assert table.count(") ▲") == 6 and "▼" not in table  # rotation beats scratch+finetune at 3 budgets, 2 protocols
+    assert "▲: better than scratch+finetune (exact two-sided sign-flip test over seeds" in table
+    assert "with 7 seeds the smallest possible p is 0.0156" in table
+    tex = (tmp_path / "table.tex").read_text()
+    assert "$\\uparrow$: better than" in tex and "downarrow" not in tex
+    stats_md = (tmp_path / "stats.md").read_text()
+    assert "p t-test (Holm)" in stats_md and "Left out" not in stats_md
+
+
+def test_table_intervals_are_the_shared_interval_and_stay_in_unit_range(tmp_path):
+    df = sweep(plan={"scratch": ["finetune"], "rotation": ["finetune"]}, noise=0.05)
+    df["test_acc"] = df.test_acc.clip(upper=0.999) + 0.25  # near 1: a raw t-interval would leave [0, 1]
+    df["test_acc"] = df.test_acc.clip(upper=1.0)
+    report.write_report(df, tmp_path)
+    table = (tmp_path / "table.md").read_text()
+    shown = [(float(lo), float(hi)) for lo, hi in re.findall(r"\[(-?\d\.\d{3}), (-?\d\.\d{3})\]", table)]
+    assert shown and all(0 <= lo <= hi <= 1 for lo, hi in shown)
+    expected = [interval(g.test_acc) for _, g in df.groupby(["task", "budget"], sort=False)]
+    assert sorted(shown) == sorted((round(iv.low, 3), round(iv.high, 3)) for iv in expected)
+    assert any(hi == 1.0 for _, hi in shown)  # the clipping happened
+    assert "95% Student-t confidence interval over seeds, clipped to [0, 1]" in table
 
 
 def test_partial_sweep_is_marked_everywhere(tmp_path):
     report.write_report(sweep(missing=True), tmp_path)
     table = (tmp_path / "table.md").read_text()
     assert "(n=2 of 3)" in table and "PARTIAL: 1 of" in table
+    assert "cells marked range have fewer than 3 seeds" in table  # the 2-seed cell shows its range, says so
     assert "PARTIAL" in (tmp_path / "stats.md").read_text()
-    assert "$^{*}$" in (tmp_path / "table.tex").read_text()
-
-
-def test_figures_contain_the_expected_lines_and_cells(tmp_path, monkeypatch):
-    figures = []
-    monkeypatch.setattr(report.plt, "close", lambda fig=None: figures.append(fig))
-    report.write_report(sweep(), tmp_path)
-    efficiency, heatmap, cd = figures
-    by_protocol = {ax.get_title(): ax for ax in efficiency.axes}
-    lines = [ln for ln in by_protocol["protocol = linear"].get_lines() if len(ln.get_xdata()) == 3]
-    assert len(lines) == 2  # random and rotation, three budgets each
-    assert any(ln.get_linestyle() == "--" for ln in lines)  # the baseline is dashed
-    cells = [t.get_text() for t in heatmap.axes[0].texts]
-    assert len(cells) == 3 * 3  # (random+linear, rotation+linear, rotation+finetune) vs scratch, 3 budgets
-    assert all(re.fullmatch(r"[+-]\d\.\d{3}\*?", c) for c in cells)
-    assert "Friedman p" in cd.axes[0].get_title()
-    plt.close("all")
+    tex = (tmp_path / "table.tex").read_text()
+    assert "$^{*}$" in tex and "$^{*}$: partial" in tex and "$^{\\dagger}$" in tex
 
 
 def test_latex_numbers_match_the_markdown(tmp_path):
     report.write_report(sweep(), tmp_path)
-    md = [float(x) for x in re.findall(r"\| \**(0\.\d{4})", (tmp_path / "table.md").read_text())]
-    tex = [
-        float(x) / 100
-        for x in re.findall(r"(?:\\textbf\{)?(\d+\.\d{2})\}?(?: \$\\pm)", (tmp_path / "table.tex").read_text())
+    md = re.findall(
+        r"(?:\| |\*\*)(0\.\d{4})\**( range)? \[(\d\.\d{3}), (\d\.\d{3})\]", (tmp_path / "table.md").read_text()
+    )
+    tex = re.findall(
+        r"(\d+\.\d{2})\}? \{\\footnotesize \[(\d+\.\d), (\d+\.\d)\]\}", (tmp_path / "table.tex").read_text()
+    )
+    assert len(md) == len(tex) == 12
+    for (mean, _, lo, hi), (tmean, tlo, thi) in zip(md, tex, strict=True):
+        assert float(tmean) / 100 == pytest.approx(float(mean), abs=5e-5)
+        assert float(tlo) / 100 == pytest.approx(float(lo), abs=6e-4)
+        assert float(thi) / 100 == pytest.approx(float(hi), abs=6e-4)
+
+
+def test_latex_has_a_label_per_table_and_headers_in_labels(tmp_path):
+    report.write_report(sweep(), tmp_path)
+    tex = (tmp_path / "table.tex").read_text()
+    assert tex.count("\\begin{table}") == 2 and re.findall(r"\\label\{([^}]*)\}", tex) == [
+        "tab:demo-linear",
+        "tab:demo-finetune",
     ]
-    assert len(md) == len(tex) > 0
-    assert np.allclose(md, tex, atol=5e-5)
+    assert "Task & 100 labels & 1000 labels & full (5000 labels) \\\\" in tex
+    assert "95\\% Student-t" in tex and "95% " not in tex.replace("95\\% ", "")  # % escaped in captions
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no TeX engine (pdflatex) on this machine")
-def test_latex_table_compiles(tmp_path):
-    report.write_report(sweep(), tmp_path)
-    doc = "\\documentclass{article}\\usepackage{booktabs}\\begin{document}\\input{table.tex}\\end{document}"
+@pytest.mark.parametrize("seeds, missing", [(3, True), (7, False)])  # footnote marks; significance arrows
+def test_latex_table_compiles(tmp_path, seeds, missing):
+    report.write_report(sweep(missing=missing, seeds=seeds), tmp_path)
+    doc = "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n\\input{table.tex}\n\\end{document}\n"
     (tmp_path / "doc.tex").write_text(doc)
-    subprocess.run(["pdflatex", "-interaction=nonstopmode", "doc.tex"], cwd=tmp_path, check=True, capture_output=True)
+    run = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 0
 
 
 def test_a_sweep_with_nothing_finished_still_reports_what_is_missing(tmp_path):
@@ -112,3 +178,66 @@ def test_a_sweep_with_nothing_finished_still_reports_what_is_missing(tmp_path):
     assert {"table.md", "stats.md", "runs.csv"} <= written and "label_efficiency.png" not in written
     assert "— (0 of 3)" in (tmp_path / "table.md").read_text()
     assert f"PARTIAL: {len(df)} of {len(df)}" in (tmp_path / "table.md").read_text()
+
+
+def _run(params, metrics, tags):
+    return SimpleNamespace(
+        data=SimpleNamespace(params=params, metrics=metrics, tags=tags), info=SimpleNamespace(run_id="r1")
+    )
+
+
+class _Tracker:
+    def __init__(self, runs):
+        self._runs = runs
+        self.experiment_id = "7"
+        self.client = SimpleNamespace(get_experiment=lambda i: SimpleNamespace(name="quick"))
+
+    def finished(self):
+        return self._runs
+
+
+def test_tidy_reads_params_tags_and_experiment_with_fallbacks_for_old_runs():
+    cells = [
+        SimpleNamespace(kind="eval", task="rotation", protocol="linear", budget=b, seed=0, key=f"k{b}")
+        for b in ("full", 100, 250)
+    ] + [SimpleNamespace(kind="pretrain", key="p")]
+    new = _run(
+        {"n_labels": "50000", "dataset.name": "cifar10"},
+        {"test_acc": 0.5},
+        {"mlflow.source.git.commit": "abc", "code_identity": "c1", "data_identity": "d1"},
+    )
+    old = _run({}, {"test_acc": 0.4, "n_labels": 100.0}, {"git_commit": "old", "cell_key": "k100"})
+    df = report.tidy(_Tracker({"kfull": new, "k100": old}), cells)
+    assert len(df) == 3 and set(df.suite) == {"quick"} and set(df.dataset) == {"cifar10"}
+    rows = df.set_index("budget")
+    assert rows.loc["full", "n_labels"] == 50000 and rows.loc["100", "n_labels"] == 100
+    assert rows.loc["250", "n_labels"] == 250 and rows.loc["250", "status"] == "missing"
+    assert (rows.loc["full", "git_commit"], rows.loc["100", "git_commit"]) == ("abc", "old")
+    assert report.tidy(_Tracker({}), cells).git_commit.tolist() == ["", "", ""]
+    named = _Tracker({"kfull": new})
+    named.name = "smoke"  # the tracker's experiment name, when it has one, without asking the store
+    assert set(report.tidy(named, cells).suite) == {"smoke"}
+
+
+def test_console_summary_is_the_report_table_as_rich_text(tmp_path):
+    df = sweep(missing=True)
+    report.write_report(df, tmp_path)
+    md = (tmp_path / "table.md").read_text()
+    console = Console(file=io.StringIO(), width=200)
+    text = render(console, df)
+    assert text == console.file.getvalue()  # what it returns is what it printed
+    assert "┃ task" in text and "PARTIAL: 1 of" in text
+    cells = re.findall(r"\d\.\d{4}(?: range)? \[\d\.\d{3}, \d\.\d{3}\] \(n=\d(?: of \d)?\)", md.replace("**", ""))
+    assert cells and all(c in text for c in cells)  # same numbers, intervals and n as table.md
+    assert "clipped to [0, 1]" in text and "cells marked range" in text  # the captions, not parsed as markup
+
+
+def test_render_summary_and_summary_tables_read_the_tracker():
+    cells = [
+        SimpleNamespace(kind="eval", task="rotation", protocol="linear", budget=100, seed=s, key=f"k{s}")
+        for s in (0, 1)
+    ]
+    runs = {f"k{s}": _run({"n_labels": "100"}, {"test_acc": 0.4 + s / 10}, {}) for s in (0, 1)}
+    console = Console(file=io.StringIO(), width=160)
+    text = render_summary(console, _Tracker(runs), cells)
+    assert "0.4500 range [0.400, 0.500] (n=2)" in text and text == summary_tables(_Tracker(runs), cells)

@@ -1,0 +1,90 @@
+"""How a suite reads in the MLflow UI: run names, groups, links, params vs metrics, dataset input, descriptions,
+superseded reports; and `bench report` on a suite that has no runs."""
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from bench import ui
+from bench.__main__ import main
+from bench.config import load_suite
+from bench.runner import Runner
+from bench.tracking import NOTE
+
+from .conftest import ROOT, SMOKE
+
+pytestmark = pytest.mark.slow
+
+
+def experiment_runs(tmp_path, name="smoke"):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(name)
+    return client, exp, client.search_runs([exp.experiment_id], max_results=5000)
+
+
+def test_a_sweep_reads_well_in_the_ui_and_an_extension_supersedes_the_old_report(tmp_path, store, capsys):
+    assert main(["run", str(SMOKE), *(f"--set={s}" for s in store)]) == 0
+    client, exp, found = experiment_runs(tmp_path)
+    out = capsys.readouterr().out
+    assert ui.runs_url(ui.DEFAULT_UI, exp.experiment_id) in out  # bench run prints where the runs table is
+    assert "rotation" in exp.tags[NOTE] and "scratch" in exp.tags[NOTE]  # the experiment says what it compares
+    for key, value in ui.EXPERIMENT_TAGS.items():
+        assert exp.tags[key] == value
+
+    parent = next(r for r in found if r.data.tags["kind"] == "suite")
+    assert "| rotation |" in parent.data.tags[NOTE] and parent.data.tags["report_status"] == "current"
+    (dataset,) = parent.inputs.dataset_inputs
+    data = Runner(load_suite(SMOKE, store), SMOKE).data
+    assert (dataset.dataset.name, dataset.dataset.digest) == ("synthetic", data.identity)
+
+    pretrain = {r.data.tags["seed"]: r for r in found if r.data.tags["kind"] == "pretrain"}
+    assert {s: r.info.run_name for s, r in pretrain.items()} == {
+        "0": "rotation pretrain s0",
+        "1": "rotation pretrain s1",
+    }
+    for r in pretrain.values():
+        assert "pool_images" not in r.data.metrics and r.data.params["pool.pool"] == str(len(data.pool_x))
+    evals = [r for r in found if r.data.tags["kind"] == "eval"]
+    assert len(evals) == 2 * 3 * (3 + 2 + 1)  # seeds x budgets x (rotation 3 protocols, random 2, scratch 1)
+    for r in evals:
+        t = r.data.tags
+        assert r.info.run_name == f"{t['task']} {t['protocol']} {t['budget']} s{t['seed']}"
+        assert len(r.info.run_name) <= 28  # fits the UI's name column
+        assert t["cell_group"] == f"{t['task']}/{t['protocol']}/{t['budget']}"
+        assert t["device"] == "cpu" and t["mlflow.source.git.commit"]
+        assert "n_labels" in r.data.params and "n_labels" not in r.data.metrics
+        if t["task"] == "rotation":  # linked to the run that pretrained its encoder
+            assert t["source_run_id"] == pretrain[t["seed"]].info.run_id
+        else:
+            assert "source_run_id" not in t
+
+    # Extending the sweep by a seed: a new parent holds the report, the old one says it is superseded, and the
+    # seeds of one cell group are found together across both invocations.
+    extended = [*store, "seeds=[0, 1, 2]"]
+    assert main(["run", str(SMOKE), *(f"--set={s}" for s in extended)]) == 0
+    client, exp, found = experiment_runs(tmp_path)
+    parents = sorted((r for r in found if r.data.tags["kind"] == "suite"), key=lambda r: r.info.start_time)
+    assert len(parents) == 2
+    old, new = parents
+    assert new.data.tags["report_status"] == "current" and "| rotation |" in new.data.tags[NOTE]
+    assert old.data.tags["report_status"] == f"superseded by {new.info.run_id}"
+    assert old.data.tags[NOTE].startswith("**Superseded**") and new.info.run_id in old.data.tags[NOTE]
+    group = client.search_runs([exp.experiment_id], "tags.cell_group = 'rotation/linear/8'")
+    assert sorted(r.data.tags["seed"] for r in group) == ["0", "1", "2"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in group} == {old.info.run_id, new.info.run_id}
+
+
+def test_report_refuses_a_suite_without_runs_and_creates_nothing(tmp_path, store, capsys):
+    assert main(["report", str(SMOKE), *(f"--set={s}" for s in store)]) == 2
+    assert "no finished evaluation runs" in capsys.readouterr().out
+    assert MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment_by_name("smoke") is None
+    assert not (tmp_path / "results" / "smoke").exists()
+
+
+def test_suites_are_found_by_name_or_file(tmp_path, store, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    assert main(["run", "smoke", "--dry-run", *(f"--set={s}" for s in store)]) == 0
+    assert main(["report", "no_such_suite"]) == 2
+    message = capsys.readouterr().out
+    assert "no suite 'no_such_suite'" in message and "quick" in message and "smoke" in message
+    mlflow.set_tracking_uri(None)
