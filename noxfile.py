@@ -1,6 +1,12 @@
-"""Sessions: `nox -s tests`, `nox -s benchmark [-- SUITE [bench run options]]`, `nox -s ui`, `nox -s lint`."""
+"""Sessions: `nox -s tests`, `nox -s benchmark [-- SUITE [bench run options]]`, `nox -s ui`, `nox -s screenshot`,
+`nox -s lint`."""
+
+from pathlib import Path
 
 import nox
+
+STORE = "results/mlflow.db"
+STORE_URI = f"sqlite:///{STORE}"
 
 nox.options.sessions = ["tests"]
 nox.options.reuse_existing_virtualenvs = True
@@ -44,17 +50,27 @@ def parity(session: nox.Session) -> None:
 
 @nox.session
 def ui(session: nox.Session) -> None:
-    """The MLflow UI for the default store, on http://127.0.0.1:5000 (pass -- --port N to change)."""
+    """The MLflow UI for the default store, on http://127.0.0.1:5000 (pass -- --port N to change); prints the
+    address of each suite's runs table first (a plain experiment address opens MLflow's GenAI overview)."""
+    if not Path(STORE).is_file():
+        session.error(f"no MLflow store at {STORE}; write one with `nox -s benchmark` (python -m bench run SUITE)")
     session.install("-e", ".")
-    session.run(
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        "sqlite:///results/mlflow.db",
-        "--host",
-        "127.0.0.1",
-        *session.posargs,
-    )
+    args, port = session.posargs, "5000"
+    for i, arg in enumerate(args):
+        if arg in ("--port", "-p") and i + 1 < len(args):
+            port = args[i + 1]
+        elif arg.startswith("--port="):
+            port = arg.split("=", 1)[1]
+    session.run("python", "-m", "bench.ui", "urls", STORE_URI, "--base", f"http://127.0.0.1:{port}")
+    session.run("mlflow", "ui", "--backend-store-uri", STORE_URI, "--host", "127.0.0.1", *session.posargs)
+
+
+@nox.session
+def screenshot(session: nox.Session) -> None:
+    """A PNG of a suite's runs table in the MLflow UI (needs chromium): -- [STORE_URI] EXPERIMENT [-o PNG]
+    (default store sqlite:///results/mlflow.db, default PNG docs/mlflow_ui.png)."""
+    session.install("-e", ".")
+    session.run("python", "-m", "bench.ui", "screenshot", *(session.posargs or [STORE_URI, "quick"]))
 
 
 @nox.session

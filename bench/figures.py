@@ -133,7 +133,7 @@ def gain_heatmap(df: pd.DataFrame, comp: pd.DataFrame) -> plt.Figure | None:
     legend = ""
     if marks:
         shown = "/".join(TEXT[m] for m in ("up", "down") if m in marks)
-        legend = f"; {shown}: sign-flip p < {ALPHA}, Holm over the tasks against that baseline in one protocol"
+        legend = f"; {shown}: sign-flip p < {ALPHA}, Holm over the tasks against that baseline at one budget"
     fig.suptitle(f"{title(df)}: gain over the matching baseline, mean over seeds{_partial(df)}{legend}", fontsize=10)
     return fig
 

@@ -33,7 +33,8 @@ def publish(tracker: Tracker, cells: list, suite, data, console: Console) -> lis
         latest = parents[-1]
         run_id = latest.info.run_id
         tracker.client.log_artifacts(run_id, str(out), artifact_path="report")
-        table = (out / "table.md").read_text()
+        # MLflow renders the description as Markdown: "[a, b] (n=2)" would read as a link, so brackets are escaped
+        table = (out / "table.md").read_text().replace("[", "\\[").replace("]", "\\]")
         tracker.set_note(run_id, f"## Results of {suite.name}\n\n{table}\nReport files: artifacts, `report/`.")
         tracker.client.set_tag(run_id, "report_status", "current")
         for old in parents[:-1]:

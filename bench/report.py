@@ -3,8 +3,9 @@
 Every number carries its n and its interval (:func:`bench.stats.interval`, the same in tables, console and
 figures); a partial sweep says so in every output. Tasks are tested against ``scratch``+``finetune`` (training on
 the labels alone) in every protocol, and tasks under a frozen protocol also against ``random`` under the same
-protocol. The Holm family is the tasks against one baseline within one protocol, over all budgets; baselines are
-never tested against each other.
+protocol. The Holm family is the tasks against one baseline within one protocol at one budget: each budget
+column answers its own question (which task pays off with that many labels), so a column's markers do not depend
+on the other budgets. Baselines are never tested against each other.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def references(protocol: str, df: pd.DataFrame) -> list[tuple[str, str]]:
 
 def comparisons(df: pd.DataFrame) -> pd.DataFrame:
     """Every non-baseline (task, protocol) against each of its references at every budget, paired by seed; the
-    sign-flip (and t-test) p-values Holm-corrected within each family (protocol, baseline)."""
+    sign-flip (and t-test, Wilcoxon) p-values Holm-corrected within each family (protocol, baseline, budget)."""
     rows = []
     ok = df[df.status == "finished"]
     for protocol in protocol_order(df):
@@ -138,10 +139,11 @@ def comparisons(df: pd.DataFrame) -> pd.DataFrame:
                     )
     out = pd.DataFrame(rows)
     if len(out):
-        fam = out.groupby(["protocol", "baseline"], sort=False)
+        fam = out.groupby(["protocol", "baseline", "budget"], sort=False)
         out["family_size"] = fam.p_signflip.transform(lambda p: int(p.notna().sum()))
         out["p_holm"] = fam.p_signflip.transform(lambda p: holm(p))
         out["p_ttest_holm"] = fam.p_ttest.transform(lambda p: holm(p))
+        out["p_wilcoxon_holm"] = fam.p_wilcoxon.transform(lambda p: holm(p))
         out["marker"] = np.where(out.p_holm < ALPHA, np.where(out.mean_diff > 0, "up", "down"), "")
     return out
 
@@ -251,10 +253,10 @@ def family_sentence(comp: pd.DataFrame, protocol: str, sym: dict, baseline: str 
     fam = comp[(comp.protocol == protocol) & (comp.baseline == baseline)] if len(comp) else comp
     if fam.empty or fam.p_signflip.isna().all():
         return ""
-    m, n = int(fam.family_size.iloc[0]), int(fam.n.max())
+    m, n = int(fam.family_size.max()), int(fam.n.max())
     ref = "+".join(REFERENCE) if baseline == REFERENCE[0] else f"{baseline}+{protocol}"
     need, floor = seeds_needed(m), min_sign_flip_p(n)
-    family = f"Holm over the {m} comparisons (tasks {sym['x']} budgets) against {ref} in this protocol"
+    family = f"Holm over the tasks against {ref} at each budget ({m} per budget)"
     lt = sym["lt"]
     reach = f"with {n} seeds the smallest possible p is {floor:.3g}; p {lt} {ALPHA} after Holm needs {need} seeds"
     shown = [k for k in ("up", "down") if (fam.marker == k).any()]
@@ -408,8 +410,8 @@ def stats_markdown(comp: pd.DataFrame, df: pd.DataFrame) -> str:
         "",
         "Paired by seed (within a seed every task shares the labelled subsets and the initialisation). Test: exact "
         "two-sided sign-flip permutation test on the per-seed differences of test accuracy (smallest possible p "
-        "with n seeds: 2/2^n). Holm family: the tasks against one baseline within one protocol, over all "
-        "budgets; baselines are not tested against each other. "
+        "with n seeds: 2/2^n). Holm family: the tasks against one baseline within one protocol at one budget "
+        "(each budget answers its own question); baselines are not tested against each other. "
         + interval_sentence(set(comp.ci_method) if len(comp) else set(), TEXT, "Intervals", "[-1, 1]"),
         "",
     ]
@@ -426,18 +428,18 @@ def stats_markdown(comp: pd.DataFrame, df: pd.DataFrame) -> str:
     head += " P(improve) | |"
     for (protocol, base), fam in comp.groupby(["protocol", "baseline"], sort=False) if len(comp) else []:
         ref = "+".join(REFERENCE) if base == REFERENCE[0] else f"{base}+{protocol}"
-        m, n = int(fam.family_size.iloc[0]), int(fam.n.max())
+        m, n = int(fam.family_size.max()), int(fam.n.max())
         lines += [
             f"## {protocol}: tasks against {ref}",
             "",
-            f"Holm family of {m} comparisons; with {n} seeds the smallest possible p is {min_sign_flip_p(n):.3g}; "
+            f"Holm families of {m} tasks, one per budget; with {n} seeds the smallest possible p is "
+            f"{min_sign_flip_p(n):.3g}; "
             f"p < {ALPHA} after Holm needs {seeds_needed(m)} seeds.",
             "",
             head,
             "|---|---|---:|---|---:|---:|" + ("---:|---:|" if extra else "") + "---:|---|",
         ]
-        p_w = holm(fam.p_wilcoxon)
-        for r, pw in zip(fam.itertuples(), p_w, strict=True):
+        for r, pw in zip(fam.itertuples(), fam.p_wilcoxon_holm, strict=True):
             label = "range " if r.ci_method == "range" else ""
             ci = f" {label}[{r.ci_low:+.4f}, {r.ci_high:+.4f}]" if r.n > 1 else ""
             cols = [r.budget, r.task, r.n, f"{r.mean_diff:+.4f}{ci}", f"{r.p_signflip:.3g}", f"{r.p_holm:.3g}"]

@@ -63,12 +63,12 @@ def interval(values, bounds: tuple[float, float] = ACCURACY, confidence: float =
 def sign_flip_p(differences, seed: int = 0) -> float:
     """Two-sided p-value of the mean of paired ``differences`` under the sign-flip null (each difference equally
     likely to have either sign), by ``scipy.stats.permutation_test``: exact (all 2^n sign patterns) up to
-    ``EXACT_MAX_SEEDS`` values. All-zero differences give 1; no values give NaN."""
+    ``EXACT_MAX_SEEDS`` values. All-zero differences and a single value give 1; no values give NaN."""
     d = np.asarray(differences, dtype=float)
     d = d[~np.isnan(d)]
     if len(d) == 0:
         return math.nan
-    if not np.any(d):
+    if not np.any(d) or len(d) == 1:  # one value: its two sign patterns are equally extreme
         return 1.0
     res = stats.permutation_test(
         (d,),

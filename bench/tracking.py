@@ -135,7 +135,10 @@ class Tracker:
         """Where the suite's runs table is in the MLflow UI (``nox -s ui`` serves the default store)."""
         if self.experiment_id is None:
             return f"MLflow: no runs of {self.name!r} yet in {self.uri}"
-        return f"MLflow runs of {self.name!r}: {ui.runs_url(base, self.experiment_id)} (start the UI: nox -s ui)"
+        tags = self.client.get_experiment(self.experiment_id).tags
+        shared = all(tags.get(k) == v for k, v in ui.EXPERIMENT_TAGS.items())  # older stores lack the view
+        url = ui.runs_url(base, self.experiment_id, shared_view=shared)
+        return f"MLflow runs of {self.name!r}: {url} (start the UI: nox -s ui)"
 
     # ------------------------------------------------------------------ writing
 

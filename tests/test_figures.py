@@ -131,9 +131,7 @@ def test_gain_heatmap_panels_against_the_matching_baseline_in_accuracy_points():
     shown = [float(t.get_text().rstrip("▲▼")) for t in knn.texts]
     assert shown == pytest.approx((expected.mean_diff * 100).round(1).tolist(), abs=0.051)
     assert all(t.get_text().endswith("▲") for t in knn.texts)  # 7 seeds, 3 comparisons: reachable and reached
-    assert (
-        "▲: sign-flip p < 0.05, Holm over the tasks against that baseline in one protocol" in fig._suptitle.get_text()
-    )
+    assert "▲: sign-flip p < 0.05, Holm over the tasks against that baseline at one budget" in fig._suptitle.get_text()
     plt.close(fig)
 
 

@@ -62,19 +62,22 @@ def test_report_writes_every_file(tmp_path):
     assert "linear: no critical-difference diagram: 3 complete seeds (independent blocks) for 2 tasks" in stats_md
 
 
-def test_holm_family_is_tasks_against_one_baseline_within_one_protocol():
+def test_holm_family_is_tasks_against_one_baseline_within_one_protocol_at_one_budget():
     plan = {"scratch": ["finetune"], "random": ["linear", "finetune"], "rotation": ["linear", "finetune"]}
     plan |= {"simclr": ["linear"]}
     comp = report.comparisons(sweep(plan=plan))
     assert not comp.task.isin(report.BASELINES).any()  # random vs scratch is never tested
-    families = {k: len(g) for k, g in comp.groupby(["protocol", "baseline"])}
-    # linear: rotation and simclr x 3 budgets, against random+linear and against scratch+finetune;
-    # finetune: rotation x 3 budgets against scratch+finetune only (random is compared within frozen protocols)
-    assert families == {("linear", "random"): 6, ("linear", "scratch"): 6, ("finetune", "scratch"): 3}
+    families = {k: len(g) for k, g in comp.groupby(["protocol", "baseline", "budget"])}
+    # linear: rotation and simclr at each budget, against random+linear and against scratch+finetune;
+    # finetune: rotation against scratch+finetune only (random is compared within frozen protocols)
+    budgets = ("100", "1000", "full")
+    expected = {("linear", "random", b): 2 for b in budgets} | {("linear", "scratch", b): 2 for b in budgets}
+    assert families == expected | {("finetune", "scratch", b): 1 for b in budgets}
     assert set(comp[comp.baseline == "random"].baseline_protocol) == {"linear"}
     assert set(comp[comp.baseline == "scratch"].baseline_protocol) == {"finetune"}
-    for _, fam in comp.groupby(["protocol", "baseline"]):
+    for _, fam in comp.groupby(["protocol", "baseline", "budget"]):
         assert fam.p_holm.tolist() == pytest.approx(holm(fam.p_signflip).tolist())
+        assert fam.p_wilcoxon_holm.tolist() == pytest.approx(holm(fam.p_wilcoxon).tolist())
         assert (fam.family_size == len(fam)).all()
 
 
@@ -84,8 +87,9 @@ def test_two_seeds_give_p_one_half_no_markers_and_say_why(tmp_path):
     assert comp.p_signflip.tolist() == pytest.approx([0.5] * len(comp))  # every difference has one sign
     table = (tmp_path / "table.md").read_text()
     assert "▲" not in table and "▼" not in table
-    assert "No markers: exact sign-flip test over seeds, Holm over the 3 comparisons (tasks × budgets)" in table
-    assert "with 2 seeds the smallest possible p is 0.5; p < 0.05 after Holm needs 7 seeds" in table
+    family = "Holm over the tasks against scratch+finetune at each budget (1 per budget)"
+    assert f"No markers: exact sign-flip test over seeds, {family}" in table
+    assert "with 2 seeds the smallest possible p is 0.5; p < 0.05 after Holm needs 6 seeds" in table
     assert "Brackets: the seeds' range [min, max]" in table and "range [" in table
     stats_md = (tmp_path / "stats.md").read_text()
     assert "Left out at n = 2 seeds: the paired t-test p" in stats_md and "p t-test" not in stats_md
@@ -241,3 +245,9 @@ def test_render_summary_and_summary_tables_read_the_tracker():
     console = Console(file=io.StringIO(), width=160)
     text = render_summary(console, _Tracker(runs), cells)
     assert "0.4500 range [0.400, 0.500] (n=2)" in text and text == summary_tables(_Tracker(runs), cells)
+
+
+def test_a_one_seed_sweep_reports_without_intervals_or_markers(tmp_path):
+    report.write_report(sweep(seeds=1), tmp_path)
+    table = (tmp_path / "table.md").read_text()
+    assert "one seed: no interval" in table and "▲" not in table and "[" not in table.split("\n\n")[1]

@@ -127,3 +127,9 @@ def test_friedman_ranks_by_hand():
     assert p == pytest.approx(sps.friedmanchisquare(scores.a, scores.b, scores.c).pvalue)
     assert nemenyi.shape == (3, 3) and list(nemenyi.columns) == ["a", "b", "c"]
     assert friedman_nemenyi(scores[["a", "b"]]) is None  # fewer than three methods: no test
+
+
+def test_one_seed_gives_p_one_and_no_interval():
+    assert sign_flip_p([0.1]) == 1.0  # two sign patterns, both as extreme as the one seen
+    r = paired([0.6], [0.5])
+    assert r.n == 1 and r.p_signflip == 1.0 and r.mean_diff == pytest.approx(0.1) and r.ci_method == "single"

@@ -33,6 +33,7 @@ def test_a_sweep_reads_well_in_the_ui_and_an_extension_supersedes_the_old_report
 
     parent = next(r for r in found if r.data.tags["kind"] == "suite")
     assert "| rotation |" in parent.data.tags[NOTE] and parent.data.tags["report_status"] == "current"
+    assert "range \\[" in parent.data.tags[NOTE] and "range [" not in parent.data.tags[NOTE]  # not a Markdown link
     (dataset,) = parent.inputs.dataset_inputs
     data = Runner(load_suite(SMOKE, store), SMOKE).data
     assert (dataset.dataset.name, dataset.dataset.digest) == ("synthetic", data.identity)
