@@ -122,6 +122,8 @@ def gain_heatmap(df: pd.DataFrame, comp: pd.DataFrame) -> plt.Figure | None:
     for ax, (name, sub) in zip(axes, panels, strict=True):
         gain = sub.pivot(index="entry", columns="budget", values="mean_diff").reindex(columns=budgets) * 100
         mark = sub.pivot(index="entry", columns="budget", values="marker").reindex(columns=budgets).fillna("")
+        if "random" in name:  # the tables' symbols: △/▽ against random, ▲/▼ against scratch+finetune
+            mark = mark.map(lambda m: f"{m}_random" if m else m)
         marks |= set(mark.to_numpy().ravel()) - {""}
         labels = gain.map(lambda v: "" if np.isnan(v) else f"{v:+.1f}") + mark.map(lambda m: TEXT.get(m, ""))
         sns.heatmap(gain, annot=labels, fmt="", cmap="RdBu", vmin=-vmax, vmax=vmax, cbar=False, ax=ax)
@@ -132,8 +134,9 @@ def gain_heatmap(df: pd.DataFrame, comp: pd.DataFrame) -> plt.Figure | None:
     fig.colorbar(axes[0].collections[0], ax=list(axes), label="gain (accuracy points)")
     legend = ""
     if marks:
-        shown = "/".join(TEXT[m] for m in ("up", "down") if m in marks)
-        legend = f"; {shown}: sign-flip p < {ALPHA}, Holm over the tasks against that baseline at one budget"
+        order = ("up", "down", "up_random", "down_random")
+        shown = "/".join(TEXT[m] for m in order if m in marks)
+        legend = f"; {shown}: sign-flip p < {ALPHA}, Holm over the tasks against the panel's baseline at one budget"
     fig.suptitle(f"{title(df)}: gain over the matching baseline, mean over seeds{_partial(df)}{legend}", fontsize=10)
     return fig
 

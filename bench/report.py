@@ -175,10 +175,23 @@ def title(df: pd.DataFrame) -> str:
 
 # ---------------------------------------------------------------------------------------------- table cells
 
-MD = {"up": "▲", "down": "▼", "range": "range", "lt": "<", "partial": "(n=k of m)", "bold": "**{}**", "x": "×"}
+# ▲/▼ against scratch+finetune (labels only); △/▽ against random under the same frozen protocol
+MD = {
+    "up": "▲",
+    "down": "▼",
+    "up_random": "△",
+    "down_random": "▽",
+    "range": "range",
+    "lt": "<",
+    "partial": "(n=k of m)",
+    "bold": "**{}**",
+    "x": "×",
+}
 TEX = {
     "up": "$\\uparrow$",
     "down": "$\\downarrow$",
+    "up_random": "$\\bigtriangleup$",
+    "down_random": "$\\bigtriangledown$",
     "range": "$^{\\dagger}$",
     "lt": "$<$",
     "partial": "$^{*}$",
@@ -189,13 +202,17 @@ TEXT = MD | {"bold": "{}"}
 
 
 def table_cells(df: pd.DataFrame, comp: pd.DataFrame, protocol: str) -> dict:
-    """{task: {budget: (Interval, planned, marker)}} for one protocol; markers against scratch+finetune."""
+    """{task: {budget: (Interval, planned, markers)}} for one protocol; ``markers`` holds symbol keys separated
+    by spaces: against scratch+finetune ("up", "down") and against random of a frozen protocol ("up_random",
+    "down_random")."""
     table = {}
     sub = df[df.protocol == protocol]
-    marks = {}
+    marks: dict = {}
     if len(comp):
-        mine = comp[(comp.protocol == protocol) & (comp.baseline == REFERENCE[0])]
-        marks = {(r.task, r.budget): r.marker for r in mine.itertuples()}
+        mine = comp[(comp.protocol == protocol) & comp.marker.astype(bool)]
+        for r in sorted(mine.itertuples(), key=lambda r: r.baseline != REFERENCE[0]):  # ▲/▼ first
+            key = r.marker if r.baseline == REFERENCE[0] else f"{r.marker}_{r.baseline}"
+            marks[(r.task, r.budget)] = (marks.get((r.task, r.budget), "") + " " + key).strip()
     for task, grp in sub.groupby("task", sort=False):
         table[task] = {}
         for budget in budget_order(df):
@@ -216,7 +233,7 @@ def cell_text(iv, planned: int, marker: str, best: bool, sym: dict) -> str:
     mean = sym["bold"].format(f"{iv.mean:.4f}") if best else f"{iv.mean:.4f}"
     ci = f" {'range ' if iv.method == 'range' else ''}[{iv.low:.3f}, {iv.high:.3f}]" if iv.n > 1 else ""
     gap = f" of {planned}" if iv.n < planned else ""
-    mark = f" {sym[marker]}" if marker else ""
+    mark = "".join(f" {sym[m]}" for m in marker.split())
     return f"{mean}{ci} (n={iv.n}{gap}){mark}"
 
 
@@ -260,12 +277,13 @@ def family_sentence(comp: pd.DataFrame, protocol: str, sym: dict, baseline: str 
     lt = sym["lt"]
     reach = f"with {n} seeds the smallest possible p is {floor:.3g}; p {lt} {ALPHA} after Holm needs {need} seeds"
     shown = [k for k in ("up", "down") if (fam.marker == k).any()]
+    keys = {k: k if baseline == REFERENCE[0] else f"{k}_{baseline}" for k in ("up", "down")}
     if not can_reach(n, m):
         return f"No markers: exact sign-flip test over seeds, {family}; {reach}."
     if not shown:
         return f"No task differs from {ref} at p {lt} {ALPHA} (exact sign-flip test over seeds, {family}; {reach})."
     words = {"up": "better", "down": "worse"}
-    legend = "/".join(sym[k] for k in shown) + ": " + "/".join(words[k] for k in shown)
+    legend = "/".join(sym[keys[k]] for k in shown) + ": " + "/".join(words[k] for k in shown)
     return f"{legend} than {ref} (exact two-sided sign-flip test over seeds, {family}, p {lt} {ALPHA}; {reach})."
 
 
@@ -279,6 +297,7 @@ def caption(df: pd.DataFrame, comp: pd.DataFrame, protocol: str, sym: dict) -> s
         f"{protocol}: test accuracy{unit}, {_tex(title(df)) if tex else title(df)}, mean over seeds (n per cell).",
         interval_sentence({iv.method for iv in ivs}, sym, "Brackets"),
         family_sentence(comp, protocol, sym),
+        family_sentence(comp, protocol, sym, "random") if protocol in FROZEN else "",
         "Best per column in bold.",
     ]
     if partial:
@@ -297,7 +316,7 @@ def markdown_table(df: pd.DataFrame, comp: pd.DataFrame) -> str:
         table = table_cells(df, comp, protocol)
         best = best_per_column(table, budgets)
         lines = [
-            f"**{protocol}**. " + caption(df, comp, protocol, MD),
+            f"**{protocol}**: " + caption(df, comp, protocol, MD).removeprefix(f"{protocol}: "),
             "",
             "| task | " + " | ".join(budget_label(b, df) for b in budgets) + " |",
             "|---|" + "---:|" * len(budgets),
@@ -342,7 +361,7 @@ def latex_table(df: pd.DataFrame, comp: pd.DataFrame) -> str:
                 ci = f" {{\\footnotesize [{100 * iv.low:.1f}, {100 * iv.high:.1f}]}}" if iv.n > 1 else ""
                 flags = TEX["range"] if mixed and iv.method == "range" else ""
                 flags += TEX["partial"] if iv.n < planned else ""
-                cells.append(f"{num}{ci}{flags}{' ' + TEX[marker] if marker else ''}")
+                cells.append(f"{num}{ci}{flags}" + "".join(f" {TEX[m]}" for m in marker.split()))
             out.append(_tex(task).replace("%", "\\%") + " & " + " & ".join(cells) + " \\\\")
         out += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
     return "\n".join(out)
@@ -444,7 +463,8 @@ def stats_markdown(comp: pd.DataFrame, df: pd.DataFrame) -> str:
             ci = f" {label}[{r.ci_low:+.4f}, {r.ci_high:+.4f}]" if r.n > 1 else ""
             cols = [r.budget, r.task, r.n, f"{r.mean_diff:+.4f}{ci}", f"{r.p_signflip:.3g}", f"{r.p_holm:.3g}"]
             cols += [f"{r.p_ttest_holm:.3g}", f"{pw:.3g}"] if extra else []
-            cols += [f"{r.p_improve:.2f}", TEXT.get(r.marker, "") if r.marker else ""]
+            key = r.marker if base == REFERENCE[0] else f"{r.marker}_{base}"
+            cols += [f"{r.p_improve:.2f}", TEXT[key] if r.marker else ""]
             lines.append("| " + " | ".join(str(c) for c in cols) + " |")
         lines.append("")
     lines += ["## Rank comparison (cd_diagram.png)", ""]

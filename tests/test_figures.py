@@ -128,10 +128,12 @@ def test_gain_heatmap_panels_against_the_matching_baseline_in_accuracy_points():
     knn = panels[1]
     assert [t.get_text() for t in knn.get_yticklabels()] == ["rotation"]
     expected = comp[(comp.protocol == "knn") & (comp.baseline == "random")]
-    shown = [float(t.get_text().rstrip("▲▼")) for t in knn.texts]
+    shown = [float(t.get_text().rstrip("△▽")) for t in knn.texts]
     assert shown == pytest.approx((expected.mean_diff * 100).round(1).tolist(), abs=0.051)
-    assert all(t.get_text().endswith("▲") for t in knn.texts)  # 7 seeds, 3 comparisons: reachable and reached
-    assert "▲: sign-flip p < 0.05, Holm over the tasks against that baseline at one budget" in fig._suptitle.get_text()
+    assert all(t.get_text().endswith("△") for t in knn.texts)  # the tables' symbol against random
+    assert all(t.get_text().endswith("▲") for t in panels[2].texts)  # and against scratch+finetune
+    legend = "▲/△: sign-flip p < 0.05, Holm over the tasks against the panel's baseline at one budget"
+    assert legend in fig._suptitle.get_text()
     plt.close(fig)
 
 

@@ -103,8 +103,13 @@ def test_markers_appear_when_the_family_can_reach_significance(tmp_path):
     assert table.count(") ▲") == 6 and "▼" not in table  # rotation beats scratch+finetune at 3 budgets, 2 protocols
     assert "▲: better than scratch+finetune (exact two-sided sign-flip test over seeds" in table
     assert "with 7 seeds the smallest possible p is 0.0156" in table
+    # frozen protocols are also tested against random under the same protocol, with their own markers
+    assert table.count("▲ △") == 3 and "△: better than random+linear (exact two-sided sign-flip" in table
+    assert "▽" not in table and "△" not in table.split("**finetune**")[1]
     tex = (tmp_path / "table.tex").read_text()
     assert "$\\uparrow$: better than" in tex and "downarrow" not in tex
+    assert "$\\bigtriangleup$: better than random+linear" in tex
+    assert "| △ |" in (tmp_path / "stats.md").read_text()
     stats_md = (tmp_path / "stats.md").read_text()
     assert "p t-test (Holm)" in stats_md and "Left out" not in stats_md
 
