@@ -16,6 +16,9 @@ from bench.config import ConfigError
 from bench.report import tidy, write_report
 from bench.tracking import NOTE, Tracker
 
+# the files write_report may write (other files in results/<suite>/, such as parity.md, are left alone)
+REPORT_STEMS = {"runs", "stats", "table", "label_efficiency", "gain_heatmap", "cd_diagram"}
+
 
 def publish(tracker: Tracker, cells: list, suite, data, console: Console) -> list[Path]:
     """Write results/<suite>/ from the suite's finished runs and attach it to the latest parent run. A suite
@@ -28,6 +31,9 @@ def publish(tracker: Tracker, cells: list, suite, data, console: Console) -> lis
         )
     out = Path(suite.results_dir) / suite.name
     written = write_report(df, out, suite=suite.name, dataset=data.name)
+    for old in out.iterdir():  # a figure an earlier report drew and this one does not (too few seeds now)
+        if old.is_file() and old.stem in REPORT_STEMS and old not in written:
+            old.unlink()
     parents = sorted(tracker.runs("tags.kind = 'suite'"), key=lambda r: r.info.start_time)
     if parents:
         latest = parents[-1]

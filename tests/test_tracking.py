@@ -23,7 +23,13 @@ def experiment_runs(tmp_path, name="smoke"):
 
 
 def test_a_sweep_reads_well_in_the_ui_and_an_extension_supersedes_the_old_report(tmp_path, store, capsys):
+    out = tmp_path / "results" / "smoke"
+    out.mkdir(parents=True)
+    (out / "cd_diagram.png").write_bytes(b"from an earlier report with more seeds")
+    (out / "parity.md").write_text("written by bench parity")
     assert main(["run", str(SMOKE), *(f"--set={s}" for s in store)]) == 0
+    assert not (out / "cd_diagram.png").exists()  # 2 seeds draw no diagram: the old one must not stay
+    assert (out / "parity.md").exists() and (out / "table.md").exists()
     client, exp, found = experiment_runs(tmp_path)
     out = capsys.readouterr().out
     assert ui.runs_url(ui.DEFAULT_UI, exp.experiment_id) in out  # bench run prints where the runs table is
