@@ -3,8 +3,9 @@ lightly's per-image transforms (``pretrain.augment``), everything else equal, th
 
 Fast views that train a different encoder would be a bug, so this runs both as ordinary suite cells (tracked
 in MLflow, resumable) and compares them paired by seed: mean test accuracy of each path, the mean difference
-(lightly minus device) with its 95% Student-t interval, and a paired t-test. "Within noise" means the interval
-contains zero; its width says how small a difference the seeds could have detected.
+(lightly minus device) with the report's interval (:func:`bench.stats.interval`: 95% Student-t from 3 seeds, the
+seeds' range below) and the exact sign-flip test (the paired t-test as an extra column). "Within noise" means the
+interval contains zero; its width says how small a difference the seeds could have detected.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from rich.console import Console
 
 from bench.config import load_suite
 from bench.report import tidy
-from bench.stats import mean_ci, paired
+from bench.stats import paired
 
 PATHS = ("device", "lightly")
 
@@ -53,7 +54,7 @@ def compare(df: pd.DataFrame) -> list[dict]:
             continue
         device, lightly = wide["device"].to_numpy(), wide["lightly"].to_numpy()
         p = paired(lightly, device)
-        diff, low, high = mean_ci(lightly - device)
+        diff, low, high = p.mean_diff, p.ci_low, p.ci_high
         rows.append(
             {
                 "task": task,
@@ -67,6 +68,8 @@ def compare(df: pd.DataFrame) -> list[dict]:
                 "diff": diff,
                 "diff_ci_low": low,
                 "diff_ci_high": high,
+                "diff_ci_method": p.ci_method,
+                "p_signflip": p.p_signflip,
                 "p_ttest": p.p_ttest,
                 "within_noise": bool(low <= 0 <= high) if low == low else None,
             }
@@ -78,15 +81,18 @@ def markdown(result: dict) -> str:
     lines = [
         f"Data-path parity, suite `{result['suite']}`, {result['epochs']} pretraining epochs: test accuracy "
         "(mean over seeds) with the on-device views and with lightly's per-image transforms; difference "
-        "lightly - device with its 95% t-interval, paired by seed.",
+        "lightly - device paired by seed, with its 95% Student-t interval from 3 seeds or the seeds' range "
+        "(marked range) below; p: exact sign-flip test (smallest possible p with n seeds: 2/2^n), paired t-test.",
         "",
-        "| task | protocol | budget | n | device | lightly | difference [95% CI] | paired t p | within noise |",
-        "|---|---|---|---:|---:|---:|---|---:|---|",
+        "| task | protocol | budget | n | device | lightly | difference [interval] | sign-flip p | paired t p "
+        "| within noise |",
+        "|---|---|---|---:|---:|---:|---|---:|---:|---|",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['task']} | {r['protocol']} | {r['budget']} | {len(r['seeds'])} | {r['device_mean']:.4f} | "
-            f"{r['lightly_mean']:.4f} | {r['diff']:+.4f} [{r['diff_ci_low']:+.4f}, {r['diff_ci_high']:+.4f}] | "
-            f"{r['p_ttest']:.3f} | {'yes' if r['within_noise'] else 'no' if r['within_noise'] is False else 'n/a'} |"
+            f"{r['lightly_mean']:.4f} | {r['diff']:+.4f} {'range ' if r['diff_ci_method'] == 'range' else ''}"
+            f"[{r['diff_ci_low']:+.4f}, {r['diff_ci_high']:+.4f}] | {r['p_signflip']:.3f} | {r['p_ttest']:.3f} | "
+            f"{'yes' if r['within_noise'] else 'no' if r['within_noise'] is False else 'n/a'} |"
         )
     return "\n".join(lines) + "\n"
