@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
+import tempfile
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -32,7 +38,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
     path = suite_file(args.suite)
     suite = load_suite(path, args.set)
-    outcome = Runner(suite, path, console).run(dry_run=args.dry_run)
+    outcome = Runner(suite, path, console).run(dry_run=args.dry_run, wait_s=args.wait)
     if outcome.failed:
         console.print(f"[red]finished with {len(outcome.failed)} failed cell(s); rerun to retry them[/]")
         return 1
@@ -142,6 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         help="override a suite key, e.g. --set pretrain.epochs=5 --set 'seeds=[0]'",
     )
     run.add_argument("--dry-run", action="store_true", help="print the plan and what is already done; run nothing")
+    run.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="when another invocation is running this suite, wait up to SECONDS for it (default: refuse at once)",
+    )
     report = sub.add_parser("report", help="write results/<suite>/: tables, statistics, figures (from MLflow)")
     report.add_argument("suite", help="suite file (TOML) or the name of one in suites/")
     report.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for run")
@@ -161,12 +174,59 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="registered tasks, encoders, datasets and protocols")
     args = parser.parse_args(argv)
     console = Console()
+    commands = {"run": cmd_run, "report": cmd_report, "parity": cmd_parity, "perf": cmd_perf, "list": cmd_list}
+    with interrupt_on_sigterm():
+        return run_command(lambda: commands[args.command](args, console), console)
+
+
+@contextlib.contextmanager
+def interrupt_on_sigterm() -> Iterator[None]:
+    """SIGTERM (a scheduler's stop, ``kill``) ends a run like Ctrl-C: its runs KILLED, resumable."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
     try:
-        commands = {"run": cmd_run, "report": cmd_report, "parity": cmd_parity, "perf": cmd_perf, "list": cmd_list}
-        return commands[args.command](args, console)
-    except ConfigError as e:
-        console.print(f"[red]error:[/] {e}", highlight=False)
-        return 2
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_command(command, console: Console) -> int:
+    """Run a command; every error a user can meet ends in one line and an exit code: 2 for input to fix (the
+    suite, the data, the store, the results folder), 3 when another invocation holds the suite, 130 when
+    interrupted. Anything else is a bug: one line, and its traceback in a file named there."""
+    from bench.files import describe_environmental, is_environmental
+    from bench.lease import LeaseBusy, LeaseLost
+    from bench.store import StoreError
+
+    def fail(message: str, code: int) -> int:
+        console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+        return code
+
+    try:
+        return command()
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]; rerun to resume (finished cells are kept)", highlight=False)
+        return 130
+    except (ConfigError, StoreError) as e:
+        return fail(str(e), 2)
+    except LeaseBusy as e:
+        return fail(str(e), 3)
+    except LeaseLost as e:
+        return fail(str(e), 1)
+    except Exception as e:  # noqa: BLE001 - the last line of defence: no traceback on the console
+        if is_environmental(e):
+            return fail(describe_environmental(e), 2)
+        log = Path(tempfile.gettempdir()) / f"bench-error-{os.getpid()}.txt"
+        log.write_text("".join(traceback.format_exception(e)))
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        return fail(f"{type(e).__name__}: {first} (unexpected; the traceback is in {log})", 1)
 
 
 if __name__ == "__main__":

@@ -9,16 +9,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
     create_model,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -45,7 +48,15 @@ class ConfigError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan pass a ``gt=0`` bound; no setting of a suite means them
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+SEED_MAX = 2**32 - 1  # numpy's and torch's generators both accept 0 .. 2^32 - 1 everywhere
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
+# A suite's name is a folder under results_dir and an MLflow experiment: letters, digits, '.', '_', '-', no path
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
 
 
 class SyntheticConfig(Strict):
@@ -91,7 +102,7 @@ class PretrainConfig(Strict):
     lr: float = Field(0.06, gt=0)  # for batch_size; not rescaled
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
-    warmup_epochs: float = Field(0, ge=0)
+    warmup_epochs: float = Field(0, ge=0)  # at most epochs
     # where views are made: "device" (batched tensor operations on the training device) or "lightly" (the
     # reference pipeline: lightly's per-image transforms in DataLoader workers, then the same model step)
     augment: Literal["device", "lightly"] = "device"
@@ -101,11 +112,21 @@ class PretrainConfig(Strict):
     compile: bool = False  # torch.compile the encoder for pretraining
 
 
+    @model_validator(mode="after")
+    def _warmup_within_training(self) -> PretrainConfig:
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(
+                f"warmup_epochs = {self.warmup_epochs:g} is longer than training (epochs = {self.epochs}); "
+                f"use at most {self.epochs}"
+            )
+        return self
+
+
 SPEED_ONLY = {"checkpoint_every_s", "workers", "compile"}  # PretrainConfig fields left out of cell keys
 
 
 class LinearConfig(Strict):
-    l2_grid: list[float] = Field([1e-5, 1e-4, 1e-3, 1e-2, 1e-1], min_length=1)
+    l2_grid: list[Annotated[float, Field(gt=0)]] = Field([1e-5, 1e-4, 1e-3, 1e-2, 1e-1], min_length=1)
     max_iter: int = Field(100, gt=0)  # L-BFGS iterations per fit
     val_fraction: float = Field(0.2, gt=0, lt=1)  # of the budget, stratified, for choosing L2
 
@@ -141,7 +162,16 @@ class EvaluationConfig(Strict):
     bn_recalibration_images: int = Field(10000, gt=0)  # seeded subset of the pool
 
 
-LogRange = tuple[float, float]  # (low, high), searched on a log scale
+def _log_range(bounds: tuple[float, float]) -> tuple[float, float]:
+    low, high = bounds
+    if low <= 0:
+        raise ValueError(f"a log-scale range starts above 0, got low = {low:g}")
+    if low > high:
+        raise ValueError(f"low {low:g} is above high {high:g}; write [low, high]")
+    return bounds
+
+
+LogRange = Annotated[tuple[float, float], AfterValidator(_log_range)]  # (low, high), searched on a log scale
 
 
 class FinetuneSpace(Strict):
@@ -173,8 +203,8 @@ class TuningConfig(Strict):
     trials: int = Field(8, gt=0)  # finished (complete or pruned) trials per study
     protocols: list[Protocol] = Field(["finetune"], min_length=1)  # the others keep their configured values
     budgets: list[Budget] | None = None  # tune only these budgets (None: all); the others keep their values
-    sampler_seed: int = 0  # TPE
-    label_seed: int | None = None  # whose labelled subset and encoder the study uses; None: the first seed
+    sampler_seed: Seed = 0  # TPE
+    label_seed: Seed | None = None  # whose labelled subset and encoder the study uses; None: the first seed
     storage: str | None = None  # any Optuna storage URL; None: a journal file next to the MLflow store
     val_fraction: float = Field(0.2, gt=0, lt=1)  # of the budget; k-fold when too small to split
     start_from_defaults: bool = True  # trial 0 of every study is the configured values: tuning can only
@@ -198,7 +228,7 @@ class Suite(Strict):
     encoder: EncoderConfig = EncoderConfig()
     tasks: TasksConfig = TasksConfig(**DEFAULT_TASKS)
     budgets: list[Budget] = Field([100, 1000, "full"], min_length=1)
-    seeds: list[int] = Field([0, 1, 2], min_length=1)
+    seeds: list[Seed] = Field([0, 1, 2], min_length=1)
     protocols: list[Protocol] = Field(["linear", "finetune"], min_length=1)
     pretrain: PretrainConfig = PretrainConfig()
     linear: LinearConfig = LinearConfig()
@@ -209,6 +239,60 @@ class Suite(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     tracking_uri: str | None = None  # else $MLFLOW_TRACKING_URI, else sqlite:///<results_dir>/mlflow.db
     results_dir: str = "results"
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        if not re.fullmatch(NAME_PATTERN, name):
+            raise ValueError(
+                "a suite name is a folder under results_dir: 1-64 letters, digits, '.', '_' or '-', starting with "
+                "a letter or digit (no '/', no spaces)"
+            )
+        return name
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _known_scheme(cls, uri: str | None) -> str | None:
+        if uri is not None:
+            check_tracking_uri(uri)
+        return uri
+
+    @field_validator("results_dir")
+    @classmethod
+    def _some_folder(cls, folder: str) -> str:
+        if not folder.strip():
+            raise ValueError("results_dir is empty; name a folder, e.g. 'results'")
+        return folder
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets_fit_classes(cls, budgets: list, info: ValidationInfo) -> list:
+        dataset = info.data.get("dataset")
+        if dataset is None:
+            return budgets
+        classes = dataset.synthetic.classes if dataset.name == "synthetic" else DATASET_CLASSES.get(dataset.name)
+        small = [b for b in budgets if classes and b != "full" and b < classes]
+        if small:
+            raise ValueError(
+                f"budget {small[0]} is smaller than the {classes} classes of {dataset.name}; a class-balanced "
+                f"budget needs at least {classes} labels"
+            )
+        return budgets
+
+    @field_validator("tuning")
+    @classmethod
+    def _tuning_refers_to_the_suite(cls, tuning: TuningConfig, info: ValidationInfo) -> TuningConfig:
+        seeds, budgets = info.data.get("seeds"), info.data.get("budgets")
+        if seeds is not None and tuning.label_seed is not None and tuning.label_seed not in seeds:
+            raise ValueError(f"tuning.label_seed = {tuning.label_seed} is not one of the suite's seeds {seeds}")
+        if budgets is not None and tuning.budgets is not None:
+            missing = [b for b in tuning.budgets if b not in budgets]
+            if missing:
+                raise ValueError(
+                    f"tuning.budgets {missing} are not among the suite's budgets {budgets}; nothing would be tuned "
+                    "for them"
+                )
+        return tuning
 
     @field_validator("tasks")
     @classmethod
@@ -223,13 +307,6 @@ class Suite(Strict):
         if len(set(map(str, values))) != len(values):
             raise ValueError(f"values must be unique, got {values}")
         return values
-
-    @model_validator(mode="after")
-    def _label_seed_is_a_seed(self) -> Suite:
-        seed = self.tuning.label_seed
-        if seed is not None and seed not in self.seeds:
-            raise ValueError(f"tuning.label_seed = {seed} is not one of the suite's seeds {self.seeds}")
-        return self
 
     @model_validator(mode="after")
     def _pretraining_has_epochs(self) -> Suite:
@@ -253,16 +330,6 @@ class Suite(Strict):
                     f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} none (available for: "
                     f"{', '.join(have)})"
                 )
-        return self
-
-    @model_validator(mode="after")
-    def _budgets_fit_classes(self) -> Suite:
-        classes = DATASET_CLASSES.get(self.dataset.name)
-        if self.dataset.name == "synthetic":
-            classes = self.dataset.synthetic.classes
-        for b in self.budgets:
-            if classes and b != "full" and b < classes:
-                raise ValueError(f"budget {b} is smaller than the {classes} classes of {self.dataset.name}")
         return self
 
     def selected_tasks(self) -> dict[str, Any]:
@@ -322,18 +389,22 @@ def _allowed_keys(loc: tuple) -> list[str]:
 
 
 def format_error(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid suite"]
+    lines = []
     for e in err.errors():
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
         loc = tuple(p for p in loc if p not in ("int", "constrained-int"))
         key = ".".join(str(p) for p in loc) or "(top level)"
         if e["type"] == "extra_forbidden":
             allowed = _allowed_keys(loc[:-1])
-            lines.append(f"  key {key!r}: unknown key; allowed keys: {', '.join(allowed)}")
+            lines.append(f"key {key!r}: unknown key; allowed keys: {', '.join(allowed)}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"  key {key!r}: {msg} (got {e.get('input')!r})")
-    return "\n".join(lines)
+            got = repr(e.get("input"))
+            shown = "" if isinstance(e.get("input"), dict) or len(got) > 200 else f" (got {got})"
+            lines.append(f"key {key!r}: {msg}{shown}")
+    if len(lines) == 1:
+        return f"{source}: {lines[0]}"
+    return "\n  ".join([f"{source}: {len(lines)} problems", *lines])
 
 
 def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
@@ -342,9 +413,13 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
     if not path.is_file():
         raise ConfigError(f"{path}: suite file not found")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save the suite file as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the suite file ({e.strerror})") from None
     raw.setdefault("name", path.stem)
     raw = apply_overrides(raw, overrides or [])
     try:
@@ -353,9 +428,23 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
         raise ConfigError(format_error(e, str(path))) from None
 
 
+def check_tracking_uri(uri: str) -> str:
+    """A tracking URI MLflow can open: a known scheme, or a plain folder path (a file store)."""
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    if "://" in uri and scheme not in TRACKING_SCHEMES:
+        raise ValueError(
+            f"tracking URI {uri!r} has the unknown scheme {scheme!r}; use one of "
+            f"{', '.join(s + '://' for s in TRACKING_SCHEMES)} (e.g. sqlite:///results/mlflow.db)"
+        )
+    return uri
+
+
 def tracking_uri(suite: Suite) -> str:
     if suite.tracking_uri:
         return suite.tracking_uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
+        try:
+            return check_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+        except ValueError as e:
+            raise ConfigError(f"$MLFLOW_TRACKING_URI: {e}") from None
     return f"sqlite:///{Path(suite.results_dir).resolve() / 'mlflow.db'}"

@@ -7,6 +7,7 @@ TrueType fonts.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +20,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from bench import palette  # noqa: E402
+from bench.files import write_atomic  # noqa: E402
 from bench.report import (  # noqa: E402
     BASELINES,
     FROZEN,
@@ -179,8 +181,10 @@ def write_figures(df: pd.DataFrame, comp: pd.DataFrame, out: Path) -> list[Path]
             fig = draw()
             if fig is None:
                 continue
-            for ext in ("png", "pdf"):
-                fig.savefig(out / f"{name}.{ext}", bbox_inches="tight")
+            for ext in ("png", "pdf"):  # drawn in memory, written whole
+                buffer = io.BytesIO()
+                fig.savefig(buffer, format=ext, bbox_inches="tight")
+                write_atomic(out / f"{name}.{ext}", buffer.getvalue())
                 written.append(out / f"{name}.{ext}")
             plt.close(fig)
     return written

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from bench.config import PretrainConfig
+from bench.files import torch_bytes, write_atomic
 from bench.reference import default_workers, epoch_batches
 from bench.tasks.base import Task
 
@@ -69,13 +70,15 @@ def pretrain(
     seed: int,
     on_epoch: Callable[[EpochStats], None] | None = None,
     state_path: Path | None = None,
+    say: Callable[[str], None] = print,
 ) -> list[EpochStats]:
     """Train ``task`` (encoder and head) on uint8 ``images`` (N, 3, H, W), already on the training device.
 
     With ``state_path``, the full training state (weights, optimiser, schedule, random generator, history) is
     saved there at most every ``cfg.checkpoint_every_s`` seconds, and a run killed part-way resumes from it:
     the resumed run gives the same weights as an uninterrupted one. ``on_epoch`` is called for every epoch,
-    replayed ones included, so the caller's log holds the whole curve.
+    replayed ones included, so the caller's log holds the whole curve. An unreadable saved state is moved aside
+    (``say`` tells why) and training starts over.
     """
     device = images.device
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -93,8 +96,8 @@ def pretrain(
     opt = make_optimizer(task.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     sched = warmup_cosine(opt, steps * cfg.epochs, round(cfg.warmup_epochs * steps))
     history: list[EpochStats] = []
-    if state_path is not None and Path(state_path).exists():
-        state = torch.load(state_path, map_location=device, weights_only=True)
+    state = _saved_state(state_path, device, say) if state_path is not None else None
+    if state is not None:
         task.load_state_dict(state["task"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
@@ -144,6 +147,22 @@ def pretrain(
     return history
 
 
+def _saved_state(path: Path, device: torch.device, say: Callable[[str], None]) -> dict | None:
+    """The state an interrupted run saved, or None (none saved, or unreadable: then it is moved aside and
+    training starts over, which gives the same result as an uninterrupted run)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any damage means: start over
+        aside = path.with_name(path.name + ".unreadable")
+        os.replace(path, aside)
+        say(f"{path}: the saved training state is unreadable ({type(e).__name__}); moved to {aside.name}, training "
+            "this cell from the start")
+        return None
+
+
 def _save_state(path: Path, task, opt, sched, gen, history: list[EpochStats]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,6 +173,4 @@ def _save_state(path: Path, task, opt, sched, gen, history: list[EpochStats]) ->
         "gen": gen.get_state(),
         "history": [list(astuple(h)) for h in history],
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a kill during the save leaves the previous state intact
+    write_atomic(path, torch_bytes(state))  # a kill during the save leaves the previous state intact

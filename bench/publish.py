@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 
 from bench.config import ConfigError
+from bench.files import check_writable, inside
 from bench.report import tidy, write_report
 from bench.tracking import NOTE, Tracker
 
@@ -29,7 +30,8 @@ def publish(tracker: Tracker, cells: list, suite, data, console: Console) -> lis
             f"suite {suite.name!r} has no finished evaluation runs in {tracker.uri} under its current keys; "
             f"run it first (bench run), or check --dry-run for stale cells"
         )
-    out = Path(suite.results_dir) / suite.name
+    out = inside(suite.results_dir, suite.name)
+    check_writable(out)
     written = write_report(df, out, suite=suite.name, dataset=data.name)
     for old in out.iterdir():  # a figure an earlier report drew and this one does not (too few seeds now)
         if old.is_file() and old.stem in REPORT_STEMS and old not in written:

@@ -479,6 +479,7 @@ def write_report(df: pd.DataFrame, out: Path, suite: str | None = None, dataset:
     """Write every report file into ``out``; returns the paths written. ``suite`` and ``dataset`` (for titles
     and captions) override the tidy table's ``suite`` and ``dataset`` columns."""
     from bench.figures import write_figures
+    from bench.files import write_atomic
 
     df = df.copy()
     if suite is not None or "suite" not in df:
@@ -494,6 +495,6 @@ def write_report(df: pd.DataFrame, out: Path, suite: str | None = None, dataset:
         "table.tex": latex_table(df, comp),
         "stats.md": stats_markdown(comp, df),
     }
-    for name, text in files.items():
-        (out / name).write_text(text)
+    for name, text in files.items():  # each file whole or not at all: a killed report leaves the previous one
+        write_atomic(out / name, text.encode())
     return [out / n for n in files] + write_figures(df, comp, out)

@@ -8,7 +8,6 @@ pretraining start from the seeded random initialisation, the same one the pretex
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +17,18 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench.checkpoints import checkpoint_path, load_encoder, save_encoder
+from bench.checkpoints import CheckpointUnusable, checkpoint_path, load_encoder, save_encoder
+from bench.files import check_writable, inside, is_environmental
 from bench.config import ConfigError, Suite, tracking_uri
 from bench.data import Dataset, budget_indices, load_dataset
 from bench.encoders import build_encoder
 from bench.evaluate import extract_features, finetune, knn_classifier, linear_probe, recalibrate_bn
+from bench.lease import Lease, LeaseLost, acquire
 from bench.plan import Cell, build_plan
 from bench.pretrain import EpochStats, pretrain
 from bench.publish import publish
 from bench.staleness import stale_reasons
+from bench.store import StoreError
 from bench.summary import render_summary
 from bench.tasks import TASKS
 from bench.tracking import Tracker
@@ -62,10 +64,12 @@ class Runner:
             raise ConfigError(f"{self.suite_path}: key 'dataset': {e}") from None
         self.cells = build_plan(suite, self.data.identity)
         results = Path(suite.results_dir)
-        self.cache = results / "cache"
+        self.cache = inside(results, "cache")
         uri = tracking_uri(suite)
         local = uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
         self.tracker = Tracker(uri, suite.name, results / "mlartifacts" if local else None)
+        self._leases = (results / "mlartifacts" / "leases").resolve().as_uri() if local else None
+        self.lease: Lease | None = None
         self._prepared: dict[tuple[str, int], torch.nn.Module] = {}
 
     def check(self) -> dict[tuple[int, int | str], np.ndarray]:
@@ -88,11 +92,23 @@ class Runner:
             f"test {len(d.test_x):,}; pretraining pool: {pool}; identity {d.identity}"
         )
 
-    def run(self, dry_run: bool = False, report: bool = True) -> Outcome:
-        """Run the cells not yet done, print the summary tables and (with ``report``) write results/<suite>/."""
+    def run(self, dry_run: bool = False, report: bool = True, wait_s: float = 0.0) -> Outcome:
+        """Run the cells not yet done, print the summary tables and (with ``report``) write results/<suite>/.
+        Holds the suite's lease throughout (waiting up to ``wait_s`` for another holder, else LeaseBusy)."""
         start = time.perf_counter()
         self.console.print(self.describe_data(), soft_wrap=True, highlight=False)
         labels = self.check()
+        if dry_run:
+            return self._run(start, labels, dry_run, report)
+        check_writable(self.suite.results_dir)
+        say = lambda text: self.console.print(text, highlight=False)  # noqa: E731
+        self.lease = acquire(self.tracker.client, self.suite.name, wait_s, say=say, artifact_location=self._leases)
+        try:
+            return self._run(start, labels, dry_run, report)
+        finally:
+            self.lease.release()
+
+    def _run(self, start: float, labels: dict, dry_run: bool, report: bool) -> Outcome:
         stale = 0 if dry_run else self.tracker.close_stale()
         done = self.tracker.finished()
         todo = [c for c in self.cells if c.key not in done]
@@ -122,6 +138,10 @@ class Runner:
         self.console.print(f"wall time {time.perf_counter() - start:.0f} s")
         return Outcome(len(self.cells), len(self.cells) - len(todo), len(todo) - len(failed), failed, tables)
 
+    def check_lease(self) -> None:
+        if self.lease is not None:
+            self.lease.check()
+
     def report(self) -> list[Path]:
         """Write results/<suite>/ from the suite's runs and attach it to the latest parent run."""
         return publish(self.tracker, self.cells, self.suite, self.data, self.console)
@@ -142,7 +162,7 @@ class Runner:
                     ctx = _GroupContext(self, data, train_x, labels, device, progress, bar, failed, tuner)
                     ctx.run(task, seed, cells)
         if failed:
-            self.console.print(f"[red]{len(failed)} cell(s) failed:[/]")
+            self.console.print(f"[red]{len(failed)} cell(s) failed[/] (each run's traceback.txt in MLflow has the details):")
             for label, reason in failed.items():
                 self.console.print(f"  {label}: {reason}")
         return failed
@@ -168,7 +188,7 @@ class Runner:
         run = self.tracker.finished().get(source)
         if run is None and not checkpoint_path(self.cache, source).exists():
             raise FileNotFoundError(f"the pretraining of {task} seed={seed} has not finished (cell {source})")
-        return load_encoder(self.cache, source, self.suite.encoder.name, run.info.run_id if run else None)
+        return load_encoder(self.cache, source, self.suite.encoder.name, run)
 
     def prepared_encoder(self, task: str, seed: int) -> torch.nn.Module:
         """The encoder every protocol of (task, seed) receives: the checkpoint (or the seeded init), with
@@ -220,6 +240,8 @@ class _GroupContext:
             if pre is not None:
                 self._pretrain(pre)
         except Exception as e:  # noqa: BLE001 - a failed cell is recorded and the sweep goes on
+            if _fatal(e):  # a full disk, a read-only folder, a lost lease: every later cell would fail too
+                raise
             reason = _reason(e)
             for c in cells:
                 self.failed[c.label] = reason if c is pre else f"not run: pretraining failed ({reason})"
@@ -231,8 +253,15 @@ class _GroupContext:
             # Always the checkpoint as saved, never the object pretraining left (its weights are channels_last,
             # which takes other kernels): an evaluation gives the same numbers whether it runs right after
             # pretraining or in a later invocation.
-            encoder = self.runner.prepared_encoder(task, seed)
+            try:
+                encoder = self.runner.prepared_encoder(task, seed)
+            except CheckpointUnusable as e:
+                if pre is not None:
+                    raise
+                encoder = self._pretrain_again(task, seed, str(e))
         except Exception as e:  # noqa: BLE001
+            if _fatal(e):
+                raise
             reason = _reason(e)
             for c in evals:
                 self.failed[c.label] = f"not run: no encoder ({reason})"
@@ -252,11 +281,25 @@ class _GroupContext:
                     )
                 self._evaluate(cell, encoder, features)
             except Exception as e:  # noqa: BLE001
+                if _fatal(e):
+                    raise
                 self.failed[cell.label] = _reason(e)
             self.progress.advance(self.bar)
 
+    def _pretrain_again(self, task: str, seed: int, why: str) -> torch.nn.Module:
+        """The finished pretraining of (task, seed) left no usable checkpoint: its run is marked FAILED (it no
+        longer counts as done) and the cell pretrains again."""
+        runner = self.runner
+        cell = next(c for c in runner.cells if c.kind == "pretrain" and c.task == task and c.seed == seed)
+        self.progress.console.print(f"  {cell.label}: {why}; pretraining again", highlight=False)
+        runner.tracker.invalidate(cell.key, f"checkpoint unusable: {why}")
+        self.progress.update(self.bar, total=self.progress.tasks[self.bar].total + 1)
+        self._pretrain(cell)
+        return runner.prepared_encoder(task, seed)
+
     def _pretrain(self, cell: Cell) -> torch.nn.Module:
         suite = self.runner.suite
+        self.runner.check_lease()
         self.progress.update(self.bar, description=cell.label)
         console = self.progress.console
         with torch.random.fork_rng(devices=[]):
@@ -281,17 +324,20 @@ class _GroupContext:
             partial = checkpoint_path(self.runner.cache, cell.key).with_suffix(".partial.pt")
             if partial.exists():
                 console.print(f"  {cell.label}: resuming from the state saved by an interrupted run")
-            history = pretrain(task, pool, suite.pretrain, cell.seed, on_epoch, state_path=partial)
-            path = save_encoder(task.encoder, self.runner.cache, cell.key)
+            say = lambda text: console.print(f"  {text}", highlight=False)  # noqa: E731
+            history = pretrain(task, pool, suite.pretrain, cell.seed, on_epoch, state_path=partial, say=say)
+            path, stamp = save_encoder(task.encoder, self.runner.cache, cell.key)
             partial.unlink(missing_ok=True)
             mean_rate = float(np.mean([h.images_per_s for h in history])) if history else 0.0
-            log.done(path, time.perf_counter() - start, mean_rate)
+            self.runner.check_lease()
+            log.done(path, stamp, time.perf_counter() - start, mean_rate)
         self.progress.advance(self.bar)
         return task.encoder
 
     def _evaluate(self, cell: Cell, encoder: torch.nn.Module, features) -> None:
         suite, data = self.runner.suite, self.data
         idx = self.labels[(cell.seed, cell.budget)]
+        self.runner.check_lease()
         hparams, hp_source = self.tuner.params(cell.task, cell.protocol, cell.budget)
         settings = settings_with(suite, cell.protocol, hparams)
         with self.runner.tracker.eval_run(cell, suite, settings, hparams, hp_source, idx) as log:
@@ -320,10 +366,17 @@ class _GroupContext:
             # The only place test labels are read: one score per cell, after every choice has been made.
             test_acc = data.score(fitted.predict(test_inputs))
             seconds["wall_s"] = time.perf_counter() - start
+            self.runner.check_lease()  # a cell ends FINISHED only while this invocation still holds the suite
             log.done(fitted, test_acc, seconds)
         self.progress.console.print(f"  {cell.label}: test_acc {test_acc:.4f}")
 
 
+def _fatal(e: BaseException) -> bool:
+    """Errors of the machine or the store, not of one cell: the run stops instead of failing every cell."""
+    return isinstance(e, (LeaseLost, StoreError)) or is_environmental(e) or "database is locked" in str(e)
+
+
 def _reason(e: BaseException) -> str:
-    traceback.print_exception(e)
-    return f"{type(e).__name__}: {e}"
+    """One line for a failed cell (its traceback is in the cell's MLflow run, ``traceback.txt``)."""
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    return f"{type(e).__name__}: {first}"

@@ -19,6 +19,7 @@ import contextlib
 import json
 import platform
 import time
+import traceback
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 import bench
 from bench import ui
+from bench.store import open_client
 
 RUN_PAGE = 1000
 NOTE = "mlflow.note.content"  # the description MLflow shows for a run or an experiment
@@ -100,7 +102,7 @@ class Tracker:
     def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None) -> None:
         mlflow.set_tracking_uri(uri)
         self.uri, self.name, self.artifact_root = uri, experiment, artifact_root
-        self.client = MlflowClient(uri)
+        self.client = open_client(uri)
         found = self.client.get_experiment_by_name(experiment)
         self.experiment_id: str | None = found.experiment_id if found else None
         self.env: dict[str, str] = {}
@@ -125,11 +127,20 @@ class Tracker:
         return {r.data.tags["cell_key"]: r for r in runs if "cell_key" in r.data.tags}
 
     def close_stale(self) -> int:
-        """Runs left RUNNING by a killed invocation are marked KILLED, so they never count as done."""
+        """Runs left RUNNING by a killed invocation are marked KILLED, so they never count as done. Called only
+        by the holder of the suite's lease: every other writer of the suite is then gone."""
         stale = self.runs("attributes.status = 'RUNNING'")
         for run in stale:
             self.client.set_terminated(run.info.run_id, "KILLED")
         return len(stale)
+
+    def invalidate(self, cell_key: str, reason: str) -> None:
+        """A FINISHED run whose product is lost (its checkpoint is damaged everywhere) no longer counts as done:
+        marked FAILED with the reason, so the cell runs again and keeps exactly one FINISHED run."""
+        run = self.finished().get(cell_key)
+        if run is not None:
+            self.client.set_tag(run.info.run_id, "failure_reason", reason[:5000])
+            self.client.set_terminated(run.info.run_id, "FAILED")
 
     def ui_hint(self, base: str = ui.DEFAULT_UI) -> str:
         """Where the suite's runs table is in the MLflow UI (``nox -s ui`` serves the default store)."""
@@ -158,7 +169,7 @@ class Tracker:
         self._experiment(suite)
         self.env = environment_tags(device)
         name = f"{suite.name} {time.strftime('%Y-%m-%d %H:%M')}"
-        with mlflow.start_run(run_name=name, tags={"kind": "suite", **self.env}) as run:
+        with _ended(mlflow.start_run(run_name=name, tags={"kind": "suite", **self.env})) as run:
             mlflow.log_artifact(str(suite_path))
             mlflow.log_dict(suite.model_dump(mode="json"), "suite_resolved.json")
             self._log_dataset(suite, data)
@@ -182,12 +193,14 @@ class Tracker:
         """A nested child run for one cell. It ends FINISHED only if the body completes; otherwise FAILED, with
         the exception in the ``failure_reason`` tag (the exception still propagates to the caller)."""
         tags = cell.tags() | self.env | tags
-        with mlflow.start_run(run_name=run_name(cell), nested=True, tags=tags) as run:
+        with _ended(mlflow.start_run(run_name=run_name(cell), nested=True, tags=tags)) as run:
             try:
                 mlflow.log_params(_flatten(params))  # MLflow batches them to the store's limits
                 yield run
             except Exception as e:
-                mlflow.set_tag("failure_reason", f"{type(e).__name__}: {e}"[:5000])
+                with contextlib.suppress(Exception):  # the store itself may be what failed
+                    mlflow.set_tag("failure_reason", f"{type(e).__name__}: {e}"[:5000])
+                    mlflow.log_text("".join(traceback.format_exception(e)), "traceback.txt")
                 raise
 
     @contextlib.contextmanager
@@ -244,6 +257,31 @@ class Tracker:
         self.client.set_tag(run_id, NOTE, text)
 
 
+@contextlib.contextmanager
+def _ended(run: mlflow.ActiveRun) -> Iterator[mlflow.ActiveRun]:
+    """The run ends FINISHED when the body completes, KILLED when interrupted (Ctrl-C, SIGTERM), else FAILED.
+    (MLflow's own context manager marks an interrupted run FAILED.)"""
+    try:
+        yield run
+    except KeyboardInterrupt:
+        _end(run, "KILLED")
+        raise
+    except BaseException:
+        _end(run, "FAILED")
+        raise
+    _end(run, "FINISHED")
+
+
+def _end(run: mlflow.ActiveRun, status: str) -> None:
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run.info.run_id:
+        try:
+            mlflow.end_run(status)  # pops the run first, so a failing store leaves no run active here
+        except Exception:  # noqa: BLE001 - the store failed: the next holder marks the run KILLED
+            if status == "FINISHED":
+                raise
+
+
 class PretrainLog:
     @staticmethod
     def epoch(stats) -> None:
@@ -252,8 +290,9 @@ class PretrainLog:
         )
 
     @staticmethod
-    def done(checkpoint: Path, wall_s: float, mean_images_per_s: float) -> None:
+    def done(checkpoint: Path, fingerprint: dict[str, str], wall_s: float, mean_images_per_s: float) -> None:
         mlflow.log_artifact(str(checkpoint))
+        mlflow.set_tags(fingerprint)  # size and SHA-256, verified whenever the checkpoint is loaded
         mlflow.log_metrics({"wall_s": wall_s, "mean_images_per_s": mean_images_per_s})
 
 

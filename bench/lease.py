@@ -1,0 +1,200 @@
+"""One writer per suite: a lease kept in the tracking store itself, so it holds between processes and between
+machines (a sqlite file, or an MLflow server on PostgreSQL), with a heartbeat and an expiry.
+
+The lease of suite ``s`` is an MLflow experiment named ``lease:s``. Taking it is creating that experiment: the
+store's unique constraint on experiment names lets exactly one of any number of concurrent creators succeed,
+whatever the backend. Its tags name the holder (host, process, start time) and carry a heartbeat, renewed by a
+background thread. A lease is free again when its holder releases it, when the holder's process is gone (same
+host: checked at once), or when its heartbeat is older than the expiry (another host: the holder stopped
+renewing). Whoever finds it so breaks it by experiment id -- renamed, then deleted -- and creates a new one; two
+breakers at once still end with one creator, and a holder whose lease was broken notices at its next heartbeat
+and stops before writing another run. Operating on the id, never the name, means a late breaker can only ever
+remove the lease it saw.
+
+Clocks of the machines sharing a store must agree to well within the expiry (NTP does).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from bench.store import StoreError, explain
+
+TTL_S = float(os.environ.get("BENCH_LEASE_TTL_S", 60))  # a silent holder is gone after this long
+POLL_S = 2.0  # how often a waiting invocation looks again
+
+
+class LeaseBusy(RuntimeError):
+    """Another live invocation holds the suite."""
+
+
+class LeaseLost(RuntimeError):
+    """This invocation's lease was broken by another (its heartbeat stalled for longer than the expiry)."""
+
+
+def lease_name(suite: str) -> str:
+    return f"lease:{suite}"  # ':' is not allowed in suite names, so no suite's experiment can clash
+
+
+def _process_start(pid: int) -> str:
+    """The start time of process ``pid`` in clock ticks since boot ('' when unknown): a pid and its start time
+    name one process, even after the pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _alive_here(pid: int, started: str) -> bool:
+    if started and _process_start(pid):
+        return _process_start(pid) == started
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class Holder:
+    host: str
+    pid: int
+    started: str
+    token: str
+    since: float
+
+    @classmethod
+    def me(cls) -> Holder:
+        return cls(socket.gethostname(), os.getpid(), _process_start(os.getpid()), uuid.uuid4().hex, time.time())
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "holder_host": self.host,
+            "holder_pid": str(self.pid),
+            "holder_started": self.started,
+            "holder_token": self.token,
+            "holder_since": f"{self.since:.3f}",
+            "heartbeat": f"{self.since:.3f}",
+        }
+
+    @classmethod
+    def of(cls, tags: dict[str, str]) -> Holder:
+        return cls(
+            tags.get("holder_host", "?"),
+            int(tags.get("holder_pid", 0) or 0),
+            tags.get("holder_started", ""),
+            tags.get("holder_token", ""),
+            float(tags.get("holder_since", 0) or 0),
+        )
+
+    def describe(self) -> str:
+        return f"process {self.pid} on {self.host} since {time.strftime('%H:%M:%S', time.localtime(self.since))}"
+
+
+def why_gone(tags: dict[str, str], ttl: float, now: float | None = None) -> str | None:
+    """Why the lease with ``tags`` no longer protects anything, or None while its holder is alive."""
+    holder = Holder.of(tags)
+    if holder.host == socket.gethostname() and not _alive_here(holder.pid, holder.started):
+        return f"its holder, {holder.describe()}, has ended"
+    age = (now or time.time()) - float(tags.get("heartbeat", 0) or 0)
+    if age > ttl:
+        return f"its holder, {holder.describe()}, sent no heartbeat for {age:.0f} s (expiry {ttl:.0f} s)"
+    return None
+
+
+class Lease:
+    """The held lease of one suite; renew it with a background heartbeat, release it when done."""
+
+    def __init__(self, client: MlflowClient, suite: str, experiment_id: str, holder: Holder, ttl: float) -> None:
+        self.client, self.suite, self.experiment_id, self.holder, self.ttl = client, suite, experiment_id, holder, ttl
+        self.lost: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease {suite}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        last_ok = time.time()
+        while not self._stop.wait(self.ttl / 6):
+            try:
+                exp = self.client.get_experiment(self.experiment_id)
+                if exp.lifecycle_stage != "active" or exp.name != lease_name(self.suite):
+                    self.lost = f"the lease of {self.suite!r} was taken over by another invocation"
+                    return
+                self.client.set_experiment_tag(self.experiment_id, "heartbeat", f"{time.time():.3f}")
+                last_ok = time.time()
+            except Exception as e:  # noqa: BLE001 - a store hiccup: retry until the expiry runs out
+                if time.time() - last_ok > self.ttl:
+                    self.lost = f"the lease of {self.suite!r} could not be renewed for {self.ttl:.0f} s ({e})"
+                    return
+
+    def check(self) -> None:
+        """Raise LeaseLost when another invocation may now be writing this suite."""
+        if self.lost:
+            raise LeaseLost(f"{self.lost}; stopping before writing more runs (rerun to resume)")
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        _break(self.client, self.experiment_id, "released")
+
+
+def _break(client: MlflowClient, experiment_id: str, why: str) -> None:
+    """Free a lease by id: renamed out of the way (so its name can be created again), then deleted."""
+    try:
+        client.rename_experiment(experiment_id, f"{client.get_experiment(experiment_id).name} {why} {experiment_id}")
+        client.delete_experiment(experiment_id)
+    except MlflowException:
+        pass  # already broken or released by someone else
+
+
+def acquire(
+    client: MlflowClient,
+    suite: str,
+    wait_s: float = 0.0,
+    ttl: float = TTL_S,
+    say=print,
+    artifact_location: str | None = None,
+) -> Lease:
+    """Take the lease of ``suite``, waiting up to ``wait_s`` seconds for a live holder; else raise LeaseBusy."""
+    me = Holder.me()
+    name = lease_name(suite)
+    deadline = time.monotonic() + wait_s
+    told = False
+    while True:
+        try:
+            tags = {**me.tags(), "mlflow.note.content": f"Lease: {me.describe()} runs suite {suite!r}."}
+            experiment_id = client.create_experiment(name, artifact_location=artifact_location, tags=tags)
+            return Lease(client, suite, experiment_id, me, ttl)
+        except MlflowException as e:
+            if "already exists" not in str(e) and e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise StoreError(explain(client.tracking_uri, e)) from None
+        current = client.get_experiment_by_name(name)
+        if current is None or current.lifecycle_stage != "active":
+            continue  # released in between
+        gone = why_gone(current.tags, ttl)
+        if gone:
+            say(f"the lease of {suite!r} is free: {gone}; taking it over")
+            _break(client, current.experiment_id, "expired")
+            continue
+        holder = Holder.of(current.tags)
+        if time.monotonic() >= deadline:
+            hint = "rerun with --wait SECONDS to queue behind it" if wait_s == 0 else "try again later"
+            raise LeaseBusy(
+                f"suite {suite!r} is being run by {holder.describe()} (one writer per suite); wait for it to "
+                f"finish, or {hint}"
+            )
+        if not told:
+            say(f"waiting for {holder.describe()}, which is running suite {suite!r}")
+            told = True
+        time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
