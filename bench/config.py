@@ -20,8 +20,8 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    create_model,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -110,7 +110,6 @@ class PretrainConfig(Strict):
     checkpoint_every_s: float = Field(60, ge=0)  # training state saved this often, for resume
     workers: int | None = Field(None, ge=0)  # DataLoader workers for augment = "lightly"; None: up to 8
     compile: bool = False  # torch.compile the encoder for pretraining
-
 
     @model_validator(mode="after")
     def _warmup_within_training(self) -> PretrainConfig:
@@ -308,20 +307,17 @@ class Suite(Strict):
             raise ValueError(f"values must be unique, got {values}")
         return values
 
-    @model_validator(mode="after")
-    def _pretraining_has_epochs(self) -> Suite:
-        pretraining = [n for n in self.selected_tasks() if TASKS[n].pretrains]
-        if self.pretrain.epochs == 0 and pretraining:
+    @field_validator("pretrain")
+    @classmethod
+    def _pretraining_has_epochs(cls, pretrain: PretrainConfig, info: ValidationInfo) -> PretrainConfig:
+        tasks = info.data.get("tasks")
+        pretraining = [n for n, c in (tasks or []) if c is not None and TASKS[n].pretrains]
+        if pretrain.epochs == 0 and pretraining:
             raise ValueError(
                 f"pretrain.epochs = 0, but {', '.join(pretraining)} pretrain{'s' if len(pretraining) == 1 else ''}; "
                 "use at least 1 epoch, or select only the baselines (scratch, random)"
             )
-        return self
-
-    @model_validator(mode="after")
-    def _reference_path_exists(self) -> Suite:
-        if self.pretrain.augment == "lightly":
-            pretraining = [n for n in self.selected_tasks() if TASKS[n].pretrains]
+        if pretrain.augment == "lightly":
             missing = [n for n in pretraining if not TASKS[n].has_reference_path()]
             if missing:
                 have = sorted(n for n, t in TASKS.items() if t.pretrains and t.has_reference_path())
@@ -330,7 +326,7 @@ class Suite(Strict):
                     f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} none (available for: "
                     f"{', '.join(have)})"
                 )
-        return self
+        return pretrain
 
     def selected_tasks(self) -> dict[str, Any]:
         """Task name -> its validated config, in file order."""

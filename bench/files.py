@@ -16,7 +16,7 @@ ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, err
 ENVIRONMENT_TEXTS = ("database or disk is full", "readonly database", "disk I/O error", "No space left on device")
 
 
-class OutputError(OSError):
+class OutputError(RuntimeError):
     """A file could not be written; the message names it and says what to do."""
 
 
@@ -38,14 +38,14 @@ def check_writable(folder: str | Path) -> None:
             pass
     except OSError as e:
         raise OutputError(
-            e.errno, f"{folder}: the results folder cannot be written ({e.strerror}); choose another with "
+            f"{folder}: the results folder cannot be written ({e.strerror}); choose another with "
             "--set results_dir=DIR or make it writable"
         ) from None
 
 
 def is_environmental(e: BaseException) -> bool:
     """True for a full disk, a read-only or forbidden folder, or a store that cannot be written."""
-    if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:
+    if isinstance(e, OutputError) or isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:
         return True
     return any(t in str(e) for t in ENVIRONMENT_TEXTS)
 

@@ -17,6 +17,7 @@ import pandas as pd
 from rich.console import Console
 
 from bench.config import load_suite
+from bench.files import inside, write_atomic
 from bench.report import tidy
 from bench.stats import paired
 
@@ -35,11 +36,10 @@ def run_parity(suite_path: str | Path, overrides: list[str], console: Console) -
         runner.run(report=False)  # results/<suite>/ holds the comparison, not one path's report
         frames.append(tidy(runner.tracker, runner.cells).assign(path=path))
     rows = compare(pd.concat(frames))
-    out = Path(suite.results_dir) / suite.name
-    out.mkdir(parents=True, exist_ok=True)
+    out = inside(suite.results_dir, suite.name)
     result = {"suite": suite.name, "epochs": suite.pretrain.epochs, "rows": rows}
-    (out / "parity.json").write_text(json.dumps(result, indent=2))
-    (out / "parity.md").write_text(markdown(result))
+    write_atomic(out / "parity.json", json.dumps(result, indent=2).encode())
+    write_atomic(out / "parity.md", markdown(result).encode())
     console.print(markdown(result))
     console.print(f"written: {out / 'parity.md'}, {out / 'parity.json'}")
     return result

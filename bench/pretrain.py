@@ -158,8 +158,10 @@ def _saved_state(path: Path, device: torch.device, say: Callable[[str], None]) -
     except Exception as e:  # noqa: BLE001 - any damage means: start over
         aside = path.with_name(path.name + ".unreadable")
         os.replace(path, aside)
-        say(f"{path}: the saved training state is unreadable ({type(e).__name__}); moved to {aside.name}, training "
-            "this cell from the start")
+        say(
+            f"{path}: the saved training state is unreadable ({type(e).__name__}); moved to {aside.name}, training "
+            "this cell from the start"
+        )
         return None
 
 

@@ -18,11 +18,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bench.checkpoints import CheckpointUnusable, checkpoint_path, load_encoder, save_encoder
-from bench.files import check_writable, inside, is_environmental
 from bench.config import ConfigError, Suite, tracking_uri
 from bench.data import Dataset, budget_indices, load_dataset
 from bench.encoders import build_encoder
 from bench.evaluate import extract_features, finetune, knn_classifier, linear_probe, recalibrate_bn
+from bench.files import check_writable, inside, is_environmental
 from bench.lease import Lease, LeaseLost, acquire
 from bench.plan import Cell, build_plan
 from bench.pretrain import EpochStats, pretrain
@@ -162,7 +162,9 @@ class Runner:
                     ctx = _GroupContext(self, data, train_x, labels, device, progress, bar, failed, tuner)
                     ctx.run(task, seed, cells)
         if failed:
-            self.console.print(f"[red]{len(failed)} cell(s) failed[/] (each run's traceback.txt in MLflow has the details):")
+            self.console.print(
+                f"[red]{len(failed)} cell(s) failed[/] (each run's traceback.txt in MLflow has the details):"
+            )
             for label, reason in failed.items():
                 self.console.print(f"  {label}: {reason}")
         return failed

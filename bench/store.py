@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,17 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class _NoStoreTracebacks(logging.Filter):
+    """MLflow logs every database error with its traceback before raising it; bench reports the raised error
+    in one line (``explain``), so those records are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_NoStoreTracebacks())
 
 
 class StoreError(RuntimeError):
@@ -80,9 +92,7 @@ def open_client(uri: str) -> MlflowClient:
     """A client on the store at ``uri``, opened (tables created when new) and checked with one read."""
     db = sqlite_path(uri)
     if db is None:
-        client = MlflowClient(uri)
-        _probe(uri, client)
-        return client
+        return _checked_client(uri)
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -92,13 +102,13 @@ def open_client(uri: str) -> MlflowClient:
             if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
                 raise StoreError(explain(uri, ValueError("not an SQLite database")))
     with _first_open_lock(db):
-        client = MlflowClient(uri)
-        _probe(uri, client)
-    return client
+        return _checked_client(uri)
 
 
-def _probe(uri: str, client: MlflowClient) -> None:
+def _checked_client(uri: str) -> MlflowClient:
     try:
+        client = MlflowClient(uri)  # a database store creates or migrates its tables here
         client.search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001 - MLflow, SQLAlchemy and sqlite3 each raise their own types
         raise StoreError(explain(uri, e)) from None
+    return client

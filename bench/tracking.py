@@ -28,7 +28,6 @@ from typing import Any
 import mlflow
 import torch
 from mlflow.entities import Metric
-from mlflow.tracking import MlflowClient
 from mlflow.utils.git_utils import get_git_commit
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
@@ -169,7 +168,7 @@ class Tracker:
         self._experiment(suite)
         self.env = environment_tags(device)
         name = f"{suite.name} {time.strftime('%Y-%m-%d %H:%M')}"
-        with _ended(mlflow.start_run(run_name=name, tags={"kind": "suite", **self.env})) as run:
+        with ended(mlflow.start_run(run_name=name, tags={"kind": "suite", **self.env})) as run:
             mlflow.log_artifact(str(suite_path))
             mlflow.log_dict(suite.model_dump(mode="json"), "suite_resolved.json")
             self._log_dataset(suite, data)
@@ -193,7 +192,7 @@ class Tracker:
         """A nested child run for one cell. It ends FINISHED only if the body completes; otherwise FAILED, with
         the exception in the ``failure_reason`` tag (the exception still propagates to the caller)."""
         tags = cell.tags() | self.env | tags
-        with _ended(mlflow.start_run(run_name=run_name(cell), nested=True, tags=tags)) as run:
+        with ended(mlflow.start_run(run_name=run_name(cell), nested=True, tags=tags)) as run:
             try:
                 mlflow.log_params(_flatten(params))  # MLflow batches them to the store's limits
                 yield run
@@ -258,7 +257,7 @@ class Tracker:
 
 
 @contextlib.contextmanager
-def _ended(run: mlflow.ActiveRun) -> Iterator[mlflow.ActiveRun]:
+def ended(run: mlflow.ActiveRun) -> Iterator[mlflow.ActiveRun]:
     """The run ends FINISHED when the body completes, KILLED when interrupted (Ctrl-C, SIGTERM), else FAILED.
     (MLflow's own context manager marks an interrupted run FAILED.)"""
     try:

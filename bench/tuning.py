@@ -19,12 +19,12 @@ import optuna
 import torch
 from torch import nn
 
-from bench.config import KNNConfig, Suite, digest
+from bench.config import ConfigError, KNNConfig, Suite, digest
 from bench.data import Dataset, budget_indices
 from bench.evaluate import accuracy, cross_validated, extract_features, finetune, fit_linear, knn_classifier
 from bench.pretrain import NonFiniteLoss
 from bench.tasks import TASKS
-from bench.tracking import log_history, trial_name
+from bench.tracking import ended, log_history, trial_name
 from bench.validation import validation_folds
 
 DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -34,9 +34,28 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 def storage_for(suite: Suite) -> optuna.storages.BaseStorage | str:
     if suite.tuning.storage:
         return suite.tuning.storage
-    path = Path(suite.results_dir) / "optuna.journal"
+    return journal_storage(Path(suite.results_dir) / "optuna.journal")
+
+
+def journal_storage(path: Path) -> optuna.storages.JournalStorage:
+    """Optuna's journal file at ``path``. A record cut short by a kill during a write (no final newline) is
+    removed first: Optuna skips it when reading, but would glue the next record onto it and lose both. A damaged
+    record elsewhere is a ConfigError naming the file and how to recover."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    if path.is_file() and path.stat().st_size:
+        data = path.read_bytes()
+        if not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            with open(path, "r+b") as f:
+                f.truncate(keep)
+            print(f"{path}: removed its last record, cut short by an interrupted write ({len(data) - keep} bytes)")
+    try:
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
+        raise ConfigError(
+            f"{path}: the Optuna journal is damaged ({type(e).__name__}: {e}); move it aside to tune again from the "
+            "start (finished cells keep their runs), or delete the damaged line"
+        ) from None
 
 
 def tuned(suite: Suite, protocol: str, budget) -> bool:
@@ -175,7 +194,8 @@ class Tuner:
                 "trial": str(trial.number),
             }
             pruned = False
-            with mlflow.start_run(run_name=trial_name(task, protocol, budget, trial.number), nested=True, tags=tags):
+            name = trial_name(task, protocol, budget, trial.number)
+            with ended(mlflow.start_run(run_name=name, nested=True, tags=tags)):
                 mlflow.log_params(params)
                 settings = settings_with(self.suite, protocol, params)
                 try:
