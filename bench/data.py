@@ -182,7 +182,10 @@ def _cached(root: Path, name: str) -> tuple[list[str], dict[str, np.ndarray], st
     arrays["unlabeled_hash"] = _pixel_hashes(arrays["unlabeled_x"])
     # an empty manifest before decoding means torchvision has just downloaded the files: list them now
     entry = {"format": CACHE_FORMAT, "identity": identity, "classes": classes, "sources": manifest or sources()}
-    _write_cache(cache, entry, arrays)
+    try:
+        _write_cache(cache, entry, arrays)
+    except OSError as e:  # a read-only or full data folder (a shared dataset): run without the cache
+        print(f"{cache}: decoded images not cached ({e.strerror}); the next load decodes them again")
     return classes, arrays, identity
 
 

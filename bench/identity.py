@@ -35,6 +35,9 @@ PRESENTATION = {
     "bench.perf": "throughput measurement, no cells",
     "bench.identity": "this module: computes keys, decides no result",
     "bench.staleness": "explains stale cells for the dry run",
+    "bench.lease": "decides who may write a suite's runs, not what they hold",
+    "bench.store": "opens the tracking store (errors, a safe first creation)",
+    "bench.files": "how files are written (whole, inside results/), not what they hold",
 }
 ROOTS = ("bench.runner",)  # every cell runs through the runner; a task adds its own module
 

@@ -23,6 +23,7 @@ from PIL import Image
 
 from bench.encoders import build_encoder
 from bench.evaluate import extract_features, fit_linear
+from bench.files import write_atomic
 from bench.pretrain import autocast
 from bench.reference import PilImages
 from bench.tasks import TASKS
@@ -191,8 +192,7 @@ def run_perf(
     result["peak_memory_mb"] = (
         torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"perf-{device.type}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
+    write_atomic(path, json.dumps(result, indent=2).encode())
     result["path"] = str(path)
     return result

@@ -8,6 +8,7 @@ old table is never read as the current one.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -36,6 +37,8 @@ def publish(tracker: Tracker, cells: list, suite, data, console: Console) -> lis
     for old in out.iterdir():  # a figure an earlier report drew and this one does not (too few seeds now)
         if old.is_file() and old.stem in REPORT_STEMS and old not in written:
             old.unlink()
+        elif old.name.startswith(".") and old.suffix == ".tmp" and time.time() - old.stat().st_mtime > 60:
+            old.unlink(missing_ok=True)  # a file a killed report was writing (never one being written now)
     parents = sorted(tracker.runs("tags.kind = 'suite'"), key=lambda r: r.info.start_time)
     if parents:
         latest = parents[-1]

@@ -114,7 +114,8 @@ def finished_once(tmp_path: Path, suite: Path, *extra: str) -> None:
     report = tmp_path / "results" / "tiny"
     table = pd.read_csv(report / "runs.csv")
     assert len(table) == sum(c.kind == "eval" for c in plan) and table.test_acc.between(0, 1).all()
-    assert (report / "table.md").read_text().rstrip().endswith(".") or (report / "table.md").stat().st_size > 100
+    table_md = (report / "table.md").read_text()
+    assert all(f"| {c.task}" in table_md for c in plan if c.kind == "eval") and "Code: git commit" in table_md
 
 
 def popen(tmp_path: Path, suite: Path, *extra: str, args: tuple[str, ...] = ()) -> subprocess.Popen:
@@ -370,6 +371,20 @@ def test_a_full_disk_stops_the_run_with_one_line_then_a_rerun_completes(tmp_path
     finished_once(tmp_path, suite)
 
 
+@pytest.mark.skipif(not can_mount(), reason="needs root and mount namespaces (unshare -m) for a read-only folder")
+def test_a_read_only_data_folder_runs_without_its_decoded_cache(tmp_path):
+    root = _folder(tmp_path / "data")
+    text = TINY.replace('name = "synthetic"', f'name = "imagefolder"\nroot = "{root}"').replace("[8,", "[4,")
+    suite = suite_file(tmp_path, text)
+    cmd = [sys.executable, "-m", "bench", "run", str(suite), *sets(tmp_path)]
+    script = f'mount --bind {root} {root} && mount -o remount,ro,bind {root} && exec "$@"'
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", *cmd], cwd=ROOT, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "decoded images not cached (Read-only file system)" in out, out
+    assert not (root / ".bench-cache").exists()
+    finished_once(tmp_path, suite)
+
+
 def test_an_unexpected_error_is_one_line_with_its_traceback_in_a_file(tmp_path, capsys, monkeypatch):
     from bench import runner
 
@@ -480,6 +495,15 @@ def test_two_invocations_at_once_on_an_existing_store_with_wait(tmp_path, capsys
     assert any("waiting for process" in out for _, out in results)
     assert any(" 0 to run" in out for _, out in results)  # the second found everything done
     finished_once(tmp_path, suite, *extra)
+
+
+def test_waiting_longer_than_wait_is_exit_3(tmp_path, capsys):
+    _lease_from_elsewhere(tmp_path, heartbeat_age_s=0)
+    start = time.monotonic()
+    rc, out = bench(capsys, "run", str(suite_file(tmp_path)), *sets(tmp_path), "--wait", "3")
+    assert rc == 3 and time.monotonic() - start >= 3
+    assert "waiting for process 4242 on node-7" in out
+    one_error(out, "try again later")
 
 
 def _lease_from_elsewhere(tmp_path, heartbeat_age_s: float) -> None:
