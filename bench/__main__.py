@@ -203,7 +203,7 @@ def run_command(command, console: Console) -> int:
     interrupted. Anything else is a bug: one line, and its traceback in a file named there."""
     from bench.files import describe_environmental, is_environmental
     from bench.lease import LeaseBusy, LeaseLost
-    from bench.store import StoreError
+    from bench.store import StoreError, explain
 
     def fail(message: str, code: int) -> int:
         console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
@@ -223,10 +223,18 @@ def run_command(command, console: Console) -> int:
     except Exception as e:  # noqa: BLE001 - the last line of defence: no traceback on the console
         if is_environmental(e):
             return fail(describe_environmental(e), 2)
-        log = Path(tempfile.gettempdir()) / f"bench-error-{os.getpid()}.txt"
-        log.write_text("".join(traceback.format_exception(e)))
+        if "database is locked" in str(e):  # the store, busy with another program for longer than sqlite waits
+            import mlflow
+
+            return fail(explain(mlflow.get_tracking_uri(), e), 2)
         first = (str(e).strip().splitlines() or [""])[0][:300]
-        return fail(f"{type(e).__name__}: {first} (unexpected; the traceback is in {log})", 1)
+        log = Path(tempfile.gettempdir()) / f"bench-error-{os.getpid()}.txt"
+        try:
+            log.write_text("".join(traceback.format_exception(e)))
+            where = f"the traceback is in {log}"
+        except OSError:
+            where = "rerun with python -X dev -m bench ... to see where"
+        return fail(f"{type(e).__name__}: {first} (unexpected; {where})", 1)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import mlflow
 import torch
+from mlflow.exceptions import MlflowException
 from torch import nn
 
 from bench.encoders import build_encoder
@@ -96,7 +97,10 @@ def load_encoder(cache: Path, key: str, encoder_name: str, run=None) -> nn.Modul
         try:
             got = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path.name, dst_path=tmp))
             encoder = _verified(got, expected, encoder_name)
-        except Exception as e:  # noqa: BLE001 - missing or damaged artifact alike
+        except (ValueError, FileNotFoundError, MlflowException) as e:
+            # only a missing or damaged copy: a store that is down or a full disk is not a reason to retrain
+            if isinstance(e, MlflowException) and e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
             problems.append(f"the artifact {path.name} of run {run_id} is unusable ({str(e).splitlines()[0][:160]})")
             raise CheckpointUnusable("; ".join(problems)) from None
         write_atomic(path, got.read_bytes())

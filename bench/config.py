@@ -56,7 +56,7 @@ SEED_MAX = 2**32 - 1  # numpy's and torch's generators both accept 0 .. 2^32 - 1
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 # A suite's name is a folder under results_dir and an MLflow experiment: letters, digits, '.', '_', '-', no path
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
 
 
 class SyntheticConfig(Strict):
@@ -425,9 +425,15 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
 
 
 def check_tracking_uri(uri: str) -> str:
-    """A tracking URI MLflow can open: a known scheme, or a plain folder path (a file store)."""
+    """A tracking URI MLflow can open with a database behind it. MLflow's file store (``file://`` or a plain
+    folder) is refused: it cannot create an experiment atomically, which the suite's lease needs."""
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
-    if "://" in uri and scheme not in TRACKING_SCHEMES:
+    if scheme in ("", "file"):
+        raise ValueError(
+            f"tracking URI {uri!r} is an MLflow file store, which cannot keep one writer per suite; use a database "
+            "store such as sqlite:///results/mlflow.db, or a tracking server (http://...)"
+        )
+    if scheme not in TRACKING_SCHEMES:
         raise ValueError(
             f"tracking URI {uri!r} has the unknown scheme {scheme!r}; use one of "
             f"{', '.join(s + '://' for s in TRACKING_SCHEMES)} (e.g. sqlite:///results/mlflow.db)"

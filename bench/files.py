@@ -14,6 +14,7 @@ import torch
 # errors of the machine, not of a cell: the run stops with one line instead of failing every cell in turn
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 ENVIRONMENT_TEXTS = ("database or disk is full", "readonly database", "disk I/O error", "No space left on device")
+FULL_TEXTS = ("database or disk is full", "No space left on device")
 
 
 class OutputError(RuntimeError):
@@ -58,7 +59,7 @@ def describe_environmental(e: BaseException) -> str:
     where = f" {filename}" if filename else ""
     reason = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).strip().splitlines() or [""])[0][:200]
     full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-    if full or "full" in str(e) or "No space" in str(e):
+    if full or any(t in str(e) for t in FULL_TEXTS):
         return f"no space left writing{where} ({reason}); free space and rerun: finished cells are kept"
     return f"cannot write{where} ({reason}); make it writable, or choose another folder with --set results_dir=DIR"
 
@@ -69,6 +70,7 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the files are results to share
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

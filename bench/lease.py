@@ -28,8 +28,20 @@ from mlflow.tracking import MlflowClient
 
 from bench.store import StoreError, explain
 
-TTL_S = float(os.environ.get("BENCH_LEASE_TTL_S", 60))  # a silent holder is gone after this long
+TTL_S = 60.0  # a silent holder is gone after this long (BENCH_LEASE_TTL_S overrides)
 POLL_S = 2.0  # how often a waiting invocation looks again
+FREED = ("RESOURCE_DOES_NOT_EXIST", "INVALID_STATE")  # someone else released or broke it first
+
+
+def ttl_s() -> float:
+    text = os.environ.get("BENCH_LEASE_TTL_S", "")
+    try:
+        ttl = float(text) if text else TTL_S
+    except ValueError:
+        ttl = -1.0
+    if not ttl > 0:
+        raise StoreError(f"$BENCH_LEASE_TTL_S = {text!r}: expected a number of seconds above 0, e.g. 60")
+    return ttl
 
 
 class LeaseBusy(RuntimeError):
@@ -42,6 +54,24 @@ class LeaseLost(RuntimeError):
 
 def lease_name(suite: str) -> str:
     return f"lease:{suite}"  # ':' is not allowed in suite names, so no suite's experiment can clash
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _machine() -> str:
+    """This boot of this kernel and this PID namespace: processes with the same value see each other's pids
+    (two containers with one hostname do not)."""
+    try:
+        namespace = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        namespace = ""
+    return f"{_read('/proc/sys/kernel/random/boot_id')}/{namespace}"
 
 
 def _process_start(pid: int) -> str:
@@ -69,45 +99,68 @@ def _alive_here(pid: int, started: str) -> bool:
 @dataclass(frozen=True)
 class Holder:
     host: str
+    machine: str
     pid: int
     started: str
     token: str
     since: float
+    ttl: float
 
     @classmethod
-    def me(cls) -> Holder:
-        return cls(socket.gethostname(), os.getpid(), _process_start(os.getpid()), uuid.uuid4().hex, time.time())
+    def me(cls, ttl: float) -> Holder:
+        pid = os.getpid()
+        return cls(socket.gethostname(), _machine(), pid, _process_start(pid), uuid.uuid4().hex, time.time(), ttl)
 
     def tags(self) -> dict[str, str]:
         return {
             "holder_host": self.host,
+            "holder_machine": self.machine,
             "holder_pid": str(self.pid),
             "holder_started": self.started,
             "holder_token": self.token,
             "holder_since": f"{self.since:.3f}",
+            "holder_ttl_s": f"{self.ttl:g}",
             "heartbeat": f"{self.since:.3f}",
         }
 
     @classmethod
     def of(cls, tags: dict[str, str]) -> Holder:
+        def number(key: str) -> float:
+            try:
+                return float(tags.get(key, 0) or 0)
+            except ValueError:
+                return 0.0
+
         return cls(
             tags.get("holder_host", "?"),
-            int(tags.get("holder_pid", 0) or 0),
+            tags.get("holder_machine", ""),
+            int(number("holder_pid")),
             tags.get("holder_started", ""),
             tags.get("holder_token", ""),
-            float(tags.get("holder_since", 0) or 0),
+            number("holder_since"),
+            number("holder_ttl_s"),
         )
 
     def describe(self) -> str:
         return f"process {self.pid} on {self.host} since {time.strftime('%H:%M:%S', time.localtime(self.since))}"
 
 
+def heartbeat_age(tags: dict[str, str], now: float | None = None) -> float:
+    try:
+        return (now or time.time()) - float(tags.get("heartbeat", 0) or 0)
+    except ValueError:
+        return float("inf")
+
+
 def why_gone(tags: dict[str, str], ttl: float, now: float | None = None) -> str | None:
-    """Why the lease with ``tags`` no longer protects anything, or None while its holder is alive."""
+    """Why the lease with ``tags`` no longer protects anything, or None while its holder is alive. The expiry
+    is the longer of this invocation's and the holder's own."""
     holder = Holder.of(tags)
-    if holder.host == socket.gethostname() and not _alive_here(holder.pid, holder.started):
+    same_machine = holder.host == socket.gethostname() and holder.machine == _machine() and holder.machine
+    if same_machine and not _alive_here(holder.pid, holder.started):
         return f"its holder, {holder.describe()}, has ended"
-    age = (now or time.time()) - float(tags.get("heartbeat", 0) or 0)
+    ttl = max(ttl, holder.ttl)
+    age = heartbeat_age(tags, now)
     if age > ttl:
         return f"its holder, {holder.describe()}, sent no heartbeat for {age:.0f} s (expiry {ttl:.0f} s)"
     return None
@@ -119,12 +172,13 @@ class Lease:
     def __init__(self, client: MlflowClient, suite: str, experiment_id: str, holder: Holder, ttl: float) -> None:
         self.client, self.suite, self.experiment_id, self.holder, self.ttl = client, suite, experiment_id, holder, ttl
         self.lost: str | None = None
+        self.renewed = time.monotonic()
+        self.error = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"lease {suite}", daemon=True)
         self._thread.start()
 
     def _beat(self) -> None:
-        last_ok = time.time()
         while not self._stop.wait(self.ttl / 6):
             try:
                 exp = self.client.get_experiment(self.experiment_id)
@@ -132,14 +186,18 @@ class Lease:
                     self.lost = f"the lease of {self.suite!r} was taken over by another invocation"
                     return
                 self.client.set_experiment_tag(self.experiment_id, "heartbeat", f"{time.time():.3f}")
-                last_ok = time.time()
-            except Exception as e:  # noqa: BLE001 - a store hiccup: retry until the expiry runs out
-                if time.time() - last_ok > self.ttl:
-                    self.lost = f"the lease of {self.suite!r} could not be renewed for {self.ttl:.0f} s ({e})"
-                    return
+                self.renewed = time.monotonic()
+            except Exception as e:  # noqa: BLE001 - a store hiccup: retried until check() gives up
+                self.error = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}" if str(e) else type(e).__name__
 
     def check(self) -> None:
-        """Raise LeaseLost when another invocation may now be writing this suite."""
+        """Raise LeaseLost when another invocation may be writing this suite now or soon: the lease was taken
+        over, or it has not been renewed for half the expiry (a breaker waits the whole expiry, so a stalled
+        holder stops before anyone can take over)."""
+        silent = time.monotonic() - self.renewed
+        if not self.lost and silent > self.ttl / 2:
+            why = f" ({self.error})" if self.error else ""
+            self.lost = f"the lease of {self.suite!r} could not be renewed for {silent:.0f} s{why}"
         if self.lost:
             raise LeaseLost(f"{self.lost}; stopping before writing more runs (rerun to resume)")
 
@@ -150,24 +208,34 @@ class Lease:
 
 
 def _break(client: MlflowClient, experiment_id: str, why: str) -> None:
-    """Free a lease by id: renamed out of the way (so its name can be created again), then deleted."""
+    """Free a lease by id: renamed out of the way (so its name can be created again), then deleted. A lease
+    deleted by hand (in the UI) still holds its name, so it is restored first."""
     try:
-        client.rename_experiment(experiment_id, f"{client.get_experiment(experiment_id).name} {why} {experiment_id}")
+        exp = client.get_experiment(experiment_id)
+        if exp.lifecycle_stage == "deleted":
+            if not exp.name.startswith("lease:") or " " in exp.name:
+                return  # already released or broken
+            client.restore_experiment(experiment_id)
+        client.rename_experiment(experiment_id, f"{exp.name} {why} {experiment_id}")
         client.delete_experiment(experiment_id)
-    except MlflowException:
-        pass  # already broken or released by someone else
+    except MlflowException as e:
+        if e.error_code not in FREED:  # e.g. no permission to change another user's experiment
+            raise StoreError(
+                f"cannot free the lease (experiment {experiment_id}): {explain(client.tracking_uri, e)}"
+            ) from None
 
 
 def acquire(
     client: MlflowClient,
     suite: str,
     wait_s: float = 0.0,
-    ttl: float = TTL_S,
+    ttl: float | None = None,
     say=print,
     artifact_location: str | None = None,
 ) -> Lease:
     """Take the lease of ``suite``, waiting up to ``wait_s`` seconds for a live holder; else raise LeaseBusy."""
-    me = Holder.me()
+    ttl = ttl if ttl is not None else ttl_s()
+    me = Holder.me(ttl)
     name = lease_name(suite)
     deadline = time.monotonic() + wait_s
     told = False
@@ -180,19 +248,25 @@ def acquire(
             if "already exists" not in str(e) and e.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise StoreError(explain(client.tracking_uri, e)) from None
         current = client.get_experiment_by_name(name)
-        if current is None or current.lifecycle_stage != "active":
-            continue  # released in between
-        gone = why_gone(current.tags, ttl)
+        if current is None:  # released in between
+            time.sleep(0.05)
+            continue
+        if current.tags.get("holder_token") == me.token:  # a create the HTTP client retried had succeeded
+            return Lease(client, suite, current.experiment_id, me, ttl)
+        gone = "it was deleted by hand" if current.lifecycle_stage != "active" else why_gone(current.tags, ttl)
         if gone:
             say(f"the lease of {suite!r} is free: {gone}; taking it over")
             _break(client, current.experiment_id, "expired")
+            time.sleep(0.05)
             continue
         holder = Holder.of(current.tags)
         if time.monotonic() >= deadline:
+            age = heartbeat_age(current.tags)
             hint = "rerun with --wait SECONDS to queue behind it" if wait_s == 0 else "try again later"
             raise LeaseBusy(
-                f"suite {suite!r} is being run by {holder.describe()} (one writer per suite); wait for it to "
-                f"finish, or {hint}"
+                f"suite {suite!r} is being run by {holder.describe()}, last heartbeat {age:.0f} s ago (one writer "
+                f"per suite; a holder that stopped frees it {max(ttl, holder.ttl):.0f} s after its last heartbeat); "
+                f"wait for it to finish, or {hint}"
             )
         if not told:
             say(f"waiting for {holder.describe()}, which is running suite {suite!r}")

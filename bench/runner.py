@@ -68,6 +68,7 @@ class Runner:
         uri = tracking_uri(suite)
         local = uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
         self.tracker = Tracker(uri, suite.name, results / "mlartifacts" if local else None)
+        self.tracker.guard = self.check_lease  # a run ends FINISHED only while this invocation holds the suite
         self._leases = (results / "mlartifacts" / "leases").resolve().as_uri() if local else None
         self.lease: Lease | None = None
         self._prepared: dict[tuple[str, int], torch.nn.Module] = {}
@@ -315,6 +316,7 @@ class _GroupContext:
         with tracker.pretrain_run(cell, task, suite, self.data) as log:
 
             def on_epoch(s: EpochStats) -> None:
+                self.runner.check_lease()  # a lost lease stops pretraining within an epoch
                 log.epoch(s)
                 console.print(
                     f"  {cell.task} seed={cell.seed} epoch {s.epoch}/{epochs}  loss {s.loss:.4f}  "
@@ -328,10 +330,10 @@ class _GroupContext:
                 console.print(f"  {cell.label}: resuming from the state saved by an interrupted run")
             say = lambda text: console.print(f"  {text}", highlight=False)  # noqa: E731
             history = pretrain(task, pool, suite.pretrain, cell.seed, on_epoch, state_path=partial, say=say)
+            self.runner.check_lease()  # before touching files another holder may now own
             path, stamp = save_encoder(task.encoder, self.runner.cache, cell.key)
             partial.unlink(missing_ok=True)
             mean_rate = float(np.mean([h.images_per_s for h in history])) if history else 0.0
-            self.runner.check_lease()
             log.done(path, stamp, time.perf_counter() - start, mean_rate)
         self.progress.advance(self.bar)
         return task.encoder
@@ -368,7 +370,6 @@ class _GroupContext:
             # The only place test labels are read: one score per cell, after every choice has been made.
             test_acc = data.score(fitted.predict(test_inputs))
             seconds["wall_s"] = time.perf_counter() - start
-            self.runner.check_lease()  # a cell ends FINISHED only while this invocation still holds the suite
             log.done(fitted, test_acc, seconds)
         self.progress.console.print(f"  {cell.label}: test_acc {test_acc:.4f}")
 

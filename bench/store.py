@@ -40,7 +40,7 @@ def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI (None for other stores)."""
     if not uri.startswith("sqlite:///"):
         return None
-    return Path(uri.removeprefix("sqlite:///"))  # sqlite:///relative.db, sqlite:////absolute.db
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])  # sqlite:///relative.db, sqlite:////absolute.db
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ import platform
 import time
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,7 @@ class Tracker:
         found = self.client.get_experiment_by_name(experiment)
         self.experiment_id: str | None = found.experiment_id if found else None
         self.env: dict[str, str] = {}
+        self.guard: Callable[[], None] | None = None  # raises when this invocation may no longer write
         self._source_runs: dict[str, str] = {}  # pretraining cell key -> run id, from this invocation
 
     # ------------------------------------------------------------------ reading
@@ -192,7 +193,7 @@ class Tracker:
         """A nested child run for one cell. It ends FINISHED only if the body completes; otherwise FAILED, with
         the exception in the ``failure_reason`` tag (the exception still propagates to the caller)."""
         tags = cell.tags() | self.env | tags
-        with ended(mlflow.start_run(run_name=run_name(cell), nested=True, tags=tags)) as run:
+        with ended(mlflow.start_run(run_name=run_name(cell), nested=True, tags=tags), self.guard) as run:
             try:
                 mlflow.log_params(_flatten(params))  # MLflow batches them to the store's limits
                 yield run
@@ -257,11 +258,13 @@ class Tracker:
 
 
 @contextlib.contextmanager
-def ended(run: mlflow.ActiveRun) -> Iterator[mlflow.ActiveRun]:
-    """The run ends FINISHED when the body completes, KILLED when interrupted (Ctrl-C, SIGTERM), else FAILED.
-    (MLflow's own context manager marks an interrupted run FAILED.)"""
+def ended(run: mlflow.ActiveRun, guard: Callable[[], None] | None = None) -> Iterator[mlflow.ActiveRun]:
+    """The run ends FINISHED when the body completes (and ``guard``, called last, does not raise), KILLED when
+    interrupted (Ctrl-C, SIGTERM), else FAILED. (MLflow's own context manager marks an interrupted run FAILED.)"""
     try:
         yield run
+        if guard is not None:
+            guard()
     except KeyboardInterrupt:
         _end(run, "KILLED")
         raise

@@ -175,6 +175,8 @@ BAD_SETTINGS = [
     ("encoder.name=vit_huge", "unknown encoder 'vit_huge'"),
     ("pretrain.epochs=0", "pretrain.epochs = 0, but rotation pretrains"),
     ("tracking_uri='foo://x'", "unknown scheme 'foo'"),
+    ("tracking_uri='mlruns'", "is an MLflow file store, which cannot keep one writer per suite"),
+    ("tracking_uri='file:///tmp/mlruns'", "is an MLflow file store"),
     ("protocols=['svm']", "key 'protocols.0'"),
     ("device=tpu", "key 'device'"),
     ("dataset.name=imagenet", "key 'dataset.name'"),
@@ -506,11 +508,29 @@ def test_waiting_longer_than_wait_is_exit_3(tmp_path, capsys):
     one_error(out, "try again later")
 
 
-def _lease_from_elsewhere(tmp_path, heartbeat_age_s: float) -> None:
+def _lease_from_elsewhere(tmp_path, heartbeat_age_s: float, host: str = "node-7") -> str:
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     beat = f"{time.time() - heartbeat_age_s:.3f}"
-    tags = {"holder_host": "node-7", "holder_pid": "4242", "holder_since": beat, "heartbeat": beat}
-    client.create_experiment("lease:tiny", tags=tags)
+    tags = {"holder_host": host, "holder_machine": "another-boot/1", "holder_pid": "4242", "holder_since": beat}
+    return client.create_experiment("lease:tiny", tags={**tags, "heartbeat": beat})
+
+
+def test_a_holder_with_this_hostname_in_another_container_is_not_judged_by_its_pid(tmp_path, capsys):
+    import socket
+
+    _lease_from_elsewhere(tmp_path, heartbeat_age_s=1, host=socket.gethostname())  # pid 4242 is not ours
+    rc, out = bench(capsys, "run", str(suite_file(tmp_path)), *sets(tmp_path))
+    assert rc == 3
+    one_error(out, "process 4242 on", "last heartbeat 1 s ago")
+
+
+def test_a_lease_deleted_by_hand_is_freed(tmp_path, capsys):
+    experiment = _lease_from_elsewhere(tmp_path, heartbeat_age_s=1)
+    MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").delete_experiment(experiment)  # in the UI
+    suite = suite_file(tmp_path)
+    rc, out = bench(capsys, "run", str(suite), *sets(tmp_path))
+    assert rc == 0 and "it was deleted by hand; taking it over" in out
+    finished_once(tmp_path, suite)
 
 
 def test_a_live_holder_on_another_machine_is_waited_for(tmp_path, capsys):
@@ -551,6 +571,20 @@ def test_only_one_of_many_concurrent_takers_gets_the_lease(tmp_path):
     assert len(got) == 1 and len(busy) == 5
     got[0].release()
     acquire(open_client(uri), "tiny", say=lambda _: None).release()  # free again after release
+
+
+def test_a_holder_that_could_not_renew_for_half_the_expiry_stops(tmp_path):
+    from bench.lease import LeaseLost, acquire
+    from bench.store import open_client
+
+    lease = acquire(open_client(f"sqlite:///{tmp_path / 'mlflow.db'}"), "tiny", ttl=1.0, say=lambda _: None)
+    lease._stop.set()  # the heartbeat stalls (a suspended process, an unreachable server)
+    lease._thread.join()
+    lease.check()
+    time.sleep(0.6)
+    with pytest.raises(LeaseLost, match="could not be renewed for"):
+        lease.check()  # before anyone may break it (after 1 s)
+    lease.release()
 
 
 def test_a_holder_whose_lease_was_broken_stops(tmp_path):
