@@ -28,7 +28,9 @@ from bench.tracking import ended, log_history, trial_name
 from bench.validation import validation_folds
 
 DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Optuna logs a failed or interrupted trial as a warning with its traceback; bench reports a failure itself, in
+# one line, and an interrupt as "interrupted; rerun to resume"
+optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 def storage_for(suite: Suite) -> optuna.storages.BaseStorage | str:
@@ -72,15 +74,22 @@ def settings_with(suite: Suite, protocol: str, params: dict):
 
 
 def redo_interrupted(study: optuna.Study) -> list[int]:
-    """Trials left RUNNING by a killed invocation (one writer per suite: nothing else runs them) are marked FAIL
-    and their parameters enqueued again, so the rerun evaluates them -- the configured defaults of trial 0
-    included -- instead of leaving them RUNNING forever. Returns the numbers of the trials redone."""
+    """Trials a killed invocation left RUNNING (one writer per suite: nothing else runs them), and trials an
+    interrupt (Ctrl-C, SIGTERM) ended FAIL, are evaluated again: RUNNING ones are marked FAIL, and the parameters
+    of each are enqueued once more (once: the new trial records ``redo_of``), so the configured defaults of trial
+    0 are never lost. Returns the numbers of the trials redone."""
+    trials = study.get_trials(deepcopy=False)
+    already = {t.user_attrs.get("redo_of") for t in trials}
     redone = []
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+    for t in trials:
+        stopped = t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("interrupted")
+        if t.number in already or not (t.state == optuna.trial.TrialState.RUNNING or stopped):
+            continue
+        if t.state == optuna.trial.TrialState.RUNNING:
+            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
         params = t.system_attrs.get("fixed_params") or t.params
-        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
         if params:
-            study.enqueue_trial(dict(params), skip_if_exists=False)
+            study.enqueue_trial(dict(params), user_attrs={"redo_of": t.number}, skip_if_exists=False)
         redone.append(t.number)
     return redone
 
@@ -174,6 +183,13 @@ class Tuner:
             feats, labels = self.features[task], y.to(self.device)
 
         def objective(trial: optuna.Trial) -> float:
+            try:
+                return evaluate(trial)
+            except KeyboardInterrupt:  # Optuna records the trial FAIL; the next invocation evaluates it again
+                trial.set_user_attr("interrupted", True)
+                raise
+
+        def evaluate(trial: optuna.Trial) -> float:
             if protocol == "finetune":
                 params = {
                     k: trial.suggest_float(k, *getattr(space, k), log=True) for k in ("lr", "head_lr", "weight_decay")

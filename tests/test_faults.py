@@ -121,7 +121,11 @@ def finished_once(tmp_path: Path, suite: Path, *extra: str) -> None:
 def popen(tmp_path: Path, suite: Path, *extra: str, args: tuple[str, ...] = ()) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "bench", "run", str(suite), *sets(tmp_path, *extra), *args]
     env = dict(os.environ, COLUMNS="250")
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # a shell starts background jobs with SIGINT ignored, and Python keeps it so: give the run Ctrl-C back
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    return subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, preexec_fn=default_sigint
+    )
 
 
 def signal_when(proc: subprocess.Popen, trigger: str, sig: int) -> str:
@@ -424,7 +428,8 @@ def test_sigkill_then_rerun_finishes_every_cell_once(tmp_path, capsys, where, tr
     assert survivors <= {r.info.run_id for r in all_runs(tmp_path) if r.info.status == "FINISHED"}
 
 
-def test_sigkill_during_tuning_trial_0_then_rerun(tmp_path, capsys):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "ctrl-c"])
+def test_a_kill_during_tuning_trial_0_then_rerun(tmp_path, capsys, sig):
     extra = (
         "tuning.enabled=true",
         "tuning.protocols=['finetune']",
@@ -437,13 +442,16 @@ def test_sigkill_during_tuning_trial_0_then_rerun(tmp_path, capsys):
     suite = suite_file(tmp_path)
     proc = popen(tmp_path, suite, *extra)
     deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:  # kill while trial 0 is running
+    while time.time() < deadline and proc.poll() is None:  # signal while trial 0 is running
         if any(r.info.run_name.endswith("trial 0") and r.info.status == "RUNNING" for r in all_runs(tmp_path)):
-            proc.kill()
+            proc.send_signal(sig)
             break
         time.sleep(0.2)
-    proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 130), out
+    if sig == signal.SIGINT:
+        assert "interrupted; rerun to resume" in out and "Traceback" not in out
+        assert all(r.info.status != "FAILED" for r in all_runs(tmp_path))  # KILLED, trial and cells alike
     rc, out = bench(capsys, "run", str(suite), *sets(tmp_path, *extra))
     assert rc == 0 and "Traceback" not in out
     finished_once(tmp_path, suite, *extra)
