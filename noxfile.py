@@ -1,5 +1,5 @@
 """Sessions: `nox -s tests`, `nox -s benchmark [-- SUITE [bench run options]]`, `nox -s ui`, `nox -s screenshot`,
-`nox -s lint`."""
+`nox -s server`, `nox -s lint`."""
 
 from pathlib import Path
 
@@ -14,8 +14,9 @@ nox.options.reuse_existing_virtualenvs = True
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite (offline; uses synthetic data, plus the CIFAR-10 copy under $BENCH_DATA if present)."""
-    session.install("-e", ".[dev]")
+    """The test suite (offline; uses synthetic data, plus the CIFAR-10 copy under $BENCH_DATA if present). The
+    cluster tests start PostgreSQL, an MLflow server and Ray on loopback (needs root and Debian's postgresql)."""
+    session.install("-e", ".[dev,cluster]")
     session.run("pytest", "-q", *session.posargs)
 
 
@@ -71,6 +72,14 @@ def screenshot(session: nox.Session) -> None:
     (default store sqlite:///results/mlflow.db, default PNG docs/mlflow_ui.png)."""
     session.install("-e", ".")
     session.run("python", "-m", "bench.ui", "screenshot", *(session.posargs or [STORE_URI, "quick"]))
+
+
+@nox.session
+def server(session: nox.Session) -> None:
+    """PostgreSQL and an MLflow server on it (artifacts served too), for suites run on a Ray cluster:
+    -- [--dir results/server] [--host 127.0.0.1] [--port 5000] [--pg-port 5432]. Prints the URIs to use."""
+    session.install("-e", ".[cluster]")
+    session.run("python", "-m", "bench", "server", *session.posargs)
 
 
 @nox.session

@@ -38,6 +38,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
     path = suite_file(args.suite)
     suite = load_suite(path, args.set)
+    if suite.execution.backend == "ray":
+        from bench.cluster import RayRunner as Runner  # noqa: N814 - the same runner, cells dispatched to Ray
     outcome = Runner(suite, path, console).run(dry_run=args.dry_run, wait_s=args.wait)
     if outcome.failed:
         console.print(f"[red]finished with {len(outcome.failed)} failed cell(s); rerun to retry them[/]")
@@ -103,6 +105,20 @@ def cmd_perf(args: argparse.Namespace, console: Console) -> int:
     )
     console.print(f"  written: {r['path']}")
     return 0
+
+
+def cmd_server(args: argparse.Namespace, console: Console) -> int:
+    import time
+
+    from bench.server import Services
+
+    services = Services(Path(args.dir), args.host, args.pg_port, args.port, args.workers)
+    console.print(f"starting PostgreSQL and the MLflow server in {args.dir} ...", highlight=False)
+    with services.running():
+        console.print(services.describe(), highlight=False, soft_wrap=True)
+        console.print("Ctrl-C stops both", highlight=False)
+        while True:
+            time.sleep(3600)
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
@@ -171,10 +187,17 @@ def main(argv: list[str] | None = None) -> int:
     perf.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     perf.add_argument("--compile", action="store_true", help="also measure (b) with the encoder torch.compiled")
     perf.add_argument("--out", default="results/perf", help="folder for the JSON record")
+    server = sub.add_parser("server", help="PostgreSQL and an MLflow server on it, for runs on a cluster")
+    server.add_argument("--dir", default="results/server", help="PostgreSQL data, artifacts and logs")
+    server.add_argument("--host", default="127.0.0.1", help="address to listen on (the cluster's network)")
+    server.add_argument("--port", type=int, default=5000, help="MLflow server port")
+    server.add_argument("--pg-port", type=int, default=5432, help="PostgreSQL port")
+    server.add_argument("--workers", type=int, default=4, help="MLflow server worker processes")
     sub.add_parser("list", help="registered tasks, encoders, datasets and protocols")
     args = parser.parse_args(argv)
     console = Console()
     commands = {"run": cmd_run, "report": cmd_report, "parity": cmd_parity, "perf": cmd_perf, "list": cmd_list}
+    commands["server"] = cmd_server
     with interrupt_on_sigterm():
         return run_command(lambda: commands[args.command](args, console), console)
 

@@ -212,6 +212,36 @@ class TuningConfig(Strict):
     space: SearchSpace = SearchSpace()
 
 
+class Resources(Strict):
+    """What one Ray task asks of a node. ``gpus = None``: one GPU when the cluster has any, else none."""
+
+    gpus: float | None = Field(None, ge=0)
+    cpus: float = Field(1, gt=0)
+
+
+class ExecutionConfig(Strict):
+    """Where the cells run (``bench.cluster``): in this process (``local``), or as Ray tasks (``ray``) on a Ray
+    instance started here (``address = "local"``), on the running cluster (``"auto"``), or on a cluster reached
+    through Ray Client (``"ray://host:10001"``). Results are the same either way; only the dispatch differs."""
+
+    backend: Literal["local", "ray"] = "local"
+    address: str = "local"
+    pretrain: Resources = Resources()  # per pretraining cell
+    evaluate: Resources = Resources()  # per evaluation group: every protocol and budget of one (task, seed)
+    tune: Resources = Resources(gpus=0)  # per tuning worker
+    tuning_workers: int = Field(2, ge=1)  # workers sharing the trials of one study
+    retries: int = Field(2, ge=0)  # a task whose worker died (machine lost, process killed) runs again
+    threads: int | None = Field(None, ge=1)  # torch CPU threads per task; None: as many as a local run on that
+    # node uses (its cores), so CPU results equal the local backend's (they depend on the thread count)
+
+    @field_validator("address")
+    @classmethod
+    def _known_address(cls, address: str) -> str:
+        if address in ("local", "auto") or re.fullmatch(r"(ray://)?[\w.\-]+:\d+", address):
+            return address
+        raise ValueError("expected 'local' (start Ray here), 'auto' (join the running cluster) or ray://host:port")
+
+
 # One optional table per registered task: `[tasks.rotation]` selects rotation with its own validated config.
 TasksConfig = create_model(
     "TasksConfig",
@@ -235,6 +265,7 @@ class Suite(Strict):
     finetune: FinetuneConfig = FinetuneConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     tuning: TuningConfig = TuningConfig()
+    execution: ExecutionConfig = ExecutionConfig()
     device: Literal["auto", "cpu", "cuda"] = "auto"
     tracking_uri: str | None = None  # else $MLFLOW_TRACKING_URI, else sqlite:///<results_dir>/mlflow.db
     results_dir: str = "results"

@@ -38,6 +38,10 @@ PRESENTATION = {
     "bench.lease": "decides who may write a suite's runs, not what they hold",
     "bench.store": "opens the tracking store (errors, a safe first creation)",
     "bench.files": "how files are written (whole, inside results/), not what they hold",
+    "bench.cluster": "dispatches the runner's own cell code to Ray workers (same keys, same numbers: tested)",
+    "bench.server": "starts PostgreSQL and the MLflow server",
+    "bench.capacity": "estimates a suite's wall time on N workers from finished runs",
+    "bench.overhead": "measures dispatch and tracking-server costs, no cells of a suite",
 }
 ROOTS = ("bench.runner",)  # every cell runs through the runner; a task adds its own module
 

@@ -272,3 +272,19 @@ def acquire(
             say(f"waiting for {holder.describe()}, which is running suite {suite!r}")
             told = True
         time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
+
+
+def verify(client: MlflowClient, experiment_id: str, suite: str, token: str) -> None:
+    """For a worker of the holder (a Ray task of the driver that took the lease): raise LeaseLost unless the
+    lease ``experiment_id`` of ``suite`` still stands with the holder's ``token``. A worker reads the store
+    instead of holding a heartbeat of its own: the driver's heartbeat keeps the lease."""
+    try:
+        exp = client.get_experiment(experiment_id)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise StoreError(explain(client.tracking_uri, e)) from None
+        exp = None
+    if exp is None or exp.lifecycle_stage != "active" or exp.name != lease_name(suite):
+        raise LeaseLost(f"the driver no longer holds suite {suite!r}; this worker stops (rerun to resume)")
+    if exp.tags.get("holder_token") != token:
+        raise LeaseLost(f"suite {suite!r} is held by another invocation now; this worker stops (rerun to resume)")

@@ -27,3 +27,14 @@ def cifar_root() -> Path | None:
 def wide_console(monkeypatch):
     """Console output is read by the tests: wide enough that rich does not wrap a line."""
     monkeypatch.setenv("COLUMNS", "250")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``netns`` need PostgreSQL, an MLflow server and Ray on loopback only: they are collected only
+    inside the network namespace that ``test_cluster.py`` starts (BENCH_NETNS=1), never beside other tests."""
+    if os.environ.get("BENCH_NETNS") == "1":
+        return
+    kept = [item for item in items if item.get_closest_marker("netns") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept

@@ -1,0 +1,275 @@
+"""Scale-out: cells as Ray tasks, tracked by an MLflow server on PostgreSQL, tuned by Optuna on the same database.
+
+The service tests start PostgreSQL, an MLflow server and a local Ray instance (2 CPUs). Ray binds every
+interface and advertises the machine's own address, so they run inside a network namespace that has only
+loopback (``unshare -n``; needs root): ``test_service_tests_in_a_loopback_only_namespace`` runs this file there
+with BENCH_NETNS=1, and the tests marked ``netns`` are collected only inside it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from bench.__main__ import main
+from bench.config import ConfigError, load_suite
+
+from .conftest import ROOT, SMOKE
+
+INSIDE = os.environ.get("BENCH_NETNS") == "1"
+netns = pytest.mark.netns
+
+
+# ------------------------------------------------------------------ outside: no services, no Ray
+
+
+def test_execution_section_is_validated_data():
+    suite = load_suite(SMOKE, ["execution.backend=ray", "execution.address=auto", "execution.pretrain.gpus=1"])
+    assert (suite.execution.backend, suite.execution.address, suite.execution.pretrain.gpus) == ("ray", "auto", 1)
+    assert load_suite(SMOKE).execution.backend == "local"
+    with pytest.raises(ConfigError, match="execution.backend"):
+        load_suite(SMOKE, ["execution.backend=slurm"])
+    with pytest.raises(ConfigError, match="execution.address.*ray://host:port"):
+        load_suite(SMOKE, ["execution.address=my cluster"])
+    with pytest.raises(ConfigError, match="execution.evaluate.cpus"):
+        load_suite(SMOKE, ["execution.evaluate.cpus=0"])
+
+
+def test_a_file_store_on_a_cluster_of_several_machines_is_refused(tmp_path, store):
+    from bench.cluster import RayRunner
+
+    runner = RayRunner(load_suite(SMOKE, [*store, "execution.backend=ray"]), SMOKE)
+    runner._refuse_local_stores(1)  # one machine: the file is everyone's
+    with pytest.raises(ConfigError, match="2 machines.*bench server.*MLFLOW_TRACKING_URI=http://"):
+        runner._refuse_local_stores(2)
+    tuned = [*store, "execution.backend=ray", "tuning.enabled=true", "tracking_uri='http://127.0.0.1:1'"]
+    runner.suite = load_suite(SMOKE, tuned)
+    with pytest.raises(ConfigError, match="tuning.storage.*journal file.*2 machines"):
+        runner._refuse_local_stores(2)
+
+
+def test_the_cluster_modules_cannot_change_a_cell(tmp_path):
+    """Dispatching changes no key: the Ray path is not part of any cell's code identity."""
+    from bench.identity import PRESENTATION, closure
+
+    assert {"bench.cluster", "bench.server"} <= set(PRESENTATION)
+    assert not {"bench.cluster", "bench.server"} & set(closure("bench.runner"))
+
+
+def test_service_tests_in_a_loopback_only_namespace():
+    if INSIDE:
+        pytest.skip("already inside")
+    pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
+    if os.geteuid() != 0 or subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs root for a network namespace (unshare -n)")
+    from bench.server import pg_bin
+
+    try:
+        pg_bin("initdb")
+    except ConfigError:
+        pytest.skip("PostgreSQL is not installed (.ci/run installs it: apt-get install postgresql)")
+    inner = f"ip link set lo up && exec {sys.executable} -m pytest -q -x -p no:cacheprovider {__file__} -m netns"
+    done = subprocess.run(
+        ["unshare", "-n", "sh", "-c", inner],
+        cwd=ROOT,
+        env=dict(os.environ, BENCH_NETNS="1", COLUMNS="250"),
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    print(done.stdout[-20000:], done.stderr[-5000:])
+    assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-3000:]
+    assert " passed" in done.stdout and " failed" not in done.stdout
+
+
+# ------------------------------------------------------------------ inside the namespace
+
+
+@pytest.fixture(scope="module")
+def services():
+    from bench.server import Services, free_port
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-services-"))  # under /tmp: PostgreSQL's user must reach it
+    try:
+        with Services(folder, pg_port=free_port(), port=free_port(), workers=2, durable=False).running() as s:
+            yield s
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+def on_server(services, tmp_path, *extra: str) -> list[str]:
+    return [
+        f"--set=results_dir={str(tmp_path / 'results')!r}",
+        f"--set=tracking_uri={services.tracking_uri!r}",
+        "--set=execution.backend=ray",
+        *(f"--set={e}" for e in extra),
+    ]
+
+
+def cells_of(uri: str, suite: str) -> list:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(suite)
+    return [r for r in client.search_runs([exp.experiment_id], max_results=5000) if "cell_key" in r.data.tags]
+
+
+def accuracies(runs) -> dict[str, float | None]:
+    out = {}
+    for r in runs:
+        if r.info.status == "FINISHED":
+            assert r.data.tags["cell_key"] not in out, "two FINISHED runs of one cell"
+            out[r.data.tags["cell_key"]] = r.data.metrics.get("test_acc")
+    return out
+
+
+@netns
+def test_smoke_suite_through_ray_into_the_server_matches_the_local_run(services, ray_instance, tmp_path, capfd):
+    local_uri = f"sqlite:///{tmp_path / 'local.db'}"
+    local = ["--set=results_dir=" + repr(str(tmp_path / "local")), f"--set=tracking_uri={local_uri!r}"]
+    assert main(["run", str(SMOKE), *local]) == 0
+    # two threads per task, as the local run on these 2 cores (CPU results depend on the thread count); each
+    # task asks for both CPUs, so two tasks never share them
+    whole = ["execution.threads=2", "execution.pretrain.cpus=2", "execution.evaluate.cpus=2"]
+    assert main(["run", str(SMOKE), *on_server(services, tmp_path, *whole)]) == 0
+    out = capfd.readouterr().out
+    assert "ray: 1 node(s), 2 CPUs" in out and "pid=" in out  # workers' lines reach the driver
+    ray_runs, local_runs = cells_of(services.tracking_uri, "smoke"), cells_of(local_uri, "smoke")
+    ray_acc, local_acc = accuracies(ray_runs), accuracies(local_runs)
+    assert len(local_acc) == 38 and ray_acc == local_acc  # same keys, bitwise the same test accuracies
+    parent = {r.data.tags.get("mlflow.parentRunId") for r in ray_runs}
+    assert len(parent) == 1 and None not in parent  # nested under the driver's parent run
+    pre = [r for r in ray_runs if r.data.tags["kind"] == "pretrain"]
+    client = MlflowClient(services.tracking_uri)
+    for r in pre:  # per-epoch metrics and the checkpoint, through the server's artifact proxy
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "train_loss")] == [1, 2]
+        assert r.data.tags["ray_worker_pid"] != str(os.getpid())
+        assert any(a.path.endswith(".pt") for a in client.list_artifacts(r.info.run_id))
+    assert (services.folder / "artifacts").is_dir()
+
+    # no shared file system: another results folder (an empty checkpoint cache) evaluates a new budget from
+    # the checkpoints in the artifact store; the finished cells are reused from the server
+    elsewhere = tmp_path / "elsewhere"
+    extra = on_server(services, elsewhere, *whole, "budgets=[8, 32, 64, 'full']", "seeds=[0]")
+    assert main(["run", str(SMOKE), *extra]) == 0
+    out = capfd.readouterr().out
+    assert "0 pretraining" in out
+    assert sorted(p.name for p in (elsewhere / "results" / "cache" / "checkpoints").glob("*.pt"))
+    by_budget = [r for r in cells_of(services.tracking_uri, "smoke") if r.data.tags.get("budget") == "64"]
+    assert {r.info.status for r in by_budget} == {"FINISHED"} and len(by_budget) == 6  # rotation 3, random 2, scratch 1
+
+
+@netns
+def test_a_worker_killed_mid_pretraining_is_retried_and_resumes(services, ray_instance, tmp_path, capfd):
+    extra = ["pretrain.epochs=4", "pretrain.checkpoint_every_s=0", "seeds=[0]", "execution.threads=2"]
+    extra += ["tasks={rotation={head_hidden=64}}", "protocols=['knn']", "budgets=['full']", "name='killed'"]
+    killed: list[int] = []
+
+    def kill_after_two_epochs():
+        client = MlflowClient(services.tracking_uri)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not killed:
+            exp = client.get_experiment_by_name("killed")
+            runs = client.search_runs([exp.experiment_id], "tags.kind = 'pretrain'") if exp else []
+            for r in runs:
+                if r.info.status == "RUNNING" and len(client.get_metric_history(r.info.run_id, "train_loss")) >= 2:
+                    pid = int(r.data.tags["ray_worker_pid"])
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_after_two_epochs)
+    killer.start()
+    assert main(["run", str(SMOKE), *on_server(services, tmp_path, *extra)]) == 0
+    killer.join()
+    out = capfd.readouterr().out
+    assert killed, "the pretraining was never seen running"
+    assert "resuming from the state saved by an interrupted run" in out
+    runs = cells_of(services.tracking_uri, "killed")
+    pre = [r for r in runs if r.data.tags["kind"] == "pretrain"]
+    assert sorted(r.info.status for r in pre) == ["FINISHED", "KILLED"]
+    assert {r.data.tags["ray_worker_pid"] for r in pre if r.info.status == "KILLED"} == {str(killed[0])}
+    assert len(accuracies(runs)) == 2  # the pretraining and the evaluation, once each
+
+    # the resumed pretraining gives the weights of an uninterrupted one: the same test accuracy as a fresh run
+    fresh = tmp_path / "fresh"
+    uri = f"sqlite:///{tmp_path / 'fresh.db'}"
+    keep = [e for e in extra if not e.startswith("execution")]
+    assert main(["run", str(SMOKE), f"--set=results_dir={str(fresh)!r}", f"--set=tracking_uri={uri!r}",
+                 *(f"--set={e}" for e in keep)]) == 0  # fmt: skip
+    assert accuracies(cells_of(uri, "killed")) == accuracies(runs)
+
+
+@netns
+def test_two_drivers_on_one_suite_one_runs_it_the_other_refuses(services, ray_instance, tmp_path, capfd):
+    extra = on_server(services, tmp_path, "name='drivers'", "execution.address=auto", "seeds=[0]")
+    cmd = [sys.executable, "-m", "bench", "run", str(SMOKE), *extra]
+    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = MlflowClient(services.tracking_uri)
+    deadline = time.monotonic() + 120
+    while client.get_experiment_by_name("lease:drivers") is None and first.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert main(["run", str(SMOKE), *extra]) == 3
+    assert "suite 'drivers' is being run by process" in capfd.readouterr().out
+    output, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, output
+    assert "ray: 1 node(s)" in output  # joined the running instance (address auto)
+    counts: dict[str, int] = {}
+    for r in cells_of(services.tracking_uri, "drivers"):
+        if r.info.status == "FINISHED":
+            counts[r.data.tags["cell_key"]] = counts.get(r.data.tags["cell_key"], 0) + 1
+    assert len(counts) == 19 and set(counts.values()) == {1}
+
+
+@netns
+def test_trials_of_a_study_spread_over_two_workers_with_exact_counts(services, ray_instance, tmp_path):
+    import optuna
+
+    extra = ["name='tuned'", "seeds=[0]", "budgets=[32]", "protocols=['finetune']", "tasks={scratch={}}"]
+    extra += ["tuning.enabled=true", "tuning.trials=5", "tuning.prune=false", "execution.tuning_workers=2"]
+    extra += [f"tuning.storage={services.optuna_url!r}", "execution.threads=1"]
+    assert main(["run", str(SMOKE), *on_server(services, tmp_path, *extra)]) == 0
+    storage = services.optuna_url
+    (summary,) = [s for s in optuna.get_all_study_summaries(storage) if s.study_name.startswith("tuned:")]
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(done) == 5  # exactly the configured count, though two workers ran at once
+    assert len({t.user_attrs["worker_pid"] for t in done}) == 2  # both workers ran trials
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
+    suite = load_suite(SMOKE)
+    assert study.trials[0].params["lr"] == pytest.approx(suite.finetune.lr)  # trial 0: the configured values
+    assert all(t.user_attrs.get("surplus") for t in study.trials if t not in done)
+    runs = cells_of(services.tracking_uri, "tuned")
+    (cell,) = [r for r in runs if r.info.status == "FINISHED"]
+    assert cell.data.tags["hp_source"] == "tuned" and "tuned (5 trials" in cell.data.params["hp_source"]
+
+
+@netns
+def test_a_worker_whose_data_differs_refuses_naming_the_node_and_the_path(services, ray_instance, tmp_path):
+    from bench.cluster import run_cells
+
+    suite = load_suite(SMOKE, [f"results_dir={str(tmp_path)!r}", f"tracking_uri={services.tracking_uri!r}"])
+    job = {"id": "x", "suite": suite, "suite_path": str(SMOKE), "identity": "0123456789abcdef", "keys": []}
+    with pytest.raises(ray_instance.exceptions.RayTaskError) as caught:
+        ray_instance.get(ray_instance.remote(run_cells).remote(job, "scratch", 0, []))
+    cause = caught.value.cause
+    assert isinstance(cause, ConfigError)
+    assert "node 127.0.0.1" in str(cause) and "is not the driver's" in str(cause) and "BENCH_DATA" in str(cause)
