@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     server.add_argument("--dir", default="results/server", help="PostgreSQL data, artifacts and logs")
     server.add_argument("--host", default="127.0.0.1", help="address to listen on (the cluster's network)")
     server.add_argument("--port", type=int, default=5000, help="MLflow server port")
-    server.add_argument("--pg-port", type=int, default=5432, help="PostgreSQL port")
+    server.add_argument("--pg-port", type=int, default=5433, help="PostgreSQL port (5432 is Debian's own cluster)")
     server.add_argument("--workers", type=int, default=4, help="MLflow server worker processes")
     sub.add_parser("list", help="registered tasks, encoders, datasets and protocols")
     args = parser.parse_args(argv)

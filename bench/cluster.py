@@ -45,6 +45,7 @@ from bench.tuning import DONE, Tuner, redo_interrupted
 from bench.validation import validation_folds
 
 RUNNING = optuna.trial.TrialState.RUNNING
+WAITING = optuna.trial.TrialState.WAITING
 POLL_S = 1.0  # how often a tuning worker looks at trials running elsewhere
 HEARTBEAT_S = 30  # Optuna's trial heartbeat on a database storage; a trial silent for 4x this has failed
 
@@ -156,8 +157,19 @@ class _Dispatch:
                 self.evals.setdefault((c.task, c.seed), []).append(c)
         self.failed: dict[str, str] = {}
         self.pretrained = {g for g in self.evals if g not in self.pretrain}
-        self.studies: dict[str, set[tuple]] = {}  # task -> studies still running
+        # task -> studies still running; a task without tuned cells has none to wait for
+        self.studies: dict[str, set[tuple]] = {
+            task: set() for task, _ in self.evals if not any(self._tuned(c) for c in self._cells_of(task))
+        }
         self.pending: dict = {}  # ObjectRef -> (kind, what)
+
+    def _cells_of(self, task: str) -> list[Cell]:
+        return [c for (t, _), cells in self.evals.items() if t == task for c in cells]
+
+    def _tuned(self, cell: Cell) -> bool:
+        from bench.tuning import tuned
+
+        return tuned(self.runner.suite, cell.protocol, cell.budget)
 
     def _options(self, resources) -> dict:
         gpus = self.gpu_default if resources.gpus is None else resources.gpus
@@ -211,6 +223,7 @@ class _Dispatch:
 
     def _finished(self, ref) -> None:
         kind, what = self.pending.pop(ref)
+        reason = None  # why the task itself failed
         try:
             failed = self.ray.get(ref)
         except self.ray.exceptions.RayTaskError as e:
@@ -223,11 +236,12 @@ class _Dispatch:
         if kind == "study":
             task, protocol, budget = what
             self.studies[task].discard((protocol, budget))  # the evaluations finish a study that fell short
-            if not any(k == "study" and w[:3] == what for k, w in self.pending.values()):
-                self.progress.console.print(f"  study {task} {protocol} {budget}: done", highlight=False)
+            said = "done" if reason is None else f"a worker stopped: {reason}"
+            if reason is not None or not any(k == "study" and w == what for k, w in self.pending.values()):
+                self.progress.console.print(f"  study {task} {protocol} {budget}: {said}", highlight=False)
             return
         task, seed, cells = what
-        if failed is None:
+        if reason is not None:
             failed = {c.label: reason for c in cells}
         self.failed.update(failed)
         self.progress.advance(self.bar, len(cells))
@@ -285,7 +299,10 @@ class SharedTuner(Tuner):
         sampler = optuna.samplers.TPESampler(seed=self.cfg.sampler_seed + self.worker, constant_liar=True)
         make = optuna.create_study if create else optuna.load_study
         extra = {"direction": "maximize", "load_if_exists": True} if create else {}
-        study = make(study_name=name, storage=self.storage, sampler=sampler, pruner=pruner, **extra)
+        try:
+            study = make(study_name=name, storage=self.storage, sampler=sampler, pruner=pruner, **extra)
+        except KeyError:  # load_study of a study the driver never created
+            study = None
         return study, folds, name
 
     def _labelled(self, budget):
@@ -314,6 +331,10 @@ class SharedTuner(Tuner):
         if opened is None:  # too few labels to validate on: the base says so without a study
             return super()._study(task, protocol, budget)
         study, folds, name = opened
+        if study is None:
+            raise RuntimeError(
+                f"study {name} was never created: the pretraining of the tuning seed ({self.seed}) has not finished"
+            )
         target, objective = self.cfg.trials, None
         while True:
             trials = study.get_trials(deepcopy=False)
@@ -322,12 +343,15 @@ class SharedTuner(Tuner):
             if done >= target:
                 break
             if done + len(running) >= target:  # the rest is running elsewhere: wait, failing dead workers' trials
-                self._fail_dead(study, running)
-                optuna.storages.fail_stale_trials(study)
+                fail_dead_trials(study, running, self.retry)
+                with warnings.catch_warnings():  # "experimental"
+                    warnings.simplefilter("ignore")
+                    optuna.storages.fail_stale_trials(study)
                 time.sleep(POLL_S)
                 continue
             objective = objective or self._claimed(self._objective(task, protocol, budget, folds, name), target)
-            study.optimize(objective, n_trials=target - done - len(running), catch=(Surplus,))
+            n = target - done - len(running)
+            study.optimize(objective, n_trials=n, catch=(Surplus,), callbacks=[stop_on_surplus])
         best = study.best_trial
         return dict(best.params), f"tuned ({done} trials, study {name}, best val_acc {best.value:.4f})"
 
@@ -336,29 +360,39 @@ class SharedTuner(Tuner):
         me["worker_started"] = _process_start(os.getpid())
 
         def claimed(trial: optuna.Trial) -> float:
-            states = (*DONE, RUNNING)
+            states = (*DONE, RUNNING, WAITING)  # a retried trial is numbered when enqueued, run later
             ahead = [t for t in trial.study.get_trials(deepcopy=False, states=states) if t.number < trial.number]
             if len(ahead) >= target:
-                trial.set_user_attr("surplus", True)
-                trial.study.stop()
+                trial.set_user_attr("surplus", True)  # and stop_on_surplus ends this worker's loop
                 raise Surplus(f"trial {trial.number}: {target} trials are finished or running already")
-            for key, value in me.items():
-                trial.set_user_attr(key, value)
+            for key, value in {**me, "worker_trial": trial.number}.items():  # a retried copy keeps the
+                trial.set_user_attr(key, value)  # attributes of its original: the number tells them apart
             return objective(trial)
 
         return claimed
 
-    def _fail_dead(self, study: optuna.Study, running: list) -> None:
-        """Trials RUNNING in a process of this machine that has ended: failed now and retried."""
-        for t in running:
-            attrs = t.user_attrs
-            if attrs.get("worker_machine") != _machine() or not attrs.get("worker_pid"):
+
+def fail_dead_trials(study: optuna.Study, running: list, retry) -> list[int]:
+    """Of the ``running`` trials, those whose worker is gone: failed and handed to ``retry`` (which enqueues
+    their parameters again). Gone means its process on this machine has ended, or it died between Optuna's ask
+    and recording itself (no heartbeat either) and started over the grace period ago. Trials of another machine
+    are left to Optuna's heartbeat. Returns the numbers of the trials failed."""
+    now, failed = time.time(), []
+    for t in running:
+        attrs = t.user_attrs
+        if attrs.get("worker_trial") != t.number:  # a retried copy keeps its original's attributes
+            started = t.datetime_start.timestamp() if t.datetime_start else now
+            if now - started < 4 * HEARTBEAT_S:
                 continue
-            if _alive_here(int(attrs["worker_pid"]), attrs.get("worker_started", "")):
-                continue
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                if study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
-                    self.retry(study, study._storage.get_trial(t._trial_id))
+        elif attrs.get("worker_machine") != _machine():
+            continue
+        elif _alive_here(int(attrs["worker_pid"]), attrs.get("worker_started", "")):
+            continue
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            if study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
+                retry(study, study._storage.get_trial(t._trial_id))
+                failed.append(t.number)
+    return failed
 
 
 def _retry_callback(retries: int):
@@ -369,6 +403,12 @@ def _retry_callback(retries: int):
         if make is None:
             make = optuna.storages.RetryFailedTrialCallback
         return make(max_retry=retries)
+
+
+def stop_on_surplus(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Optuna callback: a surplus trial means the study has all it needs; this worker stops asking."""
+    if trial.user_attrs.get("surplus"):
+        study.stop()
 
 
 class Surplus(Exception):

@@ -288,3 +288,9 @@ def verify(client: MlflowClient, experiment_id: str, suite: str, token: str) -> 
         raise LeaseLost(f"the driver no longer holds suite {suite!r}; this worker stops (rerun to resume)")
     if exp.tags.get("holder_token") != token:
         raise LeaseLost(f"suite {suite!r} is held by another invocation now; this worker stops (rerun to resume)")
+    silent, expiry = heartbeat_age(exp.tags), max(ttl_s(), Holder.of(exp.tags).ttl)
+    if silent > expiry / 2:  # the holder itself stops at half the expiry; its workers with it
+        raise LeaseLost(
+            f"the driver of suite {suite!r} has not renewed its lease for {silent:.0f} s; this worker stops "
+            "(rerun to resume)"
+        )

@@ -74,7 +74,7 @@ def _wait_until(ready, what: str, timeout_s: float, log: Path) -> None:
 class Postgres:
     folder: Path
     host: str = "127.0.0.1"
-    port: int = 5432
+    port: int = 5433
     max_connections: int = 200  # every worker process holds one for Optuna; the MLflow server a pool
     durable: bool = True  # False: no fsync (tests)
 
@@ -94,22 +94,35 @@ class Postgres:
         password = (self.folder / "password").read_text().strip()
         return f"postgresql+psycopg://{USER}:{password}@{self.host}:{self.port}/{database}"
 
+    def __post_init__(self) -> None:
+        self.folder = Path(self.folder).resolve()  # PostgreSQL resolves relative paths from its data folder
+        self.started = False
+
     def _as_user(self, cmd: list[str], **kw) -> subprocess.CompletedProcess:
         user = _service_user()
         full = ["runuser", "-u", user, "--", *cmd] if user else cmd
-        return subprocess.run(full, capture_output=True, text=True, **kw)
+        env = dict(os.environ, LC_MESSAGES="C")  # messages matched below are the English ones
+        return subprocess.run(full, capture_output=True, text=True, env=env, **kw)
 
     def _check(self, done: subprocess.CompletedProcess, what: str) -> None:
         if done.returncode != 0:
-            raise RuntimeError(f"{what} failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-1500:]}")
+            log = self.log.read_text(errors="replace").strip()[-1500:] if self.log.is_file() else ""
+            said = (done.stderr or done.stdout).strip()[-1500:]
+            raise RuntimeError(f"{what} failed ({done.returncode}): {said}" + (f"\n{self.log}:\n{log}" if log else ""))
 
     def initialise(self) -> None:
         """initdb, once: a cluster owned by role ``bench``, password logins over TCP, trust on its own socket."""
         self.folder.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(exist_ok=True)
+        self.socket_dir.chmod(0o700)  # its socket lets the owner in without a password
+        if len(str(self.socket_dir)) > 90:
+            raise ConfigError(
+                f"{self.folder}: too deep for PostgreSQL's socket (over 90 characters); use --dir with a shorter path"
+            )
         password = self.folder / "password"
         if not password.is_file():
-            password.write_text(secrets.token_urlsafe(24) + "\n")
+            with os.fdopen(os.open(password, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+                f.write(secrets.token_urlsafe(24) + "\n")
         user = _service_user()
         if user:
             record = pwd.getpwnam(user)
@@ -126,6 +139,9 @@ class Postgres:
         cmd = [pg_bin("initdb"), "-D", str(self.data), "-U", USER, "-E", "UTF8", "--locale=C"]
         cmd += ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={password}"]
         self._check(self._as_user(cmd + ([] if self.durable else ["--no-sync"])), "initdb")
+        if self.host not in ("127.0.0.1", "localhost", "::1"):  # initdb allows TCP logins from loopback only
+            with open(self.data / "pg_hba.conf", "a") as f:
+                f.write("host all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n")
 
     def start(self, timeout_s: float = 60) -> None:
         self.initialise()
@@ -135,6 +151,7 @@ class Postgres:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         cmd = [pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w"]
         self._check(self._as_user([*cmd, "-t", str(int(timeout_s)), "start"]), "pg_ctl start")
+        self.started = True
         for name in DATABASES:
             made = self._as_user(
                 [pg_bin("createdb"), "-h", str(self.socket_dir), "-p", str(self.port), "-U", USER, name]
@@ -143,7 +160,7 @@ class Postgres:
                 self._check(made, f"createdb {name}")
 
     def stop(self) -> None:
-        if (self.data / "postmaster.pid").is_file():
+        if self.started:  # never a server another invocation started on the same folder
             self._as_user([pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
 
 
@@ -172,11 +189,14 @@ class MlflowServer:
 
     def start(self, timeout_s: float = 180) -> None:
         self.artifacts.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend_uri]
-        cmd += ["--serve-artifacts", "--artifacts-destination", str(self.artifacts.resolve())]
+        cmd = [sys.executable, "-m", "mlflow", "server", "--serve-artifacts"]
+        cmd += ["--artifacts-destination", str(self.artifacts.resolve())]
         cmd += ["--host", self.host, "--port", str(self.port), "--workers", str(self.workers)]
+        if self.host not in ("127.0.0.1", "localhost", "::1"):  # workers may name the machine any way
+            cmd += ["--allowed-hosts", "*"]
+        env = dict(os.environ, MLFLOW_BACKEND_STORE_URI=self.backend_uri)  # its password stays off `ps`
         with open(self.log, "ab") as out:  # its own session: a Ctrl-C reaches bench, which stops it in order
-            self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         _wait_until(self._healthy, "the MLflow server", timeout_s, self.log)
 
     def stop(self) -> None:
@@ -195,13 +215,13 @@ class Services:
 
     folder: Path
     host: str = "127.0.0.1"
-    pg_port: int = 5432
+    pg_port: int = 5433
     port: int = 5000
     workers: int = 2
     durable: bool = True
 
     def __post_init__(self) -> None:
-        self.folder = Path(self.folder)
+        self.folder = Path(self.folder).resolve()
         self.postgres = Postgres(self.folder, self.host, self.pg_port, durable=self.durable)
         self.mlflow: MlflowServer | None = None
 

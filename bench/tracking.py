@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
+import re
 import time
 import traceback
 import warnings
@@ -34,6 +36,9 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 import bench
 from bench import ui
 from bench.store import open_client
+
+# bench names each run's place in the UI itself (ui_hint); MLflow would print a line per run against a server
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 RUN_PAGE = 1000
 NOTE = "mlflow.note.content"  # the description MLflow shows for a run or an experiment
@@ -67,6 +72,18 @@ def environment_tags(device: torch.device) -> dict[str, str]:
         "device": device_name(device),
         "cpu": platform.processor() or platform.machine(),
     }
+
+
+def without_passwords(data: Any) -> Any:
+    """``data`` with the password of every ``scheme://user:password@host`` URL replaced by ``***`` (a storage URL
+    from ``bench server`` carries one; the run's artifacts are readable by everyone who can read the store)."""
+    if isinstance(data, dict):
+        return {k: without_passwords(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [without_passwords(v) for v in data]
+    if isinstance(data, str):
+        return re.sub(r"(://[^/:@\s]+:)[^@/\s]+@", r"\1***@", data)
+    return data
 
 
 def run_name(cell) -> str:
@@ -171,7 +188,7 @@ class Tracker:
         name = f"{suite.name} {time.strftime('%Y-%m-%d %H:%M')}"
         with ended(mlflow.start_run(run_name=name, tags={"kind": "suite", **self.env})) as run:
             mlflow.log_artifact(str(suite_path))
-            mlflow.log_dict(suite.model_dump(mode="json"), "suite_resolved.json")
+            mlflow.log_dict(without_passwords(suite.model_dump(mode="json")), "suite_resolved.json")
             self._log_dataset(suite, data)
             yield run
 

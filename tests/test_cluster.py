@@ -66,6 +66,60 @@ def test_the_cluster_modules_cannot_change_a_cell(tmp_path):
     assert not {"bench.cluster", "bench.server"} & set(closure("bench.runner"))
 
 
+def test_a_trial_runs_only_while_fewer_than_the_target_are_finished_running_or_waiting(tmp_path):
+    import optuna
+
+    from bench.cluster import SharedTuner, Surplus, stop_on_surplus
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    claimed = SharedTuner._claimed(None, lambda trial: 0.5, 3)
+    first, _second = study.ask(), study.ask()  # two running elsewhere
+    study.optimize(claimed, n_trials=5, catch=(Surplus,), callbacks=[stop_on_surplus])
+    third, fourth = study.trials[2:]  # the first claim ran; the second found 3 ahead, and the worker stopped
+    assert third.state == optuna.trial.TrialState.COMPLETE and third.user_attrs["worker_trial"] == 2
+    assert third.user_attrs["worker_pid"] == os.getpid()
+    assert fourth.state == optuna.trial.TrialState.FAIL and fourth.user_attrs["surplus"]
+    study.tell(first, state=optuna.trial.TrialState.FAIL)  # a worker failed: room for one more
+    study.enqueue_trial({"x": 1.0})  # numbered now, run later: it counts from now on
+    raced = optuna.Trial(study, study._storage.create_new_trial(study._study_id))  # another worker's new trial
+    with pytest.raises(Surplus):
+        claimed(raced)  # second, third and the waiting trial are ahead of it
+    study.tell(raced, state=optuna.trial.TrialState.FAIL)
+    study.optimize(claimed, n_trials=1, catch=(Surplus,))  # the waiting trial itself runs
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 2 and done[-1].number == 4
+
+
+def test_trials_of_a_dead_worker_on_this_machine_are_failed_and_retried(tmp_path):
+    import optuna
+
+    from bench.cluster import _retry_callback, fail_dead_trials
+    from bench.lease import _machine, _process_start
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_started = _process_start(dead.pid)
+    dead.wait()
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    trials = [study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}) for _ in range(4)]
+    workers = [
+        {"worker_machine": _machine(), "worker_pid": dead.pid, "worker_started": dead_started},  # gone
+        {"worker_machine": _machine(), "worker_pid": os.getpid(), "worker_started": _process_start(os.getpid())},
+        {"worker_machine": "another-machine", "worker_pid": dead.pid, "worker_started": ""},  # its heartbeat decides
+        None,  # asked, not yet recorded: only after the grace period
+    ]
+    for trial, worker in zip(trials, workers):
+        for key, value in (worker or {}).items():
+            trial.set_user_attr(key, value)
+        if worker:
+            trial.set_user_attr("worker_trial", trial.number)
+    running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    assert fail_dead_trials(study, running, _retry_callback(1)) == [0]
+    states = [t.state for t in study.get_trials()]
+    assert states[0] == optuna.trial.TrialState.FAIL and states[1:4] == [optuna.trial.TrialState.RUNNING] * 3
+    (retried,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert retried.params == trials[0].params or retried.system_attrs.get("fixed_params") == trials[0].params
+
+
 def test_service_tests_in_a_loopback_only_namespace():
     if INSIDE:
         pytest.skip("already inside")
