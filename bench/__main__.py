@@ -117,8 +117,12 @@ def cmd_server(args: argparse.Namespace, console: Console) -> int:
     with services.running():
         console.print(services.describe(), highlight=False, soft_wrap=True)
         console.print("Ctrl-C stops both", highlight=False)
-        while True:
-            time.sleep(3600)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            console.print("stopping the MLflow server and PostgreSQL", highlight=False)
+    return 0
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:

@@ -120,6 +120,22 @@ def test_trials_of_a_dead_worker_on_this_machine_are_failed_and_retried(tmp_path
     assert retried.params == trials[0].params or retried.system_attrs.get("fixed_params") == trials[0].params
 
 
+def test_the_capacity_estimate_schedules_pretraining_before_its_evaluations():
+    from bench.capacity import Unit, critical_path, schedule
+
+    units = [
+        Unit("pretrain a s0", 10.0, None),
+        Unit("evaluate a s0", 4.0, "pretrain a s0"),
+        Unit("pretrain a s1", 10.0, None),
+        Unit("evaluate a s1", 4.0, "pretrain a s1"),
+        Unit("evaluate scratch s0", 6.0, None),
+    ]
+    assert schedule(units, 1) == 34.0  # all the work, one unit after another
+    assert schedule(units, 2) == 18.0  # both pretrainings first (longest path), then 6 beside 4 + 4
+    assert schedule(units, 3) == critical_path(units) == 14.0  # enough workers: the longest chain
+    assert schedule(units, 64) == 14.0
+
+
 def test_service_tests_in_a_loopback_only_namespace():
     if INSIDE:
         pytest.skip("already inside")
