@@ -17,6 +17,7 @@ import heapq
 import json
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench.config import load_suite
 
@@ -98,6 +99,24 @@ def schedule(units: list[Unit], workers: int) -> float:
     return now
 
 
+def describe(estimate: dict) -> str:
+    """The estimate as a Markdown table (for the README)."""
+    work = estimate["work_s"]
+    rows = [f"| {n} | {wall:,.0f} s | {work / wall:.1f}x |" for n, wall in estimate["wall_s"].items()]
+    return "\n".join(
+        [
+            f"| workers | wall time ({estimate['suite']}) | speed-up |",
+            "|---:|---:|---:|",
+            *rows,
+            "",
+            f"{estimate['units']} Ray tasks, {work:,.0f} s of work, "
+            f"critical path {estimate['critical_path_s']:,.0f} s; "
+            f"at most {estimate['most_useful_workers']} workers are busy at once (one per task and seed).",
+            "",
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench.runner import Runner
 
@@ -124,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)
+        with open(Path(args.json).with_suffix(".md"), "w") as f:
+            f.write(describe(out))
     return 0
 
 

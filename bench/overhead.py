@@ -133,6 +133,23 @@ def connections(services) -> dict:
     return {"held": held, "max_connections": int(limit)}
 
 
+def describe(record: dict) -> str:
+    """The record as a short Markdown list (for the README)."""
+    d, t, pg = record["dispatch"], record["tracking_server"], record["postgres"]
+    return (
+        f"- Dispatch, smoke suite ({d['cells']} cells in {d['ray_tasks']} Ray tasks, {d['threads']} threads, one "
+        f"task at a time), fastest of {len(d['local_s'])} runs each: local {min(d['local_s']):.1f} s, Ray "
+        f"{min(d['ray_s']):.1f} s (all runs: local {', '.join(map(str, d['local_s']))}; Ray "
+        f"{', '.join(map(str, d['ray_s']))}). Overhead {d['overhead_per_cell_s']:.2f} s per cell, "
+        f"{d['overhead_per_task_s']:.2f} s per Ray task (medians: {d['median_overhead_per_cell_s']:.2f} s per "
+        f"cell); starting Ray itself {d['ray_start_s']:.1f} s.\n"
+        f"- MLflow server on PostgreSQL, one metric per REST call: {t['1_clients_writes_per_s']:.0f} writes/s "
+        f"from 1 client, {t['8_clients_writes_per_s']:.0f} writes/s from 8.\n"
+        f"- PostgreSQL connections held: {', '.join(f'{k} {v}' for k, v in pg['held'].items())} "
+        f"(max_connections {pg['max_connections']}).\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench.server import Services, free_port
 
@@ -153,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"written: {out}")
+    out.with_suffix(".md").write_text(describe(record))
+    print(f"written: {out} and {out.with_suffix('.md')}")
     return 0
 
 
