@@ -110,6 +110,10 @@ class PretrainConfig(Strict):
     checkpoint_every_s: float = Field(60, ge=0)  # training state saved this often, for resume
     workers: int | None = Field(None, ge=0)  # DataLoader workers for augment = "lightly"; None: up to 8
     compile: bool = False  # torch.compile the encoder for pretraining
+    # label-free health (bench.health: RankMe, collapse signal) every health_every epochs and at the last, on
+    # health_images images of the pool; measured, not used: 0 turns it off
+    health_every: int = Field(5, ge=0)
+    health_images: int = Field(2048, ge=16)
 
     @model_validator(mode="after")
     def _warmup_within_training(self) -> PretrainConfig:
@@ -121,7 +125,9 @@ class PretrainConfig(Strict):
         return self
 
 
-SPEED_ONLY = {"checkpoint_every_s", "workers", "compile"}  # PretrainConfig fields left out of cell keys
+# PretrainConfig fields left out of cell keys: they change speed or what is measured beside training, never what is
+# trained (tests/test_health.py checks that health measurement leaves the results bitwise unchanged)
+SPEED_ONLY = {"checkpoint_every_s", "workers", "compile", "health_every", "health_images"}
 
 
 class LinearConfig(Strict):

@@ -41,6 +41,7 @@ PRESENTATION = {
     "bench.cluster": "dispatches the runner's own cell code to Ray workers (same keys, same numbers: tested)",
     "bench.server": "starts PostgreSQL and the MLflow server",
     "bench.capacity": "estimates a suite's wall time on N workers from finished runs",
+    "bench.health": "label-free measures logged beside pretraining (RankMe, collapse); they train nothing",
     "bench.overhead": "measures dispatch and tracking-server costs, no cells of a suite",
 }
 ROOTS = ("bench.runner",)  # every cell runs through the runner; a task adds its own module

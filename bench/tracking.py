@@ -35,6 +35,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 import bench
 from bench import ui
+from bench.health import health_sample, measure
 from bench.store import open_client
 
 # bench names each run's place in the UI itself (ui_hint); MLflow would print a line per run against a server
@@ -232,7 +233,7 @@ class Tracker:
             "pool": data.pool_composition,  # train, unlabelled, duplicates dropped, pool size
         }
         with self._cell_run(cell, {"cell_group": f"{cell.task}/pretrain"}, params) as run:
-            yield PretrainLog()
+            yield PretrainLog(task, data, suite.pretrain, cell.seed)
         self._source_runs[cell.key] = run.info.run_id
 
     def source_run_id(self, cell) -> str | None:
@@ -302,11 +303,18 @@ def _end(run: mlflow.ActiveRun, status: str) -> None:
 
 
 class PretrainLog:
-    @staticmethod
-    def epoch(stats) -> None:
-        mlflow.log_metrics(
-            {"train_loss": stats.loss, "images_per_s": stats.images_per_s, "epoch_s": stats.seconds}, stats.epoch
-        )
+    def __init__(self, task=None, data=None, cfg=None, seed: int = 0) -> None:
+        self.task, self.cfg = task, cfg
+        self.every = cfg.health_every if cfg is not None and task is not None else 0
+        self.sample = health_sample(data.pool_x, cfg.health_images, seed) if self.every else None
+
+    def epoch(self, stats) -> None:
+        metrics = {"train_loss": stats.loss, "images_per_s": stats.images_per_s, "epoch_s": stats.seconds}
+        if self.every and (stats.epoch % self.every == 0 or stats.epoch == self.cfg.epochs):
+            encoder = self.task.encoder
+            device = next(encoder.parameters()).device
+            metrics |= measure(encoder, self.sample, device, type(self.task).eval_input)
+        mlflow.log_metrics(metrics, stats.epoch)
 
     @staticmethod
     def done(checkpoint: Path, fingerprint: dict[str, str], wall_s: float, mean_images_per_s: float) -> None:

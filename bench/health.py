@@ -1,0 +1,59 @@
+"""Label-free health of a representation, measured during pretraining on a fixed, seeded sample of the
+unlabelled pool (no labels are read):
+
+- RankMe (Garrido et al., "RankMe: Assessing the downstream performance of pretrained self-supervised
+  representations by their rank", ICML 2023, arXiv:2210.02885): the effective rank of the feature matrix,
+  exp of the entropy of its normalised singular values, p_k = s_k / sum(s) + eps. Higher means the features
+  spread over more directions; the paper finds it tracks downstream accuracy within a method.
+- Collapse signal: the mean per-dimension standard deviation of L2-normalised features (SimSiam, Chen and He
+  2021), lightly's ``std_of_l2_normalized``: 0 when every image maps to one vector, about 1/sqrt(D) for
+  isotropic features.
+
+Both are computed on the encoder's features, the backbone output the probes use (``extract_features``), in
+evaluation mode without gradients, so training is not affected: parameters, BatchNorm statistics and random
+streams are untouched, and the training mode is restored.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from lightly.utils.debug import std_of_l2_normalized
+
+EPS = 1e-7  # the paper's epsilon, keeping log(p) finite for zero singular values
+
+
+def rankme(features: torch.Tensor) -> float:
+    """Effective rank of ``features`` (N, D), at most min(N, D) (Garrido et al. 2023, eq. 1)."""
+    s = torch.linalg.svdvals(features.double())
+    p = s / s.sum() + EPS
+    return float(torch.exp(-(p * torch.log(p)).sum()))
+
+
+def collapse_std(features: torch.Tensor) -> float:
+    """lightly's std_of_l2_normalized: 0 for collapsed features, about 1/sqrt(D) for isotropic ones."""
+    return float(std_of_l2_normalized(features.float()))
+
+
+def health_sample(pool: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """A fixed subset of the pool (the same for every task and epoch of a seed), in pool order."""
+    if len(pool) <= size:
+        return pool
+    keep = np.sort(np.random.default_rng(seed).permutation(len(pool))[:size])
+    return pool[torch.from_numpy(keep)]
+
+
+def measure(encoder: torch.nn.Module, images: torch.Tensor, device: torch.device, prepare) -> dict[str, float]:
+    """RankMe and the collapse signal of ``encoder`` on ``images`` (uint8), and the seconds it took."""
+    from bench.evaluate import extract_features
+
+    was_training = encoder.training
+    start = time.perf_counter()
+    try:
+        with torch.no_grad():
+            features = extract_features(encoder, images, device, prepare=prepare)
+    finally:
+        encoder.train(was_training)
+    return {"rankme": rankme(features), "collapse_std": collapse_std(features), "health_s": time.perf_counter() - start}

@@ -1,0 +1,62 @@
+"""Label-free health measures (bench.health): known answers, and logged during pretraining without changing it."""
+
+import math
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from bench.__main__ import main
+from bench.health import collapse_std, rankme
+
+from .conftest import SMOKE
+
+
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_rankme_of_k_equal_singular_values_is_k(k):
+    gen = torch.Generator().manual_seed(k)
+    u, _ = torch.linalg.qr(torch.randn(200, 32, generator=gen, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(32, 32, generator=gen, dtype=torch.float64))
+    s = torch.zeros(32, dtype=torch.float64)
+    s[:k] = 3.0
+    features = u @ torch.diag(s) @ v.T  # singular values: k times 3, then zeros
+    assert rankme(features) == pytest.approx(k, abs=1e-3)
+
+
+def test_rankme_weighs_unequal_singular_values_by_their_entropy():
+    features = torch.diag(torch.tensor([3.0, 1.0], dtype=torch.float64))
+    p = torch.tensor([0.75, 0.25])
+    assert rankme(features) == pytest.approx(float(torch.exp(-(p * p.log()).sum())), rel=1e-5)
+
+
+def test_collapse_signal_of_collapsed_and_of_isotropic_features():
+    collapsed = torch.ones(500, 64) * torch.randn(1, 64)
+    assert collapse_std(collapsed) == pytest.approx(0.0, abs=1e-6)
+    isotropic = torch.randn(20000, 64, generator=torch.Generator().manual_seed(0))
+    assert collapse_std(isotropic) == pytest.approx(1 / math.sqrt(64), rel=0.02)
+
+
+def cells(tmp_path, health_every: int):
+    store = f"sqlite:///{tmp_path / f'h{health_every}.db'}"
+    sets = [f"results_dir={str(tmp_path / f'r{health_every}')!r}", f"tracking_uri={store!r}", "seeds=[0]"]
+    sets += ["tasks={rotation={head_hidden=64}}", "protocols=['knn']", "budgets=['full']", "pretrain.epochs=3"]
+    sets += [f"pretrain.health_every={health_every}", "pretrain.health_images=128"]
+    assert main(["run", str(SMOKE), *(f"--set={s}" for s in sets)]) == 0
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name("smoke")
+    return client, {r.data.tags["kind"]: r for r in client.search_runs([exp.experiment_id]) if "kind" in r.data.tags}
+
+
+def test_health_is_logged_by_epoch_and_leaves_the_results_unchanged(tmp_path):
+    client, measured = cells(tmp_path, health_every=2)
+    _, unmeasured = cells(tmp_path, health_every=0)
+    pre = measured["pretrain"]
+    history = client.get_metric_history(pre.info.run_id, "rankme")
+    assert [m.step for m in history] == [2, 3]  # every 2 epochs, and the last
+    assert all(1.0 <= m.value <= 128 for m in history)
+    assert [m.step for m in client.get_metric_history(pre.info.run_id, "collapse_std")] == [2, 3]
+    assert "rankme" not in unmeasured["pretrain"].data.metrics
+    # the same cell keys, and bitwise the same training and test accuracy with and without the measurement
+    assert measured["eval"].data.tags["cell_key"] == unmeasured["eval"].data.tags["cell_key"]
+    assert measured["pretrain"].data.metrics["train_loss"] == unmeasured["pretrain"].data.metrics["train_loss"]
+    assert measured["eval"].data.metrics["test_acc"] == unmeasured["eval"].data.metrics["test_acc"]
