@@ -47,3 +47,16 @@ def test_no_health_logged_writes_no_file():
     df = frame(6)
     df["rankme"] = float("nan")
     assert health_markdown(df) is None
+
+
+def test_the_figure_names_the_correlation_or_why_there_is_none(tmp_path):
+    from bench.figures import health_vs_accuracy
+
+    df = pd.concat([frame(6), frame(3).assign(budget="full")])
+    df["suite"], df["dataset"], df["status"] = "demo", "cifar10", "finished"
+    fig = health_vs_accuracy(df)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any("Spearman +1.00" in t and "n = 6" in t for t in titles)
+    assert any("too few tasks (n = 3" in t for t in titles)
+    nothing = frame(6).assign(rankme=float("nan"), suite="demo", dataset="cifar10", status="finished")
+    assert health_vs_accuracy(nothing) is None
