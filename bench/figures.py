@@ -169,6 +169,37 @@ def cd_diagram(df: pd.DataFrame) -> plt.Figure | None:
     return fig
 
 
+def health_vs_accuracy(df: pd.DataFrame) -> plt.Figure | None:
+    """Final RankMe (no labels) against test accuracy, one point per pretraining task (means over seeds), one
+    panel per protocol and budget, titled with Spearman's rho and its p (or why there is none)."""
+    from bench.health_report import MIN_TASKS, correlations, per_task
+
+    if "rankme" not in df or df.rankme.notna().sum() == 0:
+        return None
+    points, corr = per_task(df), correlations(df).set_index(["protocol", "budget"])
+    panels = list(corr.index)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), squeeze=False)
+    for ax, (protocol, budget) in zip(axes[0], panels, strict=True):
+        here = points[(points.protocol == protocol) & (points.budget == budget)]
+        for row in here.itertuples():
+            style = {k: v for k, v in palette.style(row.task).items() if k in ("color", "marker")}
+            ax.plot(row.rankme, row.test_acc, linestyle="none", markersize=7, **style)
+            ax.annotate(row.task, (row.rankme, row.test_acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        c = corr.loc[(protocol, budget)]
+        said = (
+            f"too few tasks (n = {int(c.n_tasks)} < {MIN_TASKS})"
+            if np.isnan(c.spearman_rho)
+            else f"Spearman {c.spearman_rho:+.2f} (p {c.spearman_p:.3f}, n = {int(c.n_tasks)})"
+        )
+        ax.set_title(f"{protocol}, {budget} labels\n{said}", fontsize=8)
+        ax.set_xlabel("final RankMe (no labels)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy")
+    fig.suptitle(f"{title(df)}: label-free health against test accuracy, means over seeds", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def write_figures(df: pd.DataFrame, comp: pd.DataFrame, out: Path) -> list[Path]:
     """Draw and save every figure as PNG and PDF in ``out``; returns the paths written."""
     written = []
@@ -177,6 +208,7 @@ def write_figures(df: pd.DataFrame, comp: pd.DataFrame, out: Path) -> list[Path]
             ("label_efficiency", lambda: label_efficiency(df)),
             ("gain_heatmap", lambda: gain_heatmap(df, comp)),
             ("cd_diagram", lambda: cd_diagram(df)),
+            ("health_vs_accuracy", lambda: health_vs_accuracy(df)),
         ):
             fig = draw()
             if fig is None:

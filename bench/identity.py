@@ -42,6 +42,7 @@ PRESENTATION = {
     "bench.server": "starts PostgreSQL and the MLflow server",
     "bench.capacity": "estimates a suite's wall time on N workers from finished runs",
     "bench.health": "label-free measures logged beside pretraining (RankMe, collapse); they train nothing",
+    "bench.health_report": "rank correlations of finished runs' health and accuracy",
     "bench.overhead": "measures dispatch and tracking-server costs, no cells of a suite",
 }
 ROOTS = ("bench.runner",)  # every cell runs through the runner; a task adds its own module

@@ -19,7 +19,16 @@ from bench.report import tidy, write_report
 from bench.tracking import NOTE, Tracker
 
 # the files write_report may write (other files in results/<suite>/, such as parity.md, are left alone)
-REPORT_STEMS = {"runs", "stats", "table", "label_efficiency", "gain_heatmap", "cd_diagram"}
+REPORT_STEMS = {
+    "runs",
+    "stats",
+    "table",
+    "health",
+    "label_efficiency",
+    "gain_heatmap",
+    "cd_diagram",
+    "health_vs_accuracy",
+}
 
 
 def publish(tracker: Tracker, cells: list, suite, data, console: Console) -> list[Path]:

@@ -68,6 +68,8 @@ def tidy(tracker, cells) -> pd.DataFrame:
             continue
         run = finished.get(c.key)
         m = run.data.metrics if run else {}
+        source = finished.get(c.source) if c.source != c.key else None
+        health = source.data.metrics if source is not None and source.data.tags.get("kind") == "pretrain" else {}
         tags = run.data.tags if run else {}
         rows.append(
             {
@@ -78,6 +80,7 @@ def tidy(tracker, cells) -> pd.DataFrame:
                 "test_acc": m.get("test_acc", np.nan),
                 "val_acc": m.get("val_acc", np.nan),
                 "train_acc": m.get("train_acc", np.nan),  # fine-tuning: accuracy on its own training labels
+                "rankme": health.get("rankme", np.nan),  # the source pretraining's last logged (final) RankMe
                 "n_labels": _n_labels(run, c),
                 "status": "finished" if run else "missing",
                 "hp_source": tags.get("hp_source", ""),
@@ -480,6 +483,7 @@ def write_report(df: pd.DataFrame, out: Path, suite: str | None = None, dataset:
     and captions) override the tidy table's ``suite`` and ``dataset`` columns."""
     from bench.figures import write_figures
     from bench.files import write_atomic
+    from bench.health_report import health_markdown
 
     df = df.copy()
     if suite is not None or "suite" not in df:
@@ -495,6 +499,9 @@ def write_report(df: pd.DataFrame, out: Path, suite: str | None = None, dataset:
         "table.tex": latex_table(df, comp),
         "stats.md": stats_markdown(comp, df),
     }
+    health = health_markdown(df)
+    if health is not None:
+        files["health.md"] = health
     for name, text in files.items():  # each file whole or not at all: a killed report leaves the previous one
         write_atomic(out / name, text.encode())
     return [out / n for n in files] + write_figures(df, comp, out)

@@ -1,0 +1,62 @@
+"""health.md: rank correlations of final RankMe and test accuracy across tasks, and when there are too few."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from bench.health_report import MIN_TASKS, correlations, health_markdown
+
+
+def frame(tasks: int, flip: bool = False) -> pd.DataFrame:
+    rows = []
+    for i in range(tasks):
+        for seed in (0, 1):
+            acc = 0.3 + 0.05 * i + 0.001 * seed
+            rows.append(
+                {
+                    "task": f"t{i}",
+                    "protocol": "linear",
+                    "budget": "100",
+                    "seed": seed,
+                    "test_acc": acc,
+                    "rankme": (tasks - i if flip else i + 1) * 10.0 + seed,
+                }  # fmt: skip
+            )
+    rows.append({"task": "scratch", "protocol": "linear", "budget": "100", "seed": 0, "test_acc": 0.2})
+    return pd.DataFrame(rows)
+
+
+def test_tasks_ranked_alike_by_rankme_and_accuracy_correlate_perfectly():
+    (row,) = correlations(frame(6)).itertuples()
+    assert row.n_tasks == 6  # the baseline, without pretraining, is not a point
+    assert row.spearman_rho == pytest.approx(1.0) and row.kendall_tau == pytest.approx(1.0)
+    assert row.spearman_p < 0.01 and row.kendall_p < 0.01
+    (reverse,) = correlations(frame(6, flip=True)).itertuples()
+    assert reverse.spearman_rho == pytest.approx(-1.0)
+
+
+def test_too_few_tasks_give_no_correlation_and_say_so():
+    (row,) = correlations(frame(MIN_TASKS - 1)).itertuples()
+    assert math.isnan(row.spearman_rho) and math.isnan(row.kendall_p)
+    text = health_markdown(frame(MIN_TASKS - 1))
+    assert "— (too few tasks)" in text and f"fewer than {MIN_TASKS} pretraining tasks" in text
+
+
+def test_no_health_logged_writes_no_file():
+    df = frame(6)
+    df["rankme"] = float("nan")
+    assert health_markdown(df) is None
+
+
+def test_the_figure_names_the_correlation_or_why_there_is_none(tmp_path):
+    from bench.figures import health_vs_accuracy
+
+    df = pd.concat([frame(6), frame(3).assign(budget="full")])
+    df["suite"], df["dataset"], df["status"] = "demo", "cifar10", "finished"
+    fig = health_vs_accuracy(df)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any("Spearman +1.00" in t and "n = 6" in t for t in titles)
+    assert any("too few tasks (n = 3" in t for t in titles)
+    nothing = frame(6).assign(rankme=float("nan"), suite="demo", dataset="cifar10", status="finished")
+    assert health_vs_accuracy(nothing) is None
