@@ -3,18 +3,21 @@
 
 For each protocol and budget: every pretraining task's final RankMe (the last logged value of its pretraining
 run, mean over seeds) against its test accuracy (mean over seeds), with Spearman's rho and Kendall's tau across
-tasks (scipy.stats) and their two-sided p-values. Baselines have no pretraining and so no RankMe; they are left
-out. With fewer than ``MIN_TASKS`` tasks a rank correlation cannot reach p < 0.05 whatever the data (Spearman's
-smallest exact p with n = 4 is 1/12 two-sided), and the file says so instead of reporting one.
+tasks and their two-sided p-values (scipy.stats: a permutation test for Spearman, kendalltau for Kendall).
+Baselines have no pretraining and so no RankMe; they are left out. With fewer than ``MIN_TASKS`` tasks a rank
+correlation cannot reach p < 0.05 whatever the data (Spearman's smallest exact p with n = 4 is 1/12 two-sided),
+and the file says so instead of reporting one.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 from scipy import stats
 
+RESAMPLES = 99_999
 MIN_TASKS = 5  # the fewest tasks with which a perfect rank agreement gives p < 0.05 (exact, two-sided: 1/60)
 
 
@@ -22,9 +25,32 @@ def per_task(df: pd.DataFrame) -> pd.DataFrame:
     """Mean final RankMe and mean test accuracy per (protocol, budget, task), over the seeds that have both."""
     have = df.dropna(subset=["rankme", "test_acc"])
     grouped = have.groupby(["protocol", "budget", "task"], sort=False)
-    return grouped.agg(
-        rankme=("rankme", "mean"), test_acc=("test_acc", "mean"), seeds=("seed", "nunique")
-    ).reset_index()
+    columns = {"rankme": ("rankme", "mean"), "test_acc": ("test_acc", "mean"), "seeds": ("seed", "nunique")}
+    if "collapse_std" in df:
+        columns["collapse_std"] = ("collapse_std", "mean")
+    return grouped.agg(**columns).reset_index()
+
+
+def spearman(x: np.ndarray, y: np.ndarray):
+    """Spearman's rho with a permutation p-value (two-sided): exact over all n! pairings up to 8 tasks, else
+    ``RESAMPLES`` random pairings (seeded). scipy.stats.spearmanr's p comes from a t approximation, which is poor
+    for a dozen tasks."""
+
+    def rho(a, b, axis):
+        ra, rb = stats.rankdata(a, axis=axis), stats.rankdata(b, axis=axis)
+        ra = ra - ra.mean(axis=axis, keepdims=True)
+        rb = rb - rb.mean(axis=axis, keepdims=True)
+        return (ra * rb).sum(axis=axis) / np.sqrt((ra**2).sum(axis=axis) * (rb**2).sum(axis=axis))
+
+    # one sample: its order is permuted against the fixed x, so there are n! pairings (two samples would be n!^2)
+    return stats.permutation_test(
+        (y,),
+        lambda b, axis: rho(x, b, axis),
+        permutation_type="pairings",
+        vectorized=True,
+        n_resamples=RESAMPLES,
+        rng=0,
+    )
 
 
 def correlations(df: pd.DataFrame) -> pd.DataFrame:
@@ -34,7 +60,7 @@ def correlations(df: pd.DataFrame) -> pd.DataFrame:
     for (protocol, budget), g in per_task(df).groupby(["protocol", "budget"], sort=False):
         row = {"protocol": protocol, "budget": budget, "n_tasks": len(g)}
         enough = len(g) >= MIN_TASKS and g.rankme.nunique() > 1 and g.test_acc.nunique() > 1
-        rho = stats.spearmanr(g.rankme, g.test_acc) if enough else None
+        rho = spearman(g.rankme.to_numpy(), g.test_acc.to_numpy()) if enough else None
         tau = stats.kendalltau(g.rankme, g.test_acc) if enough else None
         row |= {
             "spearman_rho": rho.statistic if rho else math.nan,
@@ -53,8 +79,9 @@ def health_markdown(df: pd.DataFrame) -> str | None:
     corr = correlations(df)
     lines = [
         "**Label-free health against test accuracy.** Final RankMe of each task's pretraining (no labels) against "
-        "its test accuracy, means over seeds; rank correlations across tasks (scipy.stats.spearmanr, kendalltau; "
-        "two-sided p). Baselines have no pretraining and are not included.",
+        "its test accuracy, means over seeds; rank correlations across tasks, two-sided p: Spearman's by "
+        f"permutation of the tasks (exact up to 8 tasks, else {RESAMPLES:,} random pairings), Kendall's by "
+        "scipy.stats.kendalltau (exact without ties). Baselines have no pretraining and are not included.",
         "",
         "| protocol | budget | tasks | Spearman rho (p) | Kendall tau (p) |",
         "|---|---:|---:|---:|---:|",
@@ -74,8 +101,33 @@ def health_markdown(df: pd.DataFrame) -> str | None:
             f"With fewer than {MIN_TASKS} pretraining tasks no rank correlation can reach p < 0.05, whatever the "
             "data: none is reported for those rows.",
         ]
-    lines += ["", "Per task (means over seeds):", "", "| protocol | budget | task | RankMe | test_acc | seeds |"]
-    lines.append("|---|---:|---|---:|---:|---:|")
-    for r in per_task(df).itertuples():
-        lines.append(f"| {r.protocol} | {r.budget} | {r.task} | {r.rankme:.1f} | {r.test_acc:.4f} | {r.seeds} |")
+    if len(corr) > 1:
+        lines += [
+            "",
+            f"Each p-value is for its row alone, not corrected for the {len(corr)} rows; the rows share their "
+            "RankMe values (one per task), so they are not independent tests.",
+        ]
+    lines += ["", *per_task_table(per_task(df))]
     return "\n".join(lines) + "\n"
+
+
+def per_task_table(points: pd.DataFrame) -> list[str]:
+    """One row per task, highest RankMe first: its health and its test accuracy at each protocol and budget."""
+    health = points.groupby("task", sort=False)[[c for c in ("rankme", "collapse_std") if c in points]].mean()
+    acc = points.pivot_table(index="task", columns=["protocol", "budget"], values="test_acc", sort=False)
+    acc.columns = [f"{protocol} {budget}" for protocol, budget in acc.columns]
+    seeds = int(points.seeds.max())
+    table = health.join(acc).sort_values("rankme", ascending=False)
+    head = ["task", "RankMe", *(["collapse_std"] if "collapse_std" in health else []), *acc.columns]
+    lines = [
+        f"Per task, highest RankMe first (means over seeds, at most {seeds}; collapse_std is lightly's "
+        "std_of_l2_normalized: 0 when collapsed, 1/sqrt(dim) when isotropic), then test accuracy:",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---|" + "---:|" * (len(head) - 1),
+    ]
+    for task, row in table.iterrows():
+        cells = [f"{row.rankme:.1f}"] + ([f"{row.collapse_std:.4f}"] if "collapse_std" in health else [])
+        cells += [f"{row[c]:.4f}" if not math.isnan(row[c]) else "—" for c in acc.columns]
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return lines

@@ -81,6 +81,7 @@ def tidy(tracker, cells) -> pd.DataFrame:
                 "val_acc": m.get("val_acc", np.nan),
                 "train_acc": m.get("train_acc", np.nan),  # fine-tuning: accuracy on its own training labels
                 "rankme": health.get("rankme", np.nan),  # the source pretraining's last logged (final) RankMe
+                "collapse_std": health.get("collapse_std", np.nan),  # and its collapse signal (0: collapsed)
                 "n_labels": _n_labels(run, c),
                 "status": "finished" if run else "missing",
                 "hp_source": tags.get("hp_source", ""),

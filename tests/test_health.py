@@ -2,6 +2,7 @@
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -39,12 +40,18 @@ def test_collapse_signal_of_collapsed_and_of_isotropic_features():
 def cells(tmp_path, health_every: int):
     store = f"sqlite:///{tmp_path / f'h{health_every}.db'}"
     sets = [f"results_dir={str(tmp_path / f'r{health_every}')!r}", f"tracking_uri={store!r}", "seeds=[0]"]
-    sets += ["tasks={rotation={head_hidden=64}}", "protocols=['knn']", "budgets=['full']", "pretrain.epochs=3"]
+    sets += [
+        "tasks={rotation={head_hidden=64},random={}}",
+        "protocols=['knn']",
+        "budgets=['full']",
+        "pretrain.epochs=3",
+    ]
     sets += [f"pretrain.health_every={health_every}", "pretrain.health_images=128"]
     assert main(["run", str(SMOKE), *(f"--set={s}" for s in sets)]) == 0
     client = MlflowClient(store)
     exp = client.get_experiment_by_name("smoke")
-    return client, {r.data.tags["kind"]: r for r in client.search_runs([exp.experiment_id]) if "kind" in r.data.tags}
+    runs = client.search_runs([exp.experiment_id], "tags.task = 'rotation'")
+    return client, {r.data.tags["kind"]: r for r in runs}
 
 
 def test_health_is_logged_by_epoch_and_leaves_the_results_unchanged(tmp_path):
@@ -60,3 +67,10 @@ def test_health_is_logged_by_epoch_and_leaves_the_results_unchanged(tmp_path):
     assert measured["eval"].data.tags["cell_key"] == unmeasured["eval"].data.tags["cell_key"]
     assert measured["pretrain"].data.metrics["train_loss"] == unmeasured["pretrain"].data.metrics["train_loss"]
     assert measured["eval"].data.metrics["test_acc"] == unmeasured["eval"].data.metrics["test_acc"]
+    # the report: each evaluation row carries its pretraining's final RankMe, and health.md says why no correlation
+    runs = pd.read_csv(tmp_path / "r2" / "smoke" / "runs.csv")
+    rotation, baselines = runs[runs.task == "rotation"], runs[runs.task != "rotation"]
+    assert len(rotation) and list(rotation.rankme) == pytest.approx([history[-1].value] * len(rotation), rel=1e-12)
+    assert len(baselines) and baselines.rankme.isna().all()  # no pretraining, no RankMe
+    assert "too few tasks" in (tmp_path / "r2" / "smoke" / "health.md").read_text()
+    assert not (tmp_path / "r0" / "smoke" / "health.md").exists()  # nothing measured, no file

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -60,3 +61,14 @@ def test_the_figure_names_the_correlation_or_why_there_is_none(tmp_path):
     assert any("too few tasks (n = 3" in t for t in titles)
     nothing = frame(6).assign(rankme=float("nan"), suite="demo", dataset="cifar10", status="finished")
     assert health_vs_accuracy(nothing) is None
+
+
+def test_spearman_p_is_exact_over_all_pairings_for_few_tasks():
+    from bench.health_report import spearman
+
+    x = np.arange(6.0)
+    perfect = spearman(x, x)
+    assert perfect.statistic == pytest.approx(1.0)
+    assert perfect.pvalue == pytest.approx(2 / math.factorial(6))  # only the identity and its reverse are as extreme
+    assert spearman(np.arange(4.0), np.arange(4.0)).pvalue == pytest.approx(1 / 12)  # why MIN_TASKS is 5
+    assert spearman(x, x[::-1].copy()).statistic == pytest.approx(-1.0)

@@ -207,9 +207,9 @@ class _Tracker:
 
 def test_tidy_reads_params_tags_and_experiment_with_fallbacks_for_old_runs():
     cells = [
-        SimpleNamespace(kind="eval", task="rotation", protocol="linear", budget=b, seed=0, key=f"k{b}")
+        SimpleNamespace(kind="eval", task="rotation", protocol="linear", budget=b, seed=0, key=f"k{b}", source="p")
         for b in ("full", 100, 250)
-    ] + [SimpleNamespace(kind="pretrain", key="p")]
+    ] + [SimpleNamespace(kind="pretrain", key="p", source="p")]
     new = _run(
         {"n_labels": "50000", "dataset.name": "cifar10"},
         {"test_acc": 0.5},
@@ -223,6 +223,10 @@ def test_tidy_reads_params_tags_and_experiment_with_fallbacks_for_old_runs():
     assert rows.loc["250", "n_labels"] == 250 and rows.loc["250", "status"] == "missing"
     assert (rows.loc["full", "git_commit"], rows.loc["100", "git_commit"]) == ("abc", "old")
     assert report.tidy(_Tracker({}), cells).git_commit.tolist() == ["", "", ""]
+    assert rows.rankme.isna().all()  # no finished pretraining run: no health
+    pretrained = _run({}, {"rankme": 41.5, "collapse_std": 0.06}, {"kind": "pretrain"})
+    health = report.tidy(_Tracker({"kfull": new, "p": pretrained}), cells).set_index("budget")
+    assert health.rankme.tolist() == [41.5] * 3 and health.collapse_std.tolist() == [0.06] * 3  # its source's
     named = _Tracker({"kfull": new})
     named.name = "smoke"  # the tracker's experiment name, when it has one, without asking the store
     assert set(report.tidy(named, cells).suite) == {"smoke"}
@@ -243,7 +247,7 @@ def test_console_summary_is_the_report_table_as_rich_text(tmp_path):
 
 def test_render_summary_and_summary_tables_read_the_tracker():
     cells = [
-        SimpleNamespace(kind="eval", task="rotation", protocol="linear", budget=100, seed=s, key=f"k{s}")
+        SimpleNamespace(kind="eval", task="rotation", protocol="linear", budget=100, seed=s, key=f"k{s}", source="p")
         for s in (0, 1)
     ]
     runs = {f"k{s}": _run({"n_labels": "100"}, {"test_acc": 0.4 + s / 10}, {}) for s in (0, 1)}
