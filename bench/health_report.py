@@ -26,8 +26,9 @@ def per_task(df: pd.DataFrame) -> pd.DataFrame:
     have = df.dropna(subset=["rankme", "test_acc"])
     grouped = have.groupby(["protocol", "budget", "task"], sort=False)
     columns = {"rankme": ("rankme", "mean"), "test_acc": ("test_acc", "mean"), "seeds": ("seed", "nunique")}
-    if "collapse_std" in df:
-        columns["collapse_std"] = ("collapse_std", "mean")
+    for extra in ("collapse_std", "health_cost"):
+        if extra in df:
+            columns[extra] = (extra, "mean")
     return grouped.agg(**columns).reset_index()
 
 
@@ -113,21 +114,24 @@ def health_markdown(df: pd.DataFrame) -> str | None:
 
 def per_task_table(points: pd.DataFrame) -> list[str]:
     """One row per task, highest RankMe first: its health and its test accuracy at each protocol and budget."""
-    health = points.groupby("task", sort=False)[[c for c in ("rankme", "collapse_std") if c in points]].mean()
+    measures = {"rankme": "RankMe", "collapse_std": "collapse_std", "health_cost": "cost"}
+    measures = {c: name for c, name in measures.items() if c in points}
+    health = points.groupby("task", sort=False)[list(measures)].mean()
     acc = points.pivot_table(index="task", columns=["protocol", "budget"], values="test_acc", sort=False)
     acc.columns = [f"{protocol} {budget}" for protocol, budget in acc.columns]
     seeds = int(points.seeds.max())
     table = health.join(acc).sort_values("rankme", ascending=False)
-    head = ["task", "RankMe", *(["collapse_std"] if "collapse_std" in health else []), *acc.columns]
+    head = ["task", *measures.values(), *acc.columns]
     lines = [
-        f"Per task, highest RankMe first (means over seeds, at most {seeds}; collapse_std is lightly's "
-        "std_of_l2_normalized: 0 when collapsed, 1/sqrt(dim) when isotropic), then test accuracy:",
+        f"Per task, highest RankMe first (means over seeds, at most {seeds}): collapse_std is lightly's "
+        "std_of_l2_normalized (0 when collapsed, 1/sqrt(dim) when isotropic); cost is the time the measurement "
+        "took at the last epoch as a share of that epoch's training time; then test accuracy.",
         "",
         "| " + " | ".join(head) + " |",
         "|---|" + "---:|" * (len(head) - 1),
     ]
+    formats = {"rankme": "{:.1f}", "collapse_std": "{:.4f}", "health_cost": "{:.1%}"}
     for task, row in table.iterrows():
-        cells = [f"{row.rankme:.1f}"] + ([f"{row.collapse_std:.4f}"] if "collapse_std" in health else [])
-        cells += [f"{row[c]:.4f}" if not math.isnan(row[c]) else "—" for c in acc.columns]
+        cells = ["—" if pd.isna(row[c]) else formats.get(c, "{:.4f}").format(row[c]) for c in [*measures, *acc.columns]]
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
     return lines

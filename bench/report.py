@@ -82,6 +82,8 @@ def tidy(tracker, cells) -> pd.DataFrame:
                 "train_acc": m.get("train_acc", np.nan),  # fine-tuning: accuracy on its own training labels
                 "rankme": health.get("rankme", np.nan),  # the source pretraining's last logged (final) RankMe
                 "collapse_std": health.get("collapse_std", np.nan),  # and its collapse signal (0: collapsed)
+                # what measuring them cost, as a share of the last epoch's time
+                "health_cost": health.get("health_s", np.nan) / health.get("epoch_s", np.nan),
                 "n_labels": _n_labels(run, c),
                 "status": "finished" if run else "missing",
                 "hp_source": tags.get("hp_source", ""),

@@ -224,9 +224,10 @@ def test_tidy_reads_params_tags_and_experiment_with_fallbacks_for_old_runs():
     assert (rows.loc["full", "git_commit"], rows.loc["100", "git_commit"]) == ("abc", "old")
     assert report.tidy(_Tracker({}), cells).git_commit.tolist() == ["", "", ""]
     assert rows.rankme.isna().all()  # no finished pretraining run: no health
-    pretrained = _run({}, {"rankme": 41.5, "collapse_std": 0.06}, {"kind": "pretrain"})
-    health = report.tidy(_Tracker({"kfull": new, "p": pretrained}), cells).set_index("budget")
+    metrics = {"rankme": 41.5, "collapse_std": 0.06, "health_s": 0.5, "epoch_s": 20.0}
+    health = report.tidy(_Tracker({"kfull": new, "p": _run({}, metrics, {"kind": "pretrain"})}), cells)
     assert health.rankme.tolist() == [41.5] * 3 and health.collapse_std.tolist() == [0.06] * 3  # its source's
+    assert health.health_cost.tolist() == [0.025] * 3  # the measurement's time over the epoch's
     named = _Tracker({"kfull": new})
     named.name = "smoke"  # the tracker's experiment name, when it has one, without asking the store
     assert set(report.tidy(named, cells).suite) == {"smoke"}
