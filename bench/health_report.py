@@ -124,8 +124,8 @@ def per_task_table(points: pd.DataFrame) -> list[str]:
     head = ["task", *measures.values(), *acc.columns]
     lines = [
         f"Per task, highest RankMe first (means over seeds, at most {seeds}): collapse_std is lightly's "
-        "std_of_l2_normalized (0 when collapsed, 1/sqrt(dim) when isotropic); cost is the time the measurement "
-        "took at the last epoch as a share of that epoch's training time; then test accuracy.",
+        "std_of_l2_normalized (0 when collapsed, 1/sqrt(dim) when isotropic); cost is the measurements' time "
+        "over the pretraining's training time (all epochs); then test accuracy.",
         "",
         "| " + " | ".join(head) + " |",
         "|---|" + "---:|" * (len(head) - 1),

@@ -58,11 +58,21 @@ def _commit(run) -> str:
     return tags.get("mlflow.source.git.commit") or tags.get("git_commit") or "unknown"
 
 
+def _health_cost(tracker, run, costs: dict) -> float:
+    """What the health measurements cost a pretraining run: their seconds over its epochs' training seconds, from
+    the metric histories (read once per run); NaN when nothing was measured."""
+    if run.info.run_id not in costs:
+        history = {k: tracker.client.get_metric_history(run.info.run_id, k) for k in ("health_s", "epoch_s")}
+        measured, trained = (sum(m.value for m in history[k]) for k in ("health_s", "epoch_s"))
+        costs[run.info.run_id] = measured / trained if history["health_s"] and trained else np.nan
+    return costs[run.info.run_id]
+
+
 def tidy(tracker, cells) -> pd.DataFrame:
     """One row per planned evaluation cell: its identity, and test_acc (NaN when it has no finished run). The
     ``suite`` column is the MLflow experiment's name, ``dataset`` the runs' ``dataset.name`` param."""
     finished = tracker.finished()
-    rows = []
+    rows, costs = [], {}
     for c in cells:
         if c.kind != "eval":
             continue
@@ -82,8 +92,7 @@ def tidy(tracker, cells) -> pd.DataFrame:
                 "train_acc": m.get("train_acc", np.nan),  # fine-tuning: accuracy on its own training labels
                 "rankme": health.get("rankme", np.nan),  # the source pretraining's last logged (final) RankMe
                 "collapse_std": health.get("collapse_std", np.nan),  # and its collapse signal (0: collapsed)
-                # what measuring them cost, as a share of the last epoch's time
-                "health_cost": health.get("health_s", np.nan) / health.get("epoch_s", np.nan),
+                "health_cost": _health_cost(tracker, source, costs) if "rankme" in health else np.nan,
                 "n_labels": _n_labels(run, c),
                 "status": "finished" if run else "missing",
                 "hp_source": tags.get("hp_source", ""),

@@ -75,3 +75,5 @@ def test_health_is_logged_by_epoch_and_leaves_the_results_unchanged(tmp_path):
     assert (rotation.health_cost > 0).all() and baselines.health_cost.isna().all()
     assert "too few tasks" in (tmp_path / "r2" / "smoke" / "health.md").read_text()
     assert not (tmp_path / "r0" / "smoke" / "health.md").exists()  # nothing measured, no file
+    unmeasured_rows = pd.read_csv(tmp_path / "r0" / "smoke" / "runs.csv")
+    assert unmeasured_rows.rankme.isna().all() and unmeasured_rows.health_cost.isna().all()  # not a cost of 0

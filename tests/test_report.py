@@ -225,9 +225,12 @@ def test_tidy_reads_params_tags_and_experiment_with_fallbacks_for_old_runs():
     assert report.tidy(_Tracker({}), cells).git_commit.tolist() == ["", "", ""]
     assert rows.rankme.isna().all()  # no finished pretraining run: no health
     metrics = {"rankme": 41.5, "collapse_std": 0.06, "health_s": 0.5, "epoch_s": 20.0}
-    health = report.tidy(_Tracker({"kfull": new, "p": _run({}, metrics, {"kind": "pretrain"})}), cells)
+    tracker = _Tracker({"kfull": new, "p": _run({}, metrics, {"kind": "pretrain"})})
+    history = {"health_s": [0.4, 0.5], "epoch_s": [10.0, 20.0, 20.0, 10.0]}  # measured twice in four epochs
+    tracker.client.get_metric_history = lambda run_id, key: [SimpleNamespace(value=v) for v in history[key]]
+    health = report.tidy(tracker, cells)
     assert health.rankme.tolist() == [41.5] * 3 and health.collapse_std.tolist() == [0.06] * 3  # its source's
-    assert health.health_cost.tolist() == [0.025] * 3  # the measurement's time over the epoch's
+    assert health.health_cost.tolist() == [pytest.approx(0.9 / 60)] * 3  # all measurements over all epochs
     named = _Tracker({"kfull": new})
     named.name = "smoke"  # the tracker's experiment name, when it has one, without asking the store
     assert set(report.tidy(named, cells).suite) == {"smoke"}
