@@ -290,7 +290,8 @@ def family_sentence(comp: pd.DataFrame, protocol: str, sym: dict, baseline: str 
     need, floor = seeds_needed(m), min_sign_flip_p(n)
     family = f"Holm over the tasks against {ref} at each budget ({m} per budget)"
     lt = sym["lt"]
-    reach = f"with {n} seeds the smallest possible p is {floor:.3g}; p {lt} {ALPHA} after Holm needs {need} seeds"
+    seeds = "one seed" if n == 1 else f"{n} seeds"
+    reach = f"with {seeds} the smallest possible p is {floor:.3g}; p {lt} {ALPHA} after Holm needs {need} seeds"
     shown = [k for k in ("up", "down") if (fam.marker == k).any()]
     keys = {k: k if baseline == REFERENCE[0] else f"{k}_{baseline}" for k in ("up", "down")}
     if not can_reach(n, m):
@@ -466,7 +467,8 @@ def stats_markdown(comp: pd.DataFrame, df: pd.DataFrame) -> str:
         lines += [
             f"## {protocol}: tasks against {ref}",
             "",
-            f"Holm families of {m} tasks, one per budget; with {n} seeds the smallest possible p is "
+            f"Holm families of {m} tasks, one per budget; with {'one seed' if n == 1 else f'{n} seeds'} the "
+            "smallest possible p is "
             f"{min_sign_flip_p(n):.3g}; "
             f"p < {ALPHA} after Holm needs {seeds_needed(m)} seeds.",
             "",

@@ -264,3 +264,4 @@ def test_a_one_seed_sweep_reports_without_intervals_or_markers(tmp_path):
     report.write_report(sweep(seeds=1), tmp_path)
     table = (tmp_path / "table.md").read_text()
     assert "one seed: no interval" in table and "▲" not in table and "[" not in table.split("\n\n")[1]
+    assert "with one seed the smallest possible p is 1" in table and "1 seeds" not in table
