@@ -9,9 +9,10 @@ unlabelled pool (no labels are read):
   2021), lightly's ``std_of_l2_normalized``: 0 when every image maps to one vector, about 1/sqrt(D) for
   isotropic features.
 
-Both are computed on the encoder's features, the backbone output the probes use (``extract_features``), in
-evaluation mode without gradients, so training is not affected: parameters, BatchNorm statistics and random
-streams are untouched, and the training mode is restored.
+Both are computed on the encoder's features, the backbone output the probes use, in evaluation mode without
+gradients and in full precision (bf16 features, as autocast gives on CUDA, inflate RankMe near collapse), so
+training is not affected: parameters, BatchNorm statistics and random streams are untouched, and the training
+mode is restored. The features are not centred, as in the paper's eq. 1.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from lightly.utils.debug import std_of_l2_normalized
 
+BATCH = 1024  # images per forward pass
 EPS = 1e-7  # the paper's epsilon, keeping log(p) finite for zero singular values
 
 
@@ -45,15 +47,21 @@ def health_sample(pool: torch.Tensor, size: int, seed: int) -> torch.Tensor:
     return pool[torch.from_numpy(keep)]
 
 
+def weights_fingerprint(encoder: torch.nn.Module) -> float:
+    """A number that changes whenever an optimiser step changes the encoder (sum of all parameters, float64)."""
+    with torch.no_grad():
+        return float(sum(p.detach().double().sum() for p in encoder.parameters()))
+
+
 def measure(encoder: torch.nn.Module, images: torch.Tensor, device: torch.device, prepare) -> dict[str, float]:
     """RankMe and the collapse signal of ``encoder`` on ``images`` (uint8), and the seconds it took."""
-    from bench.evaluate import extract_features
-
     was_training = encoder.training
     start = time.perf_counter()
+    encoder.eval()
     try:
-        with torch.no_grad():
-            features = extract_features(encoder, images, device, prepare=prepare)
+        with torch.no_grad():  # no autocast: full precision (see the module docstring)
+            batches = [images[i : i + BATCH].to(device, non_blocking=True) for i in range(0, len(images), BATCH)]
+            features = torch.cat([encoder(prepare(b)).float() for b in batches])
     finally:
         encoder.train(was_training)
     return {"rankme": rankme(features), "collapse_std": collapse_std(features), "health_s": time.perf_counter() - start}

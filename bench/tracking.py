@@ -35,7 +35,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 import bench
 from bench import ui
-from bench.health import health_sample, measure
+from bench.health import health_sample, measure, weights_fingerprint
 from bench.store import open_client
 
 # bench names each run's place in the UI itself (ui_hint); MLflow would print a line per run against a server
@@ -303,18 +303,40 @@ def _end(run: mlflow.ActiveRun, status: str) -> None:
 
 
 class PretrainLog:
+    """Per-epoch metrics of a pretraining run, and the label-free health measures (bench.health) every
+    ``health_every`` epochs and at the last.
+
+    A resumed run first replays the saved epochs' statistics with the encoder already at the last saved epoch, so
+    a measurement is only logged once the weights are known to be that epoch's: at the last epoch, or when the
+    next epoch's call finds the weights changed (trained since). A replayed epoch's measurement is dropped.
+    """
+
     def __init__(self, task=None, data=None, cfg=None, seed: int = 0) -> None:
         self.task, self.cfg = task, cfg
         self.every = cfg.health_every if cfg is not None and task is not None else 0
         self.sample = health_sample(data.pool_x, cfg.health_images, seed) if self.every else None
+        self.pending: tuple[int, float, dict[str, float]] | None = None  # (epoch, weights, measures)
 
     def epoch(self, stats) -> None:
         metrics = {"train_loss": stats.loss, "images_per_s": stats.images_per_s, "epoch_s": stats.seconds}
-        if self.every and (stats.epoch % self.every == 0 or stats.epoch == self.cfg.epochs):
-            encoder = self.task.encoder
-            device = next(encoder.parameters()).device
-            metrics |= measure(encoder, self.sample, device, type(self.task).eval_input)
         mlflow.log_metrics(metrics, stats.epoch)
+        due = self.every and (stats.epoch % self.every == 0 or stats.epoch == self.cfg.epochs)
+        if not due and self.pending is None:
+            return
+        encoder = self.task.encoder
+        weights = weights_fingerprint(encoder)
+        if self.pending is not None:
+            epoch, measured_at, measures = self.pending
+            if weights != measured_at:  # trained since: the measurement was of that epoch's weights
+                mlflow.log_metrics(measures, epoch)
+            self.pending = None
+        if due:
+            device = next(encoder.parameters()).device
+            measures = measure(encoder, self.sample, device, type(self.task).eval_input)
+            if stats.epoch == self.cfg.epochs:
+                mlflow.log_metrics(measures, stats.epoch)
+            else:
+                self.pending = (stats.epoch, weights, measures)
 
     @staticmethod
     def done(checkpoint: Path, fingerprint: dict[str, str], wall_s: float, mean_images_per_s: float) -> None:

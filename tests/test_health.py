@@ -1,14 +1,18 @@
 """Label-free health measures (bench.health): known answers, and logged during pretraining without changing it."""
 
 import math
+from types import SimpleNamespace
 
+import mlflow
 import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
 from bench.__main__ import main
+from bench.augment import to_input
 from bench.health import collapse_std, rankme
+from bench.tracking import PretrainLog
 
 from .conftest import SMOKE
 
@@ -77,3 +81,35 @@ def test_health_is_logged_by_epoch_and_leaves_the_results_unchanged(tmp_path):
     assert not (tmp_path / "r0" / "smoke" / "health.md").exists()  # nothing measured, no file
     unmeasured_rows = pd.read_csv(tmp_path / "r0" / "smoke" / "runs.csv")
     assert unmeasured_rows.rankme.isna().all() and unmeasured_rows.health_cost.isna().all()  # not a cost of 0
+
+
+class _Task:
+    eval_input = staticmethod(to_input)
+
+    def __init__(self):
+        self.encoder = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 16))
+
+
+def _logged_steps(tmp_path, name: str, trained: list[bool]) -> list[int]:
+    """Epochs 1..len(trained) through a PretrainLog (health every 2 epochs); trained[k] says whether the weights
+    changed before epoch k+1's call (False: a resumed run replaying a saved epoch)."""
+    task = _Task()
+    data = SimpleNamespace(pool_x=torch.randint(0, 255, (64, 3, 8, 8), dtype=torch.uint8))
+    cfg = SimpleNamespace(health_every=2, health_images=32, epochs=len(trained))
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'replay.db'}")
+    experiment = mlflow.set_experiment("replay")  # not the experiment an earlier test left active in mlflow
+    with mlflow.start_run(run_name=name, experiment_id=experiment.experiment_id) as run:
+        log = PretrainLog(task, data, cfg, seed=0)
+        for epoch, step in enumerate(trained, start=1):
+            if step:
+                with torch.no_grad():
+                    task.encoder[1].weight.add_(0.01 * epoch)
+            log.epoch(SimpleNamespace(epoch=epoch, loss=1.0, images_per_s=1.0, seconds=1.0))
+    history = MlflowClient().get_metric_history(run.info.run_id, "rankme")
+    return [m.step for m in history]
+
+
+def test_a_resumed_run_logs_health_only_for_the_epochs_its_weights_belong_to(tmp_path):
+    assert _logged_steps(tmp_path, "fresh", [True] * 6) == [2, 4, 6]
+    # resumed after epoch 4: epochs 1-4 are replayed with epoch 4's weights, then 5 and 6 are trained
+    assert _logged_steps(tmp_path, "resumed", [True, False, False, False, True, True]) == [4, 6]
