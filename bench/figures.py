@@ -172,9 +172,9 @@ def cd_diagram(df: pd.DataFrame) -> plt.Figure | None:
 def health_vs_accuracy(df: pd.DataFrame) -> plt.Figure | None:
     """Final RankMe (no labels) against test accuracy, one point per pretraining task (means over seeds), one
     panel per protocol and budget, titled with Spearman's rho and its p (or why there is none)."""
-    from bench.health_report import MIN_TASKS, correlations, per_task
+    from bench.health_report import correlations, has_health, per_task, why_none
 
-    if "rankme" not in df or df.rankme.notna().sum() == 0:
+    if not has_health(df):
         return None
     points, corr = per_task(df), correlations(df).set_index(["protocol", "budget"])
     panels = list(corr.index)
@@ -187,7 +187,7 @@ def health_vs_accuracy(df: pd.DataFrame) -> plt.Figure | None:
             ax.annotate(row.task, (row.rankme, row.test_acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
         c = corr.loc[(protocol, budget)]
         said = (
-            f"too few tasks (n = {int(c.n_tasks)} < {MIN_TASKS})"
+            why_none(int(c.n_tasks))
             if np.isnan(c.spearman_rho)
             else f"Spearman {c.spearman_rho:+.2f} (p {c.spearman_p:.3f}, n = {int(c.n_tasks)})"
         )

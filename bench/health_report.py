@@ -73,9 +73,19 @@ def correlations(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def has_health(df: pd.DataFrame) -> bool:
+    """Whether any pretraining task has both a logged RankMe and a finished evaluation."""
+    return "rankme" in df and len(per_task(df)) > 0
+
+
+def why_none(n_tasks: int) -> str:
+    """Why a row has no correlation (correlations() leaves it NaN)."""
+    return f"too few tasks (n = {n_tasks} < {MIN_TASKS})" if n_tasks < MIN_TASKS else f"no spread (n = {n_tasks})"
+
+
 def health_markdown(df: pd.DataFrame) -> str | None:
-    """health.md, or None when no pretraining run logged RankMe."""
-    if "rankme" not in df or df.rankme.notna().sum() == 0:
+    """health.md, or None when no pretraining task has both RankMe and a finished evaluation."""
+    if not has_health(df):
         return None
     corr = correlations(df)
     lines = [
@@ -89,7 +99,7 @@ def health_markdown(df: pd.DataFrame) -> str | None:
     ]
     for r in corr.itertuples():
         if math.isnan(r.spearman_rho):
-            why = "too few tasks" if r.n_tasks < MIN_TASKS else "no spread"
+            why = why_none(r.n_tasks).split(" (")[0]
             lines.append(f"| {r.protocol} | {r.budget} | {r.n_tasks} | — ({why}) | — ({why}) |")
         else:
             lines.append(
@@ -105,18 +115,27 @@ def health_markdown(df: pd.DataFrame) -> str | None:
     if len(corr) > 1:
         lines += [
             "",
-            f"Each p-value is for its row alone, not corrected for the {len(corr)} rows; the rows share their "
-            "RankMe values (one per task), so they are not independent tests.",
+            f"Each p-value is for its row alone, not corrected for the {len(corr)} rows; the rows rank the same "
+            "tasks' RankMe, so they are not independent tests.",
         ]
-    lines += ["", *per_task_table(per_task(df))]
+    sizes = sorted({int(n) for n in df.get("health_images", pd.Series(dtype=float)).dropna()})
+    if len(sizes) > 1:
+        lines += [
+            "",
+            f"**Not comparable:** the pretraining runs measured RankMe on samples of different sizes ({sizes}); "
+            "RankMe is at most the sample size, so rerun them with one `pretrain.health_images`.",
+        ]
+    lines += ["", *per_task_table(per_task(df), df)]
     return "\n".join(lines) + "\n"
 
 
-def per_task_table(points: pd.DataFrame) -> list[str]:
-    """One row per task, highest RankMe first: its health and its test accuracy at each protocol and budget."""
+def per_task_table(points: pd.DataFrame, df: pd.DataFrame) -> list[str]:
+    """One row per task, highest RankMe first: its health (mean over the seeds that pretrained it, one value per
+    seed) and its test accuracy at each protocol and budget (``points``: per_task)."""
     measures = {"rankme": "RankMe", "collapse_std": "collapse_std", "health_cost": "cost"}
-    measures = {c: name for c, name in measures.items() if c in points}
-    health = points.groupby("task", sort=False)[list(measures)].mean()
+    measures = {c: name for c, name in measures.items() if c in df}
+    pretrained = df.dropna(subset=["rankme"]).drop_duplicates(["task", "seed"])
+    health = pretrained[pretrained.task.isin(points.task)].groupby("task", sort=False)[list(measures)].mean()
     acc = points.pivot_table(index="task", columns=["protocol", "budget"], values="test_acc", sort=False)
     acc.columns = [f"{protocol} {budget}" for protocol, budget in acc.columns]
     seeds = int(points.seeds.max())
@@ -124,7 +143,8 @@ def per_task_table(points: pd.DataFrame) -> list[str]:
     head = ["task", *measures.values(), *acc.columns]
     lines = [
         f"Per task, highest RankMe first (means over seeds, at most {seeds}): collapse_std is lightly's "
-        "std_of_l2_normalized (0 when collapsed, 1/sqrt(dim) when isotropic); cost is the measurements' time "
+        "std_of_l2_normalized (0 when collapsed, 1/sqrt(dim) for isotropic features, which non-negative "
+        "features after a ReLU cannot reach); cost is the measurements' time "
         "over the pretraining's training time (all epochs); then test accuracy.",
         "",
         "| " + " | ".join(head) + " |",

@@ -93,6 +93,9 @@ def tidy(tracker, cells) -> pd.DataFrame:
                 "rankme": health.get("rankme", np.nan),  # the source pretraining's last logged (final) RankMe
                 "collapse_std": health.get("collapse_std", np.nan),  # and its collapse signal (0: collapsed)
                 "health_cost": _health_cost(tracker, source, costs) if "rankme" in health else np.nan,
+                "health_images": float(source.data.params.get("pretrain.health_images", np.nan))
+                if "rankme" in health
+                else np.nan,  # the sample RankMe was measured on (at most this many pool images)
                 "n_labels": _n_labels(run, c),
                 "status": "finished" if run else "missing",
                 "hp_source": tags.get("hp_source", ""),

@@ -72,3 +72,38 @@ def test_spearman_p_is_exact_over_all_pairings_for_few_tasks():
     assert perfect.pvalue == pytest.approx(2 / math.factorial(6))  # only the identity and its reverse are as extreme
     assert spearman(np.arange(4.0), np.arange(4.0)).pvalue == pytest.approx(1 / 12)  # why MIN_TASKS is 5
     assert spearman(x, x[::-1].copy()).statistic == pytest.approx(-1.0)
+
+
+def test_health_of_tasks_without_a_finished_evaluation_writes_nothing():
+    df = frame(6)
+    df.loc[df.task != "scratch", "test_acc"] = float("nan")  # only the baseline has finished
+    df["suite"], df["dataset"], df["status"] = "demo", "cifar10", "finished"
+    from bench.figures import health_vs_accuracy
+
+    assert health_markdown(df) is None and health_vs_accuracy(df) is None
+
+
+def test_the_figure_says_no_spread_when_every_task_has_one_rankme():
+    from bench.figures import health_vs_accuracy
+
+    df = frame(6).assign(suite="demo", dataset="cifar10", status="finished")
+    df.loc[df.rankme.notna(), "rankme"] = 50.0
+    (title,) = [ax.get_title() for ax in health_vs_accuracy(df).axes]
+    assert "no spread (n = 6)" in title and "too few" not in title
+
+
+def test_the_per_task_rankme_is_the_mean_over_the_seeds_that_pretrained_it():
+    df = frame(6)
+    df.loc[(df.task == "t0") & (df.seed == 1), "test_acc"] = float("nan")  # seed 1 of t0 not evaluated yet
+    df = pd.concat([df, df.assign(budget="full")])
+    row = next(line for line in health_markdown(df).splitlines() if line.startswith("| t0 |"))
+    assert row.split(" | ")[1] == "10.5"  # (10 + 11) / 2: one value per seed, not a mean of budgets' means
+
+
+def test_rankme_from_samples_of_different_sizes_is_flagged():
+    df = frame(6).assign(health_images=2048.0)
+    assert "Not comparable" not in health_markdown(df)
+    df.loc[df.task == "t0", "health_images"] = 256.0
+    assert "**Not comparable:** the pretraining runs measured RankMe on samples of different sizes ([256, 2048])" in (
+        health_markdown(df)
+    )
