@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from bench.schema import Settings
 from bench.tasks import TASKS
 from bench.tasks.base import Protocol
 
@@ -47,9 +48,9 @@ class ConfigError(ValueError):
     """A suite that cannot run; the message names the file, the key, the bad value and what is allowed."""
 
 
-class Strict(BaseModel):
+class Strict(Settings):
     # inf and nan pass a ``gt=0`` bound; no setting of a suite means them
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True)
 
 
 SEED_MAX = 2**32 - 1  # numpy's and torch's generators both accept 0 .. 2^32 - 1 everywhere
@@ -251,7 +252,7 @@ class ExecutionConfig(Strict):
 # One optional table per registered task: `[tasks.rotation]` selects rotation with its own validated config.
 TasksConfig = create_model(
     "TasksConfig",
-    __config__=ConfigDict(extra="forbid", frozen=True),
+    __config__=ConfigDict(extra="forbid", frozen=True, validate_default=True),
     **{name: (task.Config | None, None) for name, task in sorted(TASKS.items())},
 )
 DEFAULT_TASKS = {"rotation": {}, "scratch": {}, "random": {}}

@@ -14,7 +14,7 @@ tests/test_view_params.py compares them with lightly's classes. House-wide choic
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from bench.augment import (
     MEAN,
@@ -27,11 +27,10 @@ from bench.augment import (
     random_solarize,
     to_unit,
 )
+from bench.schema import Settings
 
 
-class ViewConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class ViewConfig(Settings):
     min_scale: float = Field(0.08, gt=0, le=1)  # RandomResizedCrop area fraction bounds
     max_scale: float = Field(1.0, gt=0, le=1)
     cj_prob: float = Field(0.8, ge=0, le=1)

@@ -6,19 +6,17 @@ from collections.abc import Callable
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from bench.augment import to_input
+from bench.schema import Settings
 
 Protocol = Literal["linear", "knn", "finetune"]
 REGISTRY: dict[str, type[Task]] = {}
 
 
-class TaskConfig(BaseModel):
+class TaskConfig(Settings):
     """Options every task has; a task's own Config adds its hyperparameters with the paper's defaults."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     protocols: list[Protocol] | None = None  # evaluate this task with only these of the suite's protocols
 
