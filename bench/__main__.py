@@ -38,9 +38,12 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
     path = suite_file(args.suite)
     suite = load_suite(path, args.set)
+    executor = None  # the runner's default: every cell in this process
     if suite.execution.backend == "ray":
-        from bench.cluster import RayRunner as Runner  # noqa: N814 - the same runner, cells dispatched to Ray
-    outcome = Runner(suite, path, console).run(dry_run=args.dry_run, wait_s=args.wait)
+        from bench.cluster import RayExecutor
+
+        executor = RayExecutor()
+    outcome = Runner(suite, path, console, executor).run(dry_run=args.dry_run, wait_s=args.wait)
     if outcome.failed:
         console.print(f"[red]finished with {len(outcome.failed)} failed cell(s); rerun to retry them[/]")
         return 1
@@ -155,6 +158,51 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_identity(args: argparse.Namespace, console: Console) -> int:
+    from bench import golden, identity
+
+    if args.update:
+        say = lambda name: console.print(f"  golden {name}", highlight=False)  # noqa: E731
+        ok, lines = golden.update(say)
+        for line in lines:
+            console.print(("" if ok else "[red]refused[/]: ") + line, highlight=False, soft_wrap=True)
+        if ok:
+            console.print(f"recorded {identity.LOCK.name} and {golden.RECORD.name}", highlight=False)
+        return 0 if ok else 1
+    problems = identity.check_lock() + [
+        f"module {m} is in no part of bench/identity.py and not in NOT_NUMERIC: add it to one"
+        for m in identity.unclassified()
+    ]
+    for line in problems:
+        console.print(f"[red]{line}[/]", highlight=False, soft_wrap=True)
+    if not problems:
+        console.print(f"{len(identity.read_lock())} parts; the lock agrees with the code", highlight=False)
+    return 1 if problems else 0
+
+
+def cmd_golden(args: argparse.Namespace, console: Console) -> int:
+    from bench import golden
+
+    only = set(args.case) if args.case else None
+    known = set(golden.cases())
+    if only and only - known:
+        raise ConfigError(f"unknown golden case {sorted(only - known)[0]!r}; cases: {', '.join(sorted(known))}")
+    found = golden.run(only, progress=lambda name: console.print(f"  {name}", highlight=False))
+    recorded = {k: v for k, v in golden.read().items() if only is None or k in only}
+    verdicts = golden.compare(found, recorded)
+    for name, verdict in verdicts.items():
+        style = "green" if verdict == "same" else "red"
+        console.print(f"[{style}]{verdict:>10}[/]  {name}", highlight=False)
+    bad = [n for n, v in verdicts.items() if v != "same"]
+    if bad:
+        console.print(
+            f"[red]{len(bad)} of {len(verdicts)} golden cases differ from {golden.RECORD.name}[/]; "
+            "`python -m bench identity --update` records them where a version moved, and refuses where none did",
+            highlight=False,
+        )
+    return 1 if bad else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -198,10 +246,23 @@ def main(argv: list[str] | None = None) -> int:
     server.add_argument("--pg-port", type=int, default=5433, help="PostgreSQL port (5432 is Debian's own cluster)")
     server.add_argument("--workers", type=int, default=4, help="MLflow server worker processes")
     sub.add_parser("list", help="registered tasks, encoders, datasets and protocols")
+    ident = sub.add_parser("identity", help="check that the code parts' digests agree with bench/identity.lock")
+    ident.add_argument(
+        "--update",
+        action="store_true",
+        help="run the golden check and record new digests and outputs (refused where outputs changed with no "
+        "version bumped)",
+    )
+    gold = sub.add_parser(
+        "golden", help="tiny deterministic runs of every part, compared bitwise with bench/golden.json"
+    )
+    gold.add_argument(
+        "--case", action="append", default=[], help="run only this case (repeatable), e.g. pretrain/rotation"
+    )
     args = parser.parse_args(argv)
     console = Console()
     commands = {"run": cmd_run, "report": cmd_report, "parity": cmd_parity, "perf": cmd_perf, "list": cmd_list}
-    commands["server"] = cmd_server
+    commands |= {"server": cmd_server, "identity": cmd_identity, "golden": cmd_golden}
     with interrupt_on_sigterm():
         return run_command(lambda: commands[args.command](args, console), console)
 

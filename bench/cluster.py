@@ -36,11 +36,13 @@ from mlflow.tracking import fluent
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bench.cells import GroupRun, failure_reason, is_fatal, resolve_device
 from bench.config import ConfigError, Suite, tracking_uri
-from bench.lease import _alive_here, _machine, _process_start, verify
+from bench.identity import plan_environment
+from bench.lease import alive_here, machine_id, process_start, verify
 from bench.plan import Cell
-from bench.runner import Runner, _fatal, _GroupContext, _reason, resolve_device
-from bench.tracking import environment_tags
+from bench.runner import Runner
+from bench.tracking import MlflowTrials, environment_tags
 from bench.tuning import DONE, Tuner, redo_interrupted
 from bench.validation import validation_folds
 
@@ -66,11 +68,19 @@ def is_shared(uri: str) -> bool:
     return not (uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri)
 
 
-class RayRunner(Runner):
-    """The runner, dispatching its cells to Ray instead of running them in this process."""
+class RayExecutor:
+    """The runner's executor seam (``bench.runner.Executor``) on Ray: the driver plans, holds the suite's lease,
+    dispatches and shows progress; workers compute each cell with ``bench.cells``, under the same keys."""
 
-    def _execute(self, todo: list[Cell], labels: dict) -> dict[str, str]:
+    def environment(self, suite: Suite) -> dict:
+        """The local plan's, with the thread count every worker will use (``execution.threads``, else this
+        machine's): the workers' numbers then equal a local run's, and a worker whose device or libraries
+        differ refuses to run."""
+        return plan_environment(suite, suite.execution.threads)
+
+    def execute(self, runner: Runner, todo: list[Cell], labels: dict) -> dict[str, str]:
         ray = _ray()
+        self.runner, self.suite = runner, runner.suite
         ex = self.suite.execution
         started_here = not ray.is_initialized()
         if started_here:
@@ -78,26 +88,19 @@ class RayRunner(Runner):
             ray.init(address=address, include_dashboard=False, log_to_driver=True, logging_level="ERROR")
         try:
             nodes = [n for n in ray.nodes() if n.get("Alive")]
-            self._refuse_local_stores(len(nodes))
+            self.refuse_local_stores(len(nodes))
             gpus = ray.cluster_resources().get("GPU", 0)
             say = f"ray: {len(nodes)} node(s), {ray.cluster_resources().get('CPU', 0):g} CPUs, {gpus:g} GPUs"
-            self.console.print(say, highlight=False)
-            with self.tracker.suite_run(self.suite, self.suite_path, self.data, torch.device("cpu")) as parent:
+            runner.console.print(say, highlight=False)
+            with runner.tracker.suite_run(self.suite, runner.suite_path, runner.data, torch.device("cpu")) as parent:
                 mlflow.set_tag("execution", say)
                 job = self._job(parent.info.run_id)
-                failed = _Dispatch(self, job, todo, gpus > 0).run()
+                return _Dispatch(runner, job, todo, gpus > 0).run()
         finally:
             if started_here:
                 ray.shutdown()
-        if failed:
-            self.console.print(
-                f"[red]{len(failed)} cell(s) failed[/] (each run's traceback.txt in MLflow has the details):"
-            )
-            for label, reason in failed.items():
-                self.console.print(f"  {label}: {reason}")
-        return failed
 
-    def _refuse_local_stores(self, n_nodes: int) -> None:
+    def refuse_local_stores(self, n_nodes: int) -> None:
         if n_nodes < 2:
             return
         uri = tracking_uri(self.suite)
@@ -116,8 +119,7 @@ class RayRunner(Runner):
 
     def _job(self, parent_run_id: str) -> dict:
         """Everything a worker needs, with every path made absolute (a worker's folder is not the driver's)."""
-        # the suite object itself, not a dump: a value given in the file and the same value as a default may
-        # differ in type (0 and 0.0), and cell keys are digests of the values
+        runner = self.runner
         update: dict = {
             "results_dir": str(Path(self.suite.results_dir).resolve()),
             "tracking_uri": tracking_uri(self.suite),
@@ -129,12 +131,13 @@ class RayRunner(Runner):
         return {
             "id": parent_run_id,
             "suite": suite,
-            "suite_path": str(self.suite_path),
-            "experiment_id": self.tracker.experiment_id,
+            "suite_path": str(runner.suite_path),
+            "experiment_id": runner.tracker.experiment_id,
             "parent_run_id": parent_run_id,
-            "lease": (self.lease.experiment_id, self.lease.holder.token) if self.lease else None,
-            "identity": self.data.identity,
-            "keys": [c.key for c in self.cells],
+            "lease": (runner.lease.experiment_id, runner.lease.holder.token) if runner.lease else None,
+            "identity": runner.data.identity,
+            "environment": runner.environment,
+            "keys": [c.key for c in runner.cells],
             "driver": socket.gethostname(),
         }
 
@@ -143,13 +146,11 @@ class _Dispatch:
     """What may run when, for one invocation: pretraining first, then the studies of the tuning seed, then the
     evaluation groups; each submitted to Ray as soon as what it needs has finished."""
 
-    def __init__(self, runner: RayRunner, job: dict, todo: list[Cell], cluster_has_gpus: bool) -> None:
+    def __init__(self, runner: Runner, job: dict, todo: list[Cell], cluster_has_gpus: bool) -> None:
         self.ray = _ray()
         self.runner, self.job, self.gpu_default = runner, job, 1.0 if cluster_has_gpus else 0.0
         self.ex = runner.suite.execution
-        self.tuner = SharedTuner(
-            runner.suite, runner.data, torch.device("cpu"), runner.prepared_encoder, runner._source
-        )
+        self.tuner = SharedTuner(runner.suite, runner.data, torch.device("cpu"), runner.prepared_encoder, runner.source)
         self.pretrain = {(c.task, c.seed): c for c in todo if c.kind == "pretrain"}
         self.evals: dict[tuple[str, int], list[Cell]] = {}
         for c in todo:
@@ -167,9 +168,7 @@ class _Dispatch:
         return [c for (t, _), cells in self.evals.items() if t == task for c in cells]
 
     def _tuned(self, cell: Cell) -> bool:
-        from bench.tuning import tuned
-
-        return tuned(self.runner.suite, cell.protocol, cell.budget)
+        return self.runner.suite.tuned(cell.protocol, cell.budget)
 
     def _options(self, resources) -> dict:
         gpus = self.gpu_default if resources.gpus is None else resources.gpus
@@ -228,9 +227,9 @@ class _Dispatch:
             failed = self.ray.get(ref)
         except self.ray.exceptions.RayTaskError as e:
             cause = e.cause if isinstance(e.cause, BaseException) else e
-            if isinstance(cause, ConfigError) or _fatal(cause):
+            if isinstance(cause, ConfigError) or is_fatal(cause):
                 raise cause from None  # the data, the store or the lease: every other task would fail too
-            failed, reason = None, _reason(cause)
+            failed, reason = None, failure_reason(cause)
         except self.ray.exceptions.RayError as e:  # the worker died more often than execution.retries
             failed, reason = None, f"worker lost after {self.ex.retries} retries ({type(e).__name__})"
         if kind == "study":
@@ -313,9 +312,7 @@ class SharedTuner(Tuner):
     def prepare(self, task: str, protocol: str, budget) -> bool:
         """Driver: create the study with trial 0 (the defaults) and redo trials a killed invocation left; True
         when trials are missing."""
-        from bench.tuning import tuned
-
-        if not tuned(self.suite, protocol, budget):
+        if not self.suite.tuned(protocol, budget):
             return False
         opened = self._open(task, protocol, budget, create=True)
         if opened is None:
@@ -356,8 +353,8 @@ class SharedTuner(Tuner):
         return dict(best.params), f"tuned ({done} trials, study {name}, best val_acc {best.value:.4f})"
 
     def _claimed(self, objective, target: int):
-        me = {"worker_host": socket.gethostname(), "worker_machine": _machine(), "worker_pid": os.getpid()}
-        me["worker_started"] = _process_start(os.getpid())
+        me = {"worker_host": socket.gethostname(), "worker_machine": machine_id(), "worker_pid": os.getpid()}
+        me["worker_started"] = process_start(os.getpid())
 
         def claimed(trial: optuna.Trial) -> float:
             states = (*DONE, RUNNING, WAITING)  # a retried trial is numbered when enqueued, run later
@@ -384,9 +381,9 @@ def fail_dead_trials(study: optuna.Study, running: list, retry) -> list[int]:
             started = t.datetime_start.timestamp() if t.datetime_start else now
             if now - started < 4 * HEARTBEAT_S:
                 continue
-        elif attrs.get("worker_machine") != _machine():
+        elif attrs.get("worker_machine") != machine_id():
             continue
-        elif _alive_here(int(attrs["worker_pid"]), attrs.get("worker_started", "")):
+        elif alive_here(int(attrs["worker_pid"]), attrs.get("worker_started", "")):
             continue
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
             if study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
@@ -422,8 +419,19 @@ class WorkerRunner(Runner):
     def __init__(self, job: dict) -> None:
         ray = _ray()
         suite: Suite = job["suite"]
-        super().__init__(suite, job["suite_path"], Console(highlight=False, soft_wrap=True))
+        super().__init__(suite, job["suite_path"], Console(highlight=False, soft_wrap=True), RayExecutor())
         node = ray.util.get_node_ip_address()
+        planned = job["environment"]
+        if self.environment != planned:
+            differ = [
+                k for k in sorted(set(self.environment) | set(planned)) if self.environment.get(k) != planned.get(k)
+            ]
+            what = ", ".join(f"{k} {self.environment.get(k)} here, {planned.get(k)} planned" for k in differ)
+            raise ConfigError(
+                f"node {node} ({socket.gethostname()}): cells here would run under another environment than the "
+                f"driver planned ({what}); set device = 'cpu' or 'cuda' in the suite and install the driver's "
+                "library versions on every node"
+            )
         if self.data.identity != job["identity"]:
             from bench.data import data_root
 
@@ -444,7 +452,7 @@ class WorkerRunner(Runner):
         self.tracker.env = environment_tags(self.device) | {"ray_node": node, "ray_worker_pid": str(os.getpid())}
         mlflow.set_experiment(experiment_id=job["experiment_id"])
         self.train_x = self.data.train_x.to(self.device)
-        self.labels = self._draw_labels(self.data)
+        self.labels = self.draw_labels()
 
     def check_lease(self) -> None:
         if self.job["lease"] is not None:
@@ -457,7 +465,8 @@ class WorkerRunner(Runner):
             self.data,
             self.device,
             self.prepared_encoder,
-            self._source,
+            self.source,
+            MlflowTrials(),
             worker=worker,
             retries=self.suite.execution.retries,
         )
@@ -486,11 +495,9 @@ class WorkerRunner(Runner):
         failed: dict[str, str] = {}
         progress = Progress(console=self.console, disable=True)
         bar = progress.add_task("cells", total=len(cells))
-        ctx = _GroupContext(
-            self, self.data, self.train_x, self.labels, self.device, progress, bar, failed, self.tuner()
-        )
+        group = GroupRun(self, self.data, self.train_x, self.labels, self.device, progress, bar, failed, self.tuner())
         with self.under_parent():
-            ctx.run(task, seed, cells)
+            group.run(task, seed, cells)
         return failed
 
     def run_study(self, task: str, protocol: str, budget, worker: int) -> None:
@@ -502,9 +509,9 @@ _WORKER: dict[str, WorkerRunner] = {}  # this worker process's runner, for the j
 
 
 def _worker(job: dict) -> WorkerRunner:
-    """This process's runner for ``job``. Torch gets as many CPU threads as a local run on this node would
-    (``execution.threads`` overrides): Ray limits a worker to one thread, and CPU results depend on the count."""
-    torch.set_num_threads(job["suite"].execution.threads or len(os.sched_getaffinity(0)))
+    """This process's runner for ``job``. Torch gets the CPU threads the driver planned the cells with (its own
+    count, or ``execution.threads``): Ray limits a worker to one thread, and CPU results depend on the count."""
+    torch.set_num_threads(job["environment"].get("threads") or len(os.sched_getaffinity(0)))
     if job["id"] not in _WORKER:
         _WORKER.clear()
         _WORKER[job["id"]] = WorkerRunner(job)

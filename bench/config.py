@@ -107,12 +107,13 @@ class PretrainConfig(Strict):
     # where views are made: "device" (batched tensor operations on the training device) or "lightly" (the
     # reference pipeline: lightly's per-image transforms in DataLoader workers, then the same model step)
     augment: Literal["device", "lightly"] = "device"
-    # The settings below change speed, not what is computed; they are not part of the cell key.
+    # checkpoint_every_s and workers change speed, not what is computed: they are not in the cell key
     checkpoint_every_s: float = Field(60, ge=0)  # training state saved this often, for resume
     workers: int | None = Field(None, ge=0)  # DataLoader workers for augment = "lightly"; None: up to 8
-    compile: bool = False  # torch.compile the encoder for pretraining
+    compile: bool = False  # torch.compile the encoder for pretraining (fused kernels round otherwise: in the key)
     # label-free health (bench.health: RankMe, collapse signal) every health_every epochs and at the last, on
-    # health_images images of the pool; measured, not used: 0 turns it off
+    # health_images images of the pool; measured from the training loop, published in health.md: in the key.
+    # 0 turns it off
     health_every: int = Field(5, ge=0)
     health_images: int = Field(2048, ge=16)
 
@@ -126,9 +127,8 @@ class PretrainConfig(Strict):
         return self
 
 
-# PretrainConfig fields left out of cell keys: they change speed or what is measured beside training, never what is
-# trained (tests/test_health.py checks that health measurement leaves the results bitwise unchanged)
-SPEED_ONLY = {"checkpoint_every_s", "workers", "compile", "health_every", "health_images"}
+# PretrainConfig fields left out of cell keys: they change speed, never what is trained or measured
+SPEED_ONLY = {"checkpoint_every_s", "workers"}
 
 
 class LinearConfig(Strict):
@@ -372,6 +372,18 @@ class Suite(Strict):
 
     def sorted_budgets(self) -> list[Budget]:
         return sorted(self.budgets, key=lambda b: float("inf") if b == "full" else b)
+
+    def tuned(self, protocol: str, budget) -> bool:
+        """Whether (protocol, budget) takes its hyperparameters from an Optuna study."""
+        cfg = self.tuning
+        return cfg.enabled and protocol in cfg.protocols and (cfg.budgets is None or budget in cfg.budgets)
+
+    def protocol_settings(self, protocol: str, params: dict) -> BaseModel:
+        """The protocol's configured settings with tuned values put in."""
+        settings = getattr(self, protocol)
+        if protocol == "linear" and "l2" in params:
+            return settings.model_copy(update={"l2_grid": [params["l2"]]})
+        return settings.model_copy(update=params)
 
 
 def digest(obj: Any, n: int = 16) -> str:

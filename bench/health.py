@@ -47,12 +47,6 @@ def health_sample(pool: torch.Tensor, size: int, seed: int) -> torch.Tensor:
     return pool[torch.from_numpy(keep)]
 
 
-def weights_fingerprint(encoder: torch.nn.Module) -> float:
-    """A number that changes whenever an optimiser step changes the encoder (sum of all parameters, float64)."""
-    with torch.no_grad():
-        return float(sum(p.detach().double().sum() for p in encoder.parameters()))
-
-
 def measure(encoder: torch.nn.Module, images: torch.Tensor, device: torch.device, prepare) -> dict[str, float]:
     """RankMe and the collapse signal of ``encoder`` on ``images`` (uint8), and the seconds it took."""
     was_training = encoder.training
@@ -65,3 +59,17 @@ def measure(encoder: torch.nn.Module, images: torch.Tensor, device: torch.device
     finally:
         encoder.train(was_training)
     return {"rankme": rankme(features), "collapse_std": collapse_std(features), "health_s": time.perf_counter() - start}
+
+
+class HealthHook:
+    """The training loop's hook (``bench.pretrain.EpochHook``): the measures every ``every`` epochs and at the
+    last, of the task's encoder on ``sample``, fed through ``prepare`` (the task's evaluation input)."""
+
+    def __init__(self, sample: torch.Tensor, every: int, epochs: int, prepare) -> None:
+        self.sample, self.every, self.epochs, self.prepare = sample, every, epochs, prepare
+
+    def __call__(self, epoch: int, task) -> dict[str, float]:
+        if not (epoch % self.every == 0 or epoch == self.epochs):
+            return {}
+        encoder = task.encoder
+        return measure(encoder, self.sample, next(encoder.parameters()).device, self.prepare)

@@ -64,7 +64,7 @@ def _read(path: str) -> str:
         return ""
 
 
-def _machine() -> str:
+def machine_id() -> str:
     """This boot of this kernel and this PID namespace: processes with the same value see each other's pids
     (two containers with one hostname do not)."""
     try:
@@ -74,7 +74,7 @@ def _machine() -> str:
     return f"{_read('/proc/sys/kernel/random/boot_id')}/{namespace}"
 
 
-def _process_start(pid: int) -> str:
+def process_start(pid: int) -> str:
     """The start time of process ``pid`` in clock ticks since boot ('' when unknown): a pid and its start time
     name one process, even after the pid is reused."""
     try:
@@ -84,9 +84,9 @@ def _process_start(pid: int) -> str:
         return ""
 
 
-def _alive_here(pid: int, started: str) -> bool:
-    if started and _process_start(pid):
-        return _process_start(pid) == started
+def alive_here(pid: int, started: str) -> bool:
+    if started and process_start(pid):
+        return process_start(pid) == started
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -109,7 +109,7 @@ class Holder:
     @classmethod
     def me(cls, ttl: float) -> Holder:
         pid = os.getpid()
-        return cls(socket.gethostname(), _machine(), pid, _process_start(pid), uuid.uuid4().hex, time.time(), ttl)
+        return cls(socket.gethostname(), machine_id(), pid, process_start(pid), uuid.uuid4().hex, time.time(), ttl)
 
     def tags(self) -> dict[str, str]:
         return {
@@ -156,8 +156,8 @@ def why_gone(tags: dict[str, str], ttl: float, now: float | None = None) -> str 
     """Why the lease with ``tags`` no longer protects anything, or None while its holder is alive. The expiry
     is the longer of this invocation's and the holder's own."""
     holder = Holder.of(tags)
-    same_machine = holder.host == socket.gethostname() and holder.machine == _machine() and holder.machine
-    if same_machine and not _alive_here(holder.pid, holder.started):
+    same_machine = holder.host == socket.gethostname() and holder.machine == machine_id() and holder.machine
+    if same_machine and not alive_here(holder.pid, holder.started):
         return f"its holder, {holder.describe()}, has ended"
     ttl = max(ttl, holder.ttl)
     age = heartbeat_age(tags, now)

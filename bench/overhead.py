@@ -33,13 +33,13 @@ SMOKE = Path(__file__).resolve().parents[1] / "suites" / "smoke.toml"
 def cell_wall(backend: str, folder: Path, threads: int) -> tuple[float, int, int]:
     """Seconds spent running the smoke suite's cells (no report), how many cells ran, and in how many Ray tasks
     (one per pretraining cell, one per evaluation group)."""
-    from bench.cluster import RayRunner
+    from bench.cluster import RayExecutor
     from bench.runner import Runner
 
     sets = [f"results_dir='{folder}'", f"tracking_uri='sqlite:///{folder}/mlflow.db'", f"execution.threads={threads}"]
     sets += [f"execution.pretrain.cpus={threads}", f"execution.evaluate.cpus={threads}"]
     suite = load_suite(SMOKE, sets)
-    runner = (RayRunner if backend == "ray" else Runner)(suite, SMOKE, Console(quiet=True))
+    runner = Runner(suite, SMOKE, Console(quiet=True), RayExecutor() if backend == "ray" else None)
     start = time.perf_counter()
     outcome = runner.run(report=False)
     wall = time.perf_counter() - start

@@ -1,10 +1,10 @@
 """A suite's plan: its cells, each with a deterministic key over everything that decides its result.
 
-A key covers the resolved config, the data's identity (a digest of the decoded images, ``Dataset.identity``)
-and the code's identity (``bench.identity``: a digest of the source of every module that can change the
-cell's result). A finished cell is reused only under the same key. Each cell also carries a ``config_key``
-(the same identity without code and data), so a dry run can say of a cell whose key is new that an earlier
-result exists and what changed since: the code (which modules) or the data.
+A key covers the resolved config, the data's identity (a digest of the decoded images, ``Dataset.identity``),
+the versions of the code parts the cell uses (``bench.identity``) and the environment that decides numbers
+(device, precision, threads, numeric library versions). A finished cell is reused only under the same key. Each
+cell also carries a ``config_key`` (the same identity without parts, environment and data), so a dry run can
+say of a cell whose key is new that an earlier result exists and what changed since.
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ import json
 from dataclasses import dataclass, field
 
 from bench.config import SPEED_ONLY, ConfigError, Suite, digest
-from bench.identity import code_digest, code_modules
+from bench.identity import TUNING_LIBRARIES, cell_parts, library_versions, uses
 from bench.tasks import TASKS
-from bench.tuning import tuned
 
-KEY_VERSION = 3  # the layout of the key itself; code changes are covered by the code digest
+KEY_VERSION = 4  # the layout of the key itself; code changes are covered by the parts' versions
 
 
 @dataclass(frozen=True)
@@ -29,8 +28,9 @@ class Cell:
     source: str  # key of the encoder the cell starts from (a pretraining cell's own key, or the random init)
     budget: int | str | None = None
     protocol: str | None = None
-    config_key: str = ""  # the key without code and data identity: the same experiment under other code or data
-    identity: dict = field(default_factory=dict, compare=False)  # {"code": ..., "data": ...} digests
+    config_key: str = ""  # the key without parts, environment and data: the same experiment elsewhere
+    # {"parts": {part: version}, "environment": {...}, "data": digest}: what besides the config the key holds
+    identity: dict = field(default_factory=dict, compare=False)
 
     @property
     def label(self) -> str:
@@ -41,8 +41,9 @@ class Cell:
     def tags(self) -> dict[str, str]:
         tags = {"kind": self.kind, "task": self.task, "seed": str(self.seed), "cell_key": self.key}
         tags |= {"source_key": self.source, "config_key": self.config_key}
-        tags |= {f"{k}_identity": v for k, v in self.identity.items()}
-        tags["code_modules"] = json.dumps(code_modules(TASKS[self.task].__module__), sort_keys=True)
+        tags["data_identity"] = self.identity.get("data", "")
+        tags["parts"] = json.dumps(self.identity.get("parts", {}), sort_keys=True)
+        tags["environment"] = json.dumps(self.identity.get("environment", {}), sort_keys=True)
         if self.kind == "eval":
             tags |= {"budget": str(self.budget), "protocol": str(self.protocol)}
         return tags
@@ -68,33 +69,47 @@ def task_protocols(suite: Suite, name: str) -> list[str]:
     return chosen
 
 
-def _keys(content: dict, code: str, data: str) -> tuple[str, str]:
-    """(key, config_key) of a cell whose identity without code and data is ``content``."""
-    return digest(content | {"code": code, "data_identity": data}), digest(content)
+def tuning_settings(suite: Suite) -> dict:
+    """What decides a tuned cell's study: the tuning settings, and its parallelism (trials on several Ray
+    workers at once depend on the order they finish in; one worker matches the serial study)."""
+    out = suite.tuning.model_dump(exclude={"storage"})
+    ex = suite.execution
+    if ex.backend == "ray" and ex.tuning_workers > 1:
+        out["parallel_workers"] = ex.tuning_workers
+    return out
 
 
-def build_plan(suite: Suite, data_identity: str) -> list[Cell]:
-    """Every cell of ``suite`` on data whose identity is ``data_identity`` (``Dataset.identity``)."""
+def build_plan(suite: Suite, data_identity: str, environment: dict | None = None) -> list[Cell]:
+    """Every cell of ``suite`` on data whose identity is ``data_identity`` (``Dataset.identity``), to run where
+    ``environment`` says (``bench.identity.plan_environment``; None: an empty one, for tests of the plan)."""
+    environment = environment or {}
+    tuned_environment = environment | {"tuning_libraries": library_versions(TUNING_LIBRARIES)}
     cells = []
+
+    def keys(content: dict, parts: dict, env: dict) -> tuple[str, str, dict]:
+        identity = {"parts": parts, "environment": env, "data": data_identity}
+        full = content | {"parts": parts, "environment": env, "data_identity": data_identity}
+        return digest(full), digest(content), identity
+
     for name, cfg in suite.selected_tasks().items():
         task = TASKS[name]
         protocols = task_protocols(suite, name)
-        code = code_digest(task.__module__)
-        identity = {"code": code, "data": data_identity}
         for seed in suite.seeds:
             origin = {"v": KEY_VERSION, "data": data_config(suite), "encoder": suite.encoder.name, "seed": seed}
             if task.pretrains:
                 schedule = suite.pretrain.model_dump(exclude=SPEED_ONLY)
                 origin |= {"task": name, "task_cfg": cfg.model_dump(exclude={"protocols"}), "pretrain": schedule}
-                source, source_config = _keys(origin, code, data_identity)
+                parts = uses(cell_parts(suite, "pretrain", task))
+                source, source_config, identity = keys(origin, parts, environment)
                 cells.append(Cell("pretrain", name, seed, source, source, config_key=source_config, identity=identity))
             else:
-                source, source_config = _keys(origin | {"init": True}, code, data_identity)
+                source, source_config, _ = keys(origin | {"init": True}, uses({"encoders"}), environment)
             for budget in suite.sorted_budgets():
                 for protocol in protocols:
                     settings = getattr(suite, protocol).model_dump()
-                    if tuned(suite, protocol, budget):
-                        settings = {"base": settings, "tuning": suite.tuning.model_dump(exclude={"storage"})}
+                    is_tuned = suite.tuned(protocol, budget)
+                    if is_tuned:
+                        settings = {"base": settings, "tuning": tuning_settings(suite)}
                     content = {
                         "v": KEY_VERSION,
                         "source": source_config,
@@ -105,6 +120,8 @@ def build_plan(suite: Suite, data_identity: str) -> list[Cell]:
                         "evaluation": suite.evaluation.model_dump(),
                         "seed": seed,
                     }
-                    key, _ = _keys(content | {"source_key": source}, code, data_identity)
+                    parts = uses(cell_parts(suite, "eval", task, is_tuned))
+                    env = tuned_environment if is_tuned else environment
+                    key, _, identity = keys(content | {"source_key": source}, parts, env)
                     cells.append(Cell("eval", name, seed, key, source, budget, protocol, digest(content), identity))
     return cells

@@ -7,8 +7,8 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import astuple, dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,6 +29,16 @@ class EpochStats:
     loss: float  # mean over the epoch's steps
     seconds: float
     images_per_s: float  # source images (not views) per second
+    measures: dict[str, float] = field(default_factory=dict)  # what the hooks measured after this epoch
+
+
+class EpochHook:
+    """Measures taken from the training loop after an epoch (``bench.health``). A hook reads the task; it must
+    not change parameters, buffers or random streams. Its measures are saved with the training state, so a
+    resumed run reports them for the epochs it replays."""
+
+    def __call__(self, epoch: int, task: Task) -> dict[str, float]:
+        raise NotImplementedError
 
 
 def autocast(device: torch.device):
@@ -71,14 +81,16 @@ def pretrain(
     on_epoch: Callable[[EpochStats], None] | None = None,
     state_path: Path | None = None,
     say: Callable[[str], None] = print,
+    hooks: Sequence[EpochHook] = (),
 ) -> list[EpochStats]:
     """Train ``task`` (encoder and head) on uint8 ``images`` (N, 3, H, W), already on the training device.
 
     With ``state_path``, the full training state (weights, optimiser, schedule, random generator, history) is
     saved there at most every ``cfg.checkpoint_every_s`` seconds, and a run killed part-way resumes from it:
     the resumed run gives the same weights as an uninterrupted one. ``on_epoch`` is called for every epoch,
-    replayed ones included, so the caller's log holds the whole curve. An unreadable saved state is moved aside
-    (``say`` tells why) and training starts over.
+    replayed ones included, so the caller's log holds the whole curve. After every trained epoch each of
+    ``hooks`` measures the task; the measures are in that epoch's ``EpochStats.measures``. An unreadable saved
+    state is moved aside (``say`` tells why) and training starts over.
     """
     device = images.device
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -135,7 +147,10 @@ def pretrain(
             if not math.isfinite(mean):
                 raise NonFiniteLoss(f"pretraining loss became {mean} in epoch {epoch}")
             seconds = time.perf_counter() - start
-            history.append(EpochStats(epoch, mean, seconds, steps * batch / seconds))
+            measures: dict[str, float] = {}
+            for hook in hooks:
+                measures |= hook(epoch, task)
+            history.append(EpochStats(epoch, mean, seconds, steps * batch / seconds, measures))
             if state_path is not None and epoch < cfg.epochs and time.monotonic() - saved_at >= cfg.checkpoint_every_s:
                 _save_state(state_path, task, opt, sched, gen, history)
                 saved_at = time.monotonic()

@@ -10,6 +10,7 @@ on the other budgets. Baselines are never tested against each other.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def tidy(tracker, cells) -> pd.DataFrame:
                 "cell_key": c.key,
                 "run_id": run.info.run_id if run else "",
                 "git_commit": _commit(run),
-                "code_identity": tags.get("code_identity", ""),
+                "code_identity": _code_identity(tags),
                 "data_identity": tags.get("data_identity", ""),
                 "dataset": run.data.params.get("dataset.name", "") if run else "",
             }
@@ -392,9 +393,18 @@ def partial_note(df: pd.DataFrame) -> str:
     return note + provenance(df)
 
 
+def _code_identity(tags: dict) -> str:
+    """A short name for the code behind a run: a digest of its parts' versions (``parts`` tag); older runs
+    recorded a digest of the source itself (``code_identity``)."""
+    if "parts" in tags:
+        return "parts-" + hashlib.sha256(tags["parts"].encode()).hexdigest()[:8]
+    return tags.get("code_identity", "")
+
+
 def provenance(df: pd.DataFrame) -> str:
-    """The code and data behind the numbers. Cells run at different commits are reused only where the code that
-    decides them is unchanged (equal code identity); the note says so whenever commits differ."""
+    """The code and data behind the numbers. Cells run at different commits are reused only where the versions
+    of the code parts that decide them are equal (equal code identity); the note says so whenever commits
+    differ."""
     ok = df[df.status == "finished"]
     if ok.empty or "git_commit" not in ok:
         return ""
@@ -404,8 +414,8 @@ def provenance(df: pd.DataFrame) -> str:
     text = f"\n\nCode: git commit {', '.join(commits) or 'unknown'}"
     if len(commits) > 1:
         text += (
-            f" ({len(commits)} commits: cells are reused across commits only where the code that decides them is "
-            "unchanged, i.e. equal code identity)"
+            f" ({len(commits)} commits: cells are reused across commits only where the versions of the code parts "
+            "that decide them are equal, i.e. equal code identity)"
         )
     text += "; code identity per task: " + ", ".join(f"{t} {c or 'unrecorded'}" for t, c in code.items())
     text += f". Data identity: {', '.join(data) or 'unrecorded'}."

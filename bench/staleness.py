@@ -1,8 +1,8 @@
 """Why a planned cell is not done although the store holds a result for the same experiment: what changed.
 
-A result is reused only under the cell's exact key (config, data identity, code identity). A finished run with
-the same ``config_key`` but another key is stale; this module names the reason for ``bench run --dry-run``:
-which code modules changed, or that the data changed, or that the run predates recorded identities.
+A result is reused only under the cell's exact key (config, data identity, part versions, environment). A
+finished run with the same ``config_key`` but another key is stale; this module names the reason for
+``bench run --dry-run``: which parts moved to which version, what in the environment changed, or the data.
 """
 
 from __future__ import annotations
@@ -14,22 +14,38 @@ from bench.plan import Cell
 IDENTITY_TAGS = ("kind", "task", "seed", "budget", "protocol")
 
 
-def _changed_modules(old: dict, new: dict) -> list[str]:
-    names = sorted(set(old) | set(new))
-    return [m.removeprefix("bench.").replace(".", "/") + ".py" for m in names if old.get(m) != new.get(m)]
+def _changes(old: dict, new: dict) -> list[str]:
+    """'name a -> b' for every entry of two flat (or one-level nested) mappings that differs."""
+
+    def flat(d: dict) -> dict:
+        out = {}
+        for k, v in d.items():
+            out |= {f"{k}.{i}": w for i, w in v.items()} if isinstance(v, dict) else {k: v}
+        return out
+
+    old, new = flat(old), flat(new)
+    return [
+        f"{k} {old.get(k, '(none)')} -> {new.get(k, '(none)')}"
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+    ]
 
 
 def explain(run, cell: Cell) -> str:
     tags = run.data.tags
     if "config_key" not in tags:
         return "its result was made by an older bench that recorded no code or data identity"
+    if "parts" not in tags:
+        return "its result was made by a bench that identified code by source digest, not by part versions"
     reasons = []
     if tags.get("data_identity") != cell.identity.get("data"):
         reasons.append(f"the data changed (identity {tags.get('data_identity')} -> {cell.identity.get('data')})")
-    if tags.get("code_identity") != cell.identity.get("code"):
-        old, new = json.loads(tags.get("code_modules", "{}")), json.loads(cell.tags()["code_modules"])
-        changed = _changed_modules(old, new)
-        reasons.append("the code changed (" + (", ".join(changed) if changed else "modules unknown") + ")")
+    parts = _changes(json.loads(tags["parts"]), cell.identity.get("parts", {}))
+    if parts:
+        reasons.append("parts changed (" + ", ".join(parts) + ")")
+    env = _changes(json.loads(tags.get("environment", "{}")), cell.identity.get("environment", {}))
+    if env:
+        reasons.append("the environment changed (" + ", ".join(env) + ")")
     if not reasons:
         reasons.append("the encoder it starts from changed")
     return "; ".join(reasons) + f" since run {run.info.run_id[:8]}"

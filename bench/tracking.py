@@ -35,7 +35,6 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 import bench
 from bench import ui
-from bench.health import health_sample, measure, weights_fingerprint
 from bench.store import open_client
 
 # bench names each run's place in the UI itself (ui_hint); MLflow would print a line per run against a server
@@ -92,10 +91,6 @@ def run_name(cell) -> str:
     if cell.kind == "pretrain":
         return f"{cell.task} pretrain s{cell.seed}"
     return f"{cell.task} {cell.protocol} {cell.budget} s{cell.seed}"
-
-
-def trial_name(task: str, protocol: str, budget, number: int) -> str:
-    return f"{task} {protocol} {budget} trial {number}"
 
 
 def suite_description(suite) -> str:
@@ -233,7 +228,7 @@ class Tracker:
             "pool": data.pool_composition,  # train, unlabelled, duplicates dropped, pool size
         }
         with self._cell_run(cell, {"cell_group": f"{cell.task}/pretrain"}, params) as run:
-            yield PretrainLog(task, data, suite.pretrain, cell.seed)
+            yield PretrainLog()
         self._source_runs[cell.key] = run.info.run_id
 
     def source_run_id(self, cell) -> str | None:
@@ -303,40 +298,13 @@ def _end(run: mlflow.ActiveRun, status: str) -> None:
 
 
 class PretrainLog:
-    """Per-epoch metrics of a pretraining run, and the label-free health measures (bench.health) every
-    ``health_every`` epochs and at the last.
+    """Per-epoch metrics of a pretraining run, the label-free health measures (``bench.health``) among them,
+    stepped by epoch."""
 
-    A resumed run first replays the saved epochs' statistics with the encoder already at the last saved epoch, so
-    a measurement is only logged once the weights are known to be that epoch's: at the last epoch, or when the
-    next epoch's call finds the weights changed (trained since). A replayed epoch's measurement is dropped.
-    """
-
-    def __init__(self, task=None, data=None, cfg=None, seed: int = 0) -> None:
-        self.task, self.cfg = task, cfg
-        self.every = cfg.health_every if cfg is not None and task is not None else 0
-        self.sample = health_sample(data.pool_x, cfg.health_images, seed) if self.every else None
-        self.pending: tuple[int, float, dict[str, float]] | None = None  # (epoch, weights, measures)
-
-    def epoch(self, stats) -> None:
+    @staticmethod
+    def epoch(stats) -> None:
         metrics = {"train_loss": stats.loss, "images_per_s": stats.images_per_s, "epoch_s": stats.seconds}
-        mlflow.log_metrics(metrics, stats.epoch)
-        due = self.every and (stats.epoch % self.every == 0 or stats.epoch == self.cfg.epochs)
-        if not due and self.pending is None:
-            return
-        encoder = self.task.encoder
-        weights = weights_fingerprint(encoder)
-        if self.pending is not None:
-            epoch, measured_at, measures = self.pending
-            if weights != measured_at:  # trained since: the measurement was of that epoch's weights
-                mlflow.log_metrics(measures, epoch)
-            self.pending = None
-        if due:
-            device = next(encoder.parameters()).device
-            measures = measure(encoder, self.sample, device, type(self.task).eval_input)
-            if stats.epoch == self.cfg.epochs:
-                mlflow.log_metrics(measures, stats.epoch)
-            else:
-                self.pending = (stats.epoch, weights, measures)
+        mlflow.log_metrics(metrics | stats.measures, stats.epoch)
 
     @staticmethod
     def done(checkpoint: Path, fingerprint: dict[str, str], wall_s: float, mean_images_per_s: float) -> None:
@@ -368,3 +336,26 @@ def log_history(history: list[dict], prefix: str) -> None:
     ]
     if metrics:
         mlflow.MlflowClient().log_batch(mlflow.active_run().info.run_id, metrics=metrics)
+
+
+class MlflowTrials:
+    """Each tuning trial as a nested run under the active one (``bench.tuning.TrialRecord``): its parameters and
+    tags, the validation accuracy, the fine-tuning curve; it ends FINISHED, FAILED or KILLED like a cell's run."""
+
+    @contextlib.contextmanager
+    def trial(self, name: str, tags: dict[str, str], params: dict) -> Iterator[MlflowTrials]:
+        with ended(mlflow.start_run(run_name=name, nested=True, tags=tags)):
+            mlflow.log_params(params)
+            yield self
+
+    @staticmethod
+    def tag(key: str, value: str) -> None:
+        mlflow.set_tag(key, value)
+
+    @staticmethod
+    def metric(key: str, value: float, step: int | None = None) -> None:
+        mlflow.log_metric(key, value, step=step)
+
+    @staticmethod
+    def history(history: list[dict], prefix: str) -> None:
+        log_history(history, prefix)

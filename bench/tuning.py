@@ -10,10 +10,10 @@ study that was interrupted runs only its missing trials. Every trial is also a n
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import optuna
 import torch
@@ -24,7 +24,6 @@ from bench.data import Dataset, budget_indices
 from bench.evaluate import accuracy, cross_validated, extract_features, finetune, fit_linear, knn_classifier
 from bench.pretrain import NonFiniteLoss
 from bench.tasks import TASKS
-from bench.tracking import ended, log_history, trial_name
 from bench.validation import validation_folds
 
 DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -60,19 +59,6 @@ def journal_storage(path: Path) -> optuna.storages.JournalStorage:
         ) from None
 
 
-def tuned(suite: Suite, protocol: str, budget) -> bool:
-    cfg = suite.tuning
-    return cfg.enabled and protocol in cfg.protocols and (cfg.budgets is None or budget in cfg.budgets)
-
-
-def settings_with(suite: Suite, protocol: str, params: dict):
-    """The protocol's configured settings with tuned values put in."""
-    settings = getattr(suite, protocol)
-    if protocol == "linear" and "l2" in params:
-        return settings.model_copy(update={"l2_grid": [params["l2"]]})
-    return settings.model_copy(update=params)
-
-
 def redo_interrupted(study: optuna.Study) -> list[int]:
     """Trials a killed invocation left RUNNING (one writer per suite: nothing else runs them), and trials an
     interrupt (Ctrl-C, SIGTERM) ended FAIL, are evaluated again: RUNNING ones are marked FAIL, and the parameters
@@ -94,6 +80,28 @@ def redo_interrupted(study: optuna.Study) -> list[int]:
     return redone
 
 
+class TrialRecord:
+    """Where a trial's parameters, tags and metrics go (``bench.tracking.MlflowTrials`` in a run); this one keeps
+    nothing (the golden check, tests)."""
+
+    @contextlib.contextmanager
+    def trial(self, name: str, tags: dict[str, str], params: dict) -> Iterator[TrialRecord]:
+        yield self
+
+    def tag(self, key: str, value: str) -> None:
+        pass
+
+    def metric(self, key: str, value: float, step: int | None = None) -> None:
+        pass
+
+    def history(self, history: list[dict], prefix: str) -> None:
+        pass
+
+
+def trial_name(task: str, protocol: str, budget, number: int) -> str:
+    return f"{task} {protocol} {budget} trial {number}"
+
+
 class Tuner:
     def __init__(
         self,
@@ -102,9 +110,12 @@ class Tuner:
         device: torch.device,
         encoder_for: Callable[[str, int], nn.Module],
         source_for: Callable[[str, int], str],
+        trials: TrialRecord | None = None,
     ):
-        """``encoder_for(task, seed)``: the encoder the protocols receive; ``source_for(task, seed)``: its key."""
+        """``encoder_for(task, seed)``: the encoder the protocols receive; ``source_for(task, seed)``: its key;
+        ``trials``: where each trial is recorded."""
         self.suite, self.data, self.device, self.encoder_for = suite, data, device, encoder_for
+        self.trials = trials or TrialRecord()
         self.source_for = source_for
         self.cfg = suite.tuning
         self.seed = self.cfg.label_seed if self.cfg.label_seed is not None else suite.seeds[0]
@@ -114,7 +125,7 @@ class Tuner:
 
     def params(self, task: str, protocol: str, budget) -> tuple[dict, str]:
         """(hyperparameters to use, how they were obtained) for the final evaluation of (task, protocol, budget)."""
-        if not tuned(self.suite, protocol, budget):
+        if not self.suite.tuned(protocol, budget):
             return {}, "default"
         key = (task, protocol, budget)
         if key not in self.results:
@@ -211,12 +222,11 @@ class Tuner:
             }
             pruned = False
             name = trial_name(task, protocol, budget, trial.number)
-            with ended(mlflow.start_run(run_name=name, nested=True, tags=tags)):
-                mlflow.log_params(params)
-                settings = settings_with(self.suite, protocol, params)
+            with self.trials.trial(name, tags, params) as record:
+                settings = self.suite.protocol_settings(protocol, params)
                 try:
                     if protocol == "finetune":
-                        score = self._finetune_score(task, encoder, settings, folds, trial)
+                        score = self._finetune_score(task, encoder, settings, folds, trial, record)
                     elif protocol == "linear":
                         score = cross_validated(
                             lambda a, b: fit_linear(a, b, classes, params["l2"], settings.max_iter),
@@ -233,17 +243,17 @@ class Tuner:
                     pruned, score = True, float("nan")
                 except NonFiniteLoss:  # a diverging setting is a legitimate, bad outcome
                     score = 0.0
-                    mlflow.set_tag("diverged", "true")
-                mlflow.set_tag("trial_state", "PRUNED" if pruned else "COMPLETE")
+                    record.tag("diverged", "true")
+                record.tag("trial_state", "PRUNED" if pruned else "COMPLETE")
                 if not pruned:
-                    mlflow.log_metric("val_acc", score)
+                    record.metric("val_acc", score)
             if pruned:
                 raise optuna.TrialPruned()
             return score
 
         return objective
 
-    def _finetune_score(self, task: str, encoder: nn.Module, settings, folds, trial: optuna.Trial) -> float:
+    def _finetune_score(self, task: str, encoder: nn.Module, settings, folds, trial: optuna.Trial, record) -> float:
         x, y = self.data.train_x, self.data.train_y
         scores = []
         for i, (fit_idx, val_idx) in enumerate(folds):
@@ -252,7 +262,7 @@ class Tuner:
 
             def report(progress: float, predict, val_x=val_x, val_y=val_y) -> None:
                 acc = accuracy(predict, val_x, val_y)
-                mlflow.log_metric("val_acc_during", acc, step=round(100 * progress))  # % of the schedule
+                record.metric("val_acc_during", acc, step=round(100 * progress))  # % of the schedule
                 trial.report(acc, step=round(100 * progress))
                 if trial.should_prune():
                     raise optuna.TrialPruned()
@@ -272,6 +282,6 @@ class Tuner:
             )
             scores.append(accuracy(fitted.predict, val_x, val_y))
             if i == 0:
-                log_history(fitted.history, prefix="finetune_")
-                mlflow.log_metric("train_acc", fitted.chosen["train_acc"])
+                record.history(fitted.history, prefix="finetune_")
+                record.metric("train_acc", fitted.chosen["train_acc"])
         return float(np.mean(scores))

@@ -38,3 +38,22 @@ def pytest_collection_modifyitems(config, items):
     if len(kept) != len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept
+
+
+def store_overrides(folder: Path) -> list[str]:
+    return [
+        f"results_dir={str(folder / 'results')!r}",
+        f"tracking_uri={('sqlite:///' + str(folder / 'mlflow.db'))!r}",
+    ]
+
+
+@pytest.fixture(scope="session")
+def smoke_store(tmp_path_factory) -> list[str]:
+    """One finished run of the smoke suite, shared by every test that only reads it (never write to it): the
+    --set overrides that point at its store."""
+    from bench.__main__ import main
+
+    folder = tmp_path_factory.mktemp("smoke_store")
+    sets = store_overrides(folder)
+    assert main(["run", str(SMOKE), *(f"--set={s}" for s in sets)]) == 0
+    return sets

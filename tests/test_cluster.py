@@ -46,24 +46,52 @@ def test_execution_section_is_validated_data():
 
 
 def test_a_file_store_on_a_cluster_of_several_machines_is_refused(tmp_path, store):
-    from bench.cluster import RayRunner
+    from bench.cluster import RayExecutor
 
-    runner = RayRunner(load_suite(SMOKE, [*store, "execution.backend=ray"]), SMOKE)
-    runner._refuse_local_stores(1)  # one machine: the file is everyone's
+    executor = RayExecutor()
+    executor.suite = load_suite(SMOKE, [*store, "execution.backend=ray"])
+    executor.refuse_local_stores(1)  # one machine: the file is everyone's
     with pytest.raises(ConfigError, match="2 machines.*bench server.*MLFLOW_TRACKING_URI=http://"):
-        runner._refuse_local_stores(2)
+        executor.refuse_local_stores(2)
     tuned = [*store, "execution.backend=ray", "tuning.enabled=true", "tracking_uri='http://127.0.0.1:1'"]
-    runner.suite = load_suite(SMOKE, tuned)
+    executor.suite = load_suite(SMOKE, tuned)
     with pytest.raises(ConfigError, match="tuning.storage.*journal file.*2 machines"):
-        runner._refuse_local_stores(2)
+        executor.refuse_local_stores(2)
 
 
-def test_the_cluster_modules_cannot_change_a_cell(tmp_path):
-    """Dispatching changes no key: the Ray path is not part of any cell's code identity."""
-    from bench.identity import PRESENTATION, closure
+def test_the_ray_path_plans_the_local_keys_and_uses_no_private_names():
+    """One identity for both executors (tuning parallelism aside), and the Ray path reaches the runner only
+    through its public seam."""
+    import ast
+    import inspect
 
-    assert {"bench.cluster", "bench.server"} <= set(PRESENTATION)
-    assert not {"bench.cluster", "bench.server"} & set(closure("bench.runner"))
+    import bench.cluster
+    from bench.cluster import RayExecutor
+    from bench.identity import NOT_NUMERIC, plan_environment
+    from bench.plan import build_plan
+
+    local = load_suite(SMOKE, ["tuning.enabled=true", "tuning.protocols=['linear']"])
+    ray = load_suite(SMOKE, ["tuning.enabled=true", "tuning.protocols=['linear']", "execution.backend=ray"])
+    assert RayExecutor().environment(ray) == plan_environment(local)
+    plan = lambda s: {c.label: c.key for c in build_plan(s, "d" * 16, plan_environment(s))}  # noqa: E731
+    one_worker = load_suite(
+        SMOKE,
+        ["tuning.enabled=true", "tuning.protocols=['linear']", "execution.backend=ray", "execution.tuning_workers=1"],
+    )
+    assert plan(one_worker) == plan(local)
+    parallel, serial = plan(ray), plan(local)  # two tuning workers by default: tuned cells are other cells
+    changed = {label for label in serial if parallel[label] != serial[label]}
+    assert changed and all("linear" in label for label in changed)
+    tree = ast.parse(inspect.getsource(bench.cluster))
+    private = [
+        f"{n.module}.{a.name}"
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("bench")
+        for a in n.names
+        if a.name.startswith("_")
+    ]
+    assert not private
+    assert "bench.cluster" in NOT_NUMERIC
 
 
 def test_a_trial_runs_only_while_fewer_than_the_target_are_finished_running_or_waiting(tmp_path):
@@ -94,16 +122,16 @@ def test_trials_of_a_dead_worker_on_this_machine_are_failed_and_retried(tmp_path
     import optuna
 
     from bench.cluster import _retry_callback, fail_dead_trials
-    from bench.lease import _machine, _process_start
+    from bench.lease import machine_id, process_start
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead_started = _process_start(dead.pid)
+    dead_started = process_start(dead.pid)
     dead.wait()
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     trials = [study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}) for _ in range(4)]
     workers = [
-        {"worker_machine": _machine(), "worker_pid": dead.pid, "worker_started": dead_started},  # gone
-        {"worker_machine": _machine(), "worker_pid": os.getpid(), "worker_started": _process_start(os.getpid())},
+        {"worker_machine": machine_id(), "worker_pid": dead.pid, "worker_started": dead_started},  # gone
+        {"worker_machine": machine_id(), "worker_pid": os.getpid(), "worker_started": process_start(os.getpid())},
         {"worker_machine": "another-machine", "worker_pid": dead.pid, "worker_started": ""},  # its heartbeat decides
         None,  # asked, not yet recorded: only after the grace period
     ]

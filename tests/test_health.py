@@ -1,9 +1,7 @@
 """Label-free health measures (bench.health): known answers, and logged during pretraining without changing it."""
 
 import math
-from types import SimpleNamespace
 
-import mlflow
 import pandas as pd
 import pytest
 import torch
@@ -12,7 +10,6 @@ from mlflow.tracking import MlflowClient
 from bench.__main__ import main
 from bench.augment import to_input
 from bench.health import collapse_std, rankme
-from bench.tracking import PretrainLog
 
 from .conftest import SMOKE
 
@@ -67,8 +64,9 @@ def test_health_is_logged_by_epoch_and_leaves_the_results_unchanged(tmp_path):
     assert all(1.0 <= m.value <= 128 for m in history)
     assert [m.step for m in client.get_metric_history(pre.info.run_id, "collapse_std")] == [2, 3]
     assert "rankme" not in unmeasured["pretrain"].data.metrics
-    # the same cell keys, and bitwise the same training and test accuracy with and without the measurement
-    assert measured["eval"].data.tags["cell_key"] == unmeasured["eval"].data.tags["cell_key"]
+    # health is part of the pretraining's identity (health.md publishes it), yet measuring it changes nothing
+    # trained: bitwise the same training loss and test accuracy with and without the measurement
+    assert measured["eval"].data.tags["cell_key"] != unmeasured["eval"].data.tags["cell_key"]
     assert measured["pretrain"].data.metrics["train_loss"] == unmeasured["pretrain"].data.metrics["train_loss"]
     assert measured["eval"].data.metrics["test_acc"] == unmeasured["eval"].data.metrics["test_acc"]
     # the report: each evaluation row carries its pretraining's final RankMe, and health.md says why no correlation
@@ -83,33 +81,40 @@ def test_health_is_logged_by_epoch_and_leaves_the_results_unchanged(tmp_path):
     assert unmeasured_rows.rankme.isna().all() and unmeasured_rows.health_cost.isna().all()  # not a cost of 0
 
 
-class _Task:
-    eval_input = staticmethod(to_input)
+def test_a_resumed_pretraining_reports_the_health_of_every_epoch_as_an_uninterrupted_one(tmp_path):
+    """Health is measured by the training loop's hook and saved with the training state: a run killed after
+    epoch 2 and resumed reports, for epochs 1-4, bitwise the measures of an uninterrupted run."""
+    from bench.config import DatasetConfig, PretrainConfig
+    from bench.data import load_dataset
+    from bench.encoders import build_encoder
+    from bench.health import HealthHook
+    from bench.pretrain import pretrain
+    from bench.tasks import TASKS
 
-    def __init__(self):
-        self.encoder = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 16))
+    images = load_dataset(DatasetConfig(name="synthetic", synthetic={"train": 64, "test": 8})).train_x
+    cfg = PretrainConfig(epochs=4, batch_size=16, lr=0.05, checkpoint_every_s=0, health_every=2)
 
+    def task():
+        torch.manual_seed(0)
+        return TASKS["rotation"](build_encoder("small_cnn", 0), TASKS["rotation"].Config(head_hidden=32), 32)
 
-def _logged_steps(tmp_path, name: str, trained: list[bool]) -> list[int]:
-    """Epochs 1..len(trained) through a PretrainLog (health every 2 epochs); trained[k] says whether the weights
-    changed before epoch k+1's call (False: a resumed run replaying a saved epoch)."""
-    task = _Task()
-    data = SimpleNamespace(pool_x=torch.randint(0, 255, (64, 3, 8, 8), dtype=torch.uint8))
-    cfg = SimpleNamespace(health_every=2, health_images=32, epochs=len(trained))
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'replay.db'}")
-    experiment = mlflow.set_experiment("replay")  # not the experiment an earlier test left active in mlflow
-    with mlflow.start_run(run_name=name, experiment_id=experiment.experiment_id) as run:
-        log = PretrainLog(task, data, cfg, seed=0)
-        for epoch, step in enumerate(trained, start=1):
-            if step:
-                with torch.no_grad():
-                    task.encoder[1].weight.add_(0.01 * epoch)
-            log.epoch(SimpleNamespace(epoch=epoch, loss=1.0, images_per_s=1.0, seconds=1.0))
-    history = MlflowClient().get_metric_history(run.info.run_id, "rankme")
-    return [m.step for m in history]
+    def hooks():
+        return [HealthHook(images[:32], cfg.health_every, cfg.epochs, to_input)]
 
+    def measures(history):
+        return [(h.epoch, h.measures.get("rankme"), h.measures.get("collapse_std")) for h in history]
 
-def test_a_resumed_run_logs_health_only_for_the_epochs_its_weights_belong_to(tmp_path):
-    assert _logged_steps(tmp_path, "fresh", [True] * 6) == [2, 4, 6]
-    # resumed after epoch 4: epochs 1-4 are replayed with epoch 4's weights, then 5 and 6 are trained
-    assert _logged_steps(tmp_path, "resumed", [True, False, False, False, True, True]) == [4, 6]
+    uninterrupted = measures(pretrain(task(), images, cfg, seed=0, hooks=hooks()))
+    assert [e for e, rankme, _ in uninterrupted if rankme is not None] == [2, 4]
+
+    def die_after_three(stats):
+        if stats.epoch == 3:
+            raise KeyboardInterrupt
+
+    state = tmp_path / "state.pt"
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(task(), images, cfg, seed=0, on_epoch=die_after_three, state_path=state, hooks=hooks())
+    seen = []
+    resumed = pretrain(task(), images, cfg, seed=0, on_epoch=seen.append, state_path=state, hooks=hooks())
+    assert [s.epoch for s in seen] == [1, 2, 3, 4]  # epochs 1-3 replayed from the saved state
+    assert measures(resumed) == uninterrupted and measures(seen) == uninterrupted

@@ -29,6 +29,8 @@ class Task(nn.Module):
     """
 
     name: ClassVar[str]
+    # Bump when the task computes something else (its cells go stale); bench/identity.lock pins its source
+    version: ClassVar[int] = 1
     summary: ClassVar[str]  # one line for `bench list`
     reference: ClassVar[str]  # paper and arXiv id, or "baseline"
     Config: ClassVar[type[TaskConfig]] = TaskConfig
