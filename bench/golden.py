@@ -150,10 +150,8 @@ def case_tuning() -> dict:
     tuning = {"enabled": True, "trials": 3, "protocols": ["linear", "knn", "finetune"]}
     s = suite(tasks={"random": {}}, protocols=["linear", "knn", "finetune"], tuning=tuning)
     data = _data(s)
-    tuner = Tuner(
-        s, data, torch.device("cpu"), lambda t, seed: trained_encoder(s, t, seed, "init", None), lambda *_: "i"
-    )
-    tuner.storage = optuna.storages.InMemoryStorage()
+    encoder = lambda t, seed: trained_encoder(s, t, seed, "init", None)  # noqa: E731
+    tuner = Tuner(s, data, torch.device("cpu"), encoder, lambda *_: "i", storage=optuna.storages.InMemoryStorage())
     out = {}
     for protocol in ("linear", "knn", "finetune"):
         tuner.params("random", protocol, 16)

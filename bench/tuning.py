@@ -111,15 +111,17 @@ class Tuner:
         encoder_for: Callable[[str, int], nn.Module],
         source_for: Callable[[str, int], str],
         trials: TrialRecord | None = None,
+        storage: optuna.storages.BaseStorage | None = None,
     ):
         """``encoder_for(task, seed)``: the encoder the protocols receive; ``source_for(task, seed)``: its key;
-        ``trials``: where each trial is recorded."""
+        ``trials``: where each trial is recorded; ``storage``: the studies' (default: ``tuning.storage``, else
+        a journal file next to the MLflow store)."""
         self.suite, self.data, self.device, self.encoder_for = suite, data, device, encoder_for
         self.trials = trials or TrialRecord()
         self.source_for = source_for
         self.cfg = suite.tuning
         self.seed = self.cfg.label_seed if self.cfg.label_seed is not None else suite.seeds[0]
-        self.storage = storage_for(suite) if self.cfg.enabled else None
+        self.storage = storage if storage is not None else storage_for(suite) if self.cfg.enabled else None
         self.results: dict[tuple, tuple[dict, str]] = {}
         self.features: dict[str, torch.Tensor] = {}
 
