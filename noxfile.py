@@ -1,5 +1,6 @@
-"""Sessions: `nox -s tests`, `nox -s benchmark [-- SUITE [bench run options]]`, `nox -s ui`, `nox -s screenshot`,
-`nox -s server`, `nox -s lint`."""
+"""Sessions: `nox -s tests` (everything, what CI runs), `nox -s fast` (the inner loop: unit, contract and golden
+tests, no full `bench run`), `nox -s golden`, `nox -s benchmark [-- SUITE [bench run options]]`, `nox -s ui`,
+`nox -s screenshot`, `nox -s server`, `nox -s lint`."""
 
 from pathlib import Path
 
@@ -18,6 +19,23 @@ def tests(session: nox.Session) -> None:
     cluster tests start PostgreSQL, an MLflow server and Ray on loopback (needs root and Debian's postgresql)."""
     session.install("-e", ".[dev,cluster]")
     session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session
+def fast(session: nox.Session) -> None:
+    """The fast tier (at most about 2 minutes on 2 cores): unit and contract tests, the identity lock and the
+    golden check; no end-to-end run, no services. Extra arguments go to pytest."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", "-q", "-m", "not slow", *session.posargs)
+
+
+@nox.session
+def golden(session: nox.Session) -> None:
+    """Tiny deterministic runs of every task, protocol and pipeline part, compared bitwise with
+    bench/golden.json; then the identity lock. After a refactor: `python -m bench identity --update`."""
+    session.install("-e", ".")
+    session.run("python", "-m", "bench", "golden", *session.posargs)
+    session.run("python", "-m", "bench", "identity")
 
 
 @nox.session

@@ -8,6 +8,7 @@ TrueType fonts.
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import matplotlib
@@ -200,9 +201,19 @@ def health_vs_accuracy(df: pd.DataFrame) -> plt.Figure | None:
     return fig
 
 
+def figure_formats() -> tuple[str, ...]:
+    """The file formats every figure is saved in: PNG and PDF, or ``$BENCH_FIGURE_FORMATS`` (e.g. ``png``)."""
+    chosen = tuple(f.strip() for f in os.environ.get("BENCH_FIGURE_FORMATS", "png,pdf").split(",") if f.strip())
+    unknown = [f for f in chosen if f not in ("png", "pdf", "svg")]
+    if unknown:
+        raise ValueError(f"$BENCH_FIGURE_FORMATS: unknown format {unknown[0]!r}; use png, pdf or svg, comma-separated")
+    return chosen
+
+
 def write_figures(df: pd.DataFrame, comp: pd.DataFrame, out: Path) -> list[Path]:
-    """Draw and save every figure as PNG and PDF in ``out``; returns the paths written."""
+    """Draw and save every figure in ``out`` in each of ``figure_formats()``; returns the paths written."""
     written = []
+    formats = figure_formats()
     with plt.rc_context(palette.RC):
         for name, draw in (
             ("label_efficiency", lambda: label_efficiency(df)),
@@ -213,7 +224,7 @@ def write_figures(df: pd.DataFrame, comp: pd.DataFrame, out: Path) -> list[Path]
             fig = draw()
             if fig is None:
                 continue
-            for ext in ("png", "pdf"):  # drawn in memory, written whole
+            for ext in formats:  # drawn in memory, written whole
                 buffer = io.BytesIO()
                 fig.savefig(buffer, format=ext, bbox_inches="tight")
                 write_atomic(out / f"{name}.{ext}", buffer.getvalue())

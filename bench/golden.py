@@ -1,5 +1,6 @@
 """The golden check: tiny deterministic runs of every part that decides a number, compared bitwise with the
-outputs recorded in ``bench/golden.json``.
+outputs recorded in ``bench/golden.json`` (on a machine with the recorded CPU instruction set and library
+versions: elsewhere kernels round otherwise, and the check says so instead of comparing).
 
 Each case runs on synthetic data, on the CPU, with one thread: a pretraining of every task (losses per epoch,
 the health measures, a digest of the features after a save and load of the checkpoint), the reference data
@@ -199,12 +200,33 @@ def run(only: set[str] | None = None, progress: Callable[[str], None] = lambda _
     return found
 
 
+def machine() -> dict[str, str]:
+    """What the bitwise outputs depend on besides the code: the CPU kernels torch dispatches to (their
+    instruction set) and the exact versions of the numeric libraries."""
+    from importlib.metadata import version
+
+    libraries = {name: version(name) for name in (*identity.LIBRARIES, *identity.TUNING_LIBRARIES)}
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), **libraries}
+
+
 def read(path: Path = RECORD) -> dict[str, dict]:
-    return json.loads(path.read_text()) if path.exists() else {}
+    return json.loads(path.read_text())["cases"] if path.exists() else {}
+
+
+def recorded_machine(path: Path = RECORD) -> dict[str, str]:
+    return json.loads(path.read_text())["machine"] if path.exists() else {}
+
+
+def comparable(path: Path = RECORD) -> str | None:
+    """None when this machine can reproduce the recorded outputs bitwise, else why not (one line)."""
+    here, there = machine(), recorded_machine(path)
+    differ = [f"{k} {there.get(k)} recorded, {here.get(k)} here" for k in sorted(here) if here.get(k) != there.get(k)]
+    return None if not differ else "the golden outputs were recorded elsewhere: " + "; ".join(differ)
 
 
 def write(record: dict[str, dict], path: Path = RECORD) -> None:
-    path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    text = json.dumps({"machine": machine(), "cases": record}, indent=1, sort_keys=True)
+    path.write_text(text + "\n")
 
 
 def compare(found: dict[str, dict], recorded: dict[str, dict]) -> dict[str, str]:
@@ -227,6 +249,9 @@ def compare(found: dict[str, dict], recorded: dict[str, dict]) -> dict[str, str]
 def update(progress: Callable[[str], None] = lambda _: None) -> tuple[bool, list[str]]:
     """Run every case; record the outputs and the lock unless some case changed with no version moved.
     Returns (recorded, one line per case that is not simply the same, or per refusal)."""
+    elsewhere = comparable()
+    if elsewhere:
+        return False, [f"{elsewhere}; record them on such a machine, or compare there"]
     found = run(progress=progress)
     verdicts = compare(found, read())
     refused = [

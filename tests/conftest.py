@@ -1,19 +1,27 @@
+import contextlib
+import io
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# Reports in tests draw PNG figures only (subprocesses inherit it); the tests about PDFs ask for them
+os.environ.setdefault("BENCH_FIGURE_FORMATS", "png")
 SMOKE = ROOT / "suites" / "smoke.toml"
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> list[str]:
     """--set overrides that send a run's MLflow store, artifacts and caches into a temporary folder."""
-    return [
-        f"results_dir={str(tmp_path / 'results')!r}",
-        f"tracking_uri={('sqlite:///' + str(tmp_path / 'mlflow.db'))!r}",
-    ]
+    return store_overrides(tmp_path)
+
+
+@pytest.fixture
+def pdf_figures(monkeypatch):
+    """Reports of this test draw their figures as PNG and PDF, as outside the tests."""
+    monkeypatch.setenv("BENCH_FIGURE_FORMATS", "png,pdf")
 
 
 def cifar_root() -> Path | None:
@@ -48,12 +56,15 @@ def store_overrides(folder: Path) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def smoke_store(tmp_path_factory) -> list[str]:
-    """One finished run of the smoke suite, shared by every test that only reads it (never write to it): the
-    --set overrides that point at its store."""
+def smoke_store(tmp_path_factory) -> SimpleNamespace:
+    """One finished run of the smoke suite, shared by every test that only reads it (no test may add runs to
+    it): ``sets`` (the --set overrides that point at its store), ``folder`` (holding mlflow.db and results/),
+    ``uri`` (its tracking URI) and ``out`` (what the run printed)."""
     from bench.__main__ import main
 
     folder = tmp_path_factory.mktemp("smoke_store")
     sets = store_overrides(folder)
-    assert main(["run", str(SMOKE), *(f"--set={s}" for s in sets)]) == 0
-    return sets
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["run", str(SMOKE), *(f"--set={s}" for s in sets)]) == 0
+    return SimpleNamespace(sets=sets, folder=folder, uri=f"sqlite:///{folder / 'mlflow.db'}", out=printed.getvalue())

@@ -164,6 +164,7 @@ def test_the_capacity_estimate_schedules_pretraining_before_its_evaluations():
     assert schedule(units, 64) == 14.0
 
 
+@pytest.mark.slow
 def test_service_tests_in_a_loopback_only_namespace():
     if INSIDE:
         pytest.skip("already inside")

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 
-import mlflow
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -35,8 +34,9 @@ def finished_per_key(tmp_path):
     return counts
 
 
-def test_smoke_suite_end_to_end_then_rerun_adds_nothing(tmp_path, store, capsys):
-    assert main(["run", str(SMOKE), *(f"--set={s}" for s in store)]) == 0
+def test_smoke_suite_end_to_end_then_rerun_adds_nothing(smoke_store, capsys):
+    """The shared smoke run (``smoke_store``): its runs, tags, metrics and report; a rerun adds nothing."""
+    tmp_path, store, client = smoke_store.folder, smoke_store.sets, MlflowClient(smoke_store.uri)
     plan = Runner(load_suite(SMOKE, store), SMOKE).cells
     all_runs = runs(tmp_path)
     cells = [r for r in all_runs if "cell_key" in r.data.tags]
@@ -55,19 +55,21 @@ def test_smoke_suite_end_to_end_then_rerun_adds_nothing(tmp_path, store, capsys)
             if tags["protocol"] == "linear":
                 assert "val_acc" in r.data.metrics
             if tags["protocol"] == "finetune":  # diagnostics: per-epoch loss and accuracy, final training accuracy
-                client = MlflowClient(mlflow.get_tracking_uri())
                 curve = client.get_metric_history(r.info.run_id, "finetune_train_acc")
                 assert len(curve) >= 2 and [m.step for m in curve] == list(range(1, len(curve) + 1))
                 assert client.get_metric_history(r.info.run_id, "finetune_train_loss")
                 assert 0.0 <= r.data.metrics["train_acc"] <= 1.0
-            art = [a.path for a in MlflowClient(mlflow.get_tracking_uri()).list_artifacts(r.info.run_id)]
+            art = [a.path for a in client.list_artifacts(r.info.run_id)]
             assert "labels.json" in art
         else:
-            history = MlflowClient(mlflow.get_tracking_uri()).get_metric_history(r.info.run_id, "train_loss")
+            history = client.get_metric_history(r.info.run_id, "train_loss")
             assert len(history) == 2 and r.data.metrics["images_per_s"] > 0
             assert r.data.params["pool.train"] == "256" and r.data.params["pool.duplicates_dropped"] == "0"
-            assert tags["code_identity"] and tags["data_identity"] and tags["config_key"]
-    out = capsys.readouterr().out
+            assert tags["parts"] and tags["environment"] and tags["data_identity"] and tags["config_key"]
+            assert (
+                json.loads(tags["parts"])["task.rotation"] == 1 and json.loads(tags["environment"])["device"] == "cpu"
+            )
+    out = smoke_store.out
     assert "linear: test accuracy" in out and "│ rotation" in out and "(n=2)" in out
     report_dir = tmp_path / "results" / "smoke"  # bench run ends by writing the suite's report
     assert {"table.md", "table.tex", "stats.md", "stats.csv", "runs.csv", "label_efficiency.png"} <= {
@@ -77,7 +79,7 @@ def test_smoke_suite_end_to_end_then_rerun_adds_nothing(tmp_path, store, capsys)
     finetuned = table[table.protocol == "finetune"]
     assert finetuned.train_acc.between(0, 1).all() and table[table.protocol == "linear"].train_acc.isna().all()
     assert "Code: git commit" in (report_dir / "table.md").read_text()
-    logged = MlflowClient(mlflow.get_tracking_uri()).list_artifacts(parent.info.run_id, "report")
+    logged = client.list_artifacts(parent.info.run_id, "report")
     assert "report/table.md" in {a.path for a in logged}  # and attaches it to the parent run
 
     assert main(["run", str(SMOKE), *(f"--set={s}" for s in store)]) == 0

@@ -93,7 +93,7 @@ def test_palette_is_distinct_for_fifteen_tasks_under_colour_blindness():
         assert closest > 9, vision  # CIE76 units; 2.3 is a just-noticeable difference
 
 
-def test_pdfs_embed_truetype_fonts_not_type3(tmp_path):
+def test_pdfs_embed_truetype_fonts_not_type3(tmp_path, pdf_figures):
     df = sweep(seeds=6, plan=WIDE)
     written = report.write_report(df, tmp_path)
     pdfs = [p for p in written if p.suffix == ".pdf"]

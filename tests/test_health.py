@@ -55,6 +55,7 @@ def cells(tmp_path, health_every: int):
     return client, {r.data.tags["kind"]: r for r in runs}
 
 
+@pytest.mark.slow
 def test_health_is_logged_by_epoch_and_leaves_the_results_unchanged(tmp_path):
     client, measured = cells(tmp_path, health_every=2)
     _, unmeasured = cells(tmp_path, health_every=0)

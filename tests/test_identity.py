@@ -39,6 +39,8 @@ def test_every_part_is_exercised_by_a_golden_case():
 
 
 def test_golden_outputs_are_bitwise_the_recorded_ones():
+    if golden.comparable():
+        pytest.skip(golden.comparable())
     verdicts = golden.compare(golden.run(), golden.read())
     assert {n: v for n, v in verdicts.items() if v != "same"} == {}
 
@@ -170,6 +172,8 @@ def test_the_golden_check_catches_one_constant_changed_in_a_task(monkeypatch, na
     """A one-constant change of behaviour: rotation's head BatchNorm epsilon, SimCLR's loss temperature."""
     import torch
 
+    if golden.comparable():
+        pytest.skip(golden.comparable())
     recorded = golden.read()[f"pretrain/{name}"]["outputs"]
     if name == "rotation":
         real = torch.nn.BatchNorm1d

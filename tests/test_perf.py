@@ -21,6 +21,7 @@ def test_perf_measures_every_path_and_writes_json(tmp_path: Path):
     assert saved["peak_memory_mb"] > 0 and saved["encoder"] == "small_cnn"
 
 
+@pytest.mark.slow
 def test_perf_measures_the_compiled_path_and_refuses_tasks_without_a_reference(tmp_path: Path):
     r = run_perf(["rotation"], "small_cnn", 8, 1, 0, torch.device("cpu"), tmp_path, compile_=True)
     m = r["tasks"]["rotation"]

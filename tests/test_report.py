@@ -48,7 +48,7 @@ def sweep(missing: bool = False, seeds: int = 3, plan: dict | None = None, noise
     return df
 
 
-def test_report_writes_every_file(tmp_path):
+def test_report_writes_every_file(tmp_path, pdf_figures):
     written = report.write_report(sweep(), tmp_path)
     names = {p.name for p in written}
     expected = {"runs.csv", "stats.csv", "stats.md", "table.md", "table.tex"}

@@ -133,3 +133,17 @@ def test_one_seed_gives_p_one_and_no_interval():
     assert sign_flip_p([0.1]) == 1.0  # two sign patterns, both as extreme as the one seen
     r = paired([0.6], [0.5])
     assert r.n == 1 and r.p_signflip == 1.0 and r.mean_diff == pytest.approx(0.1) and r.ci_method == "single"
+
+
+def test_holm_is_bitwise_statsmodels_holm():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(0)
+    for m in (1, 2, 3, 7, 40):
+        for _ in range(50):
+            p = rng.choice([rng.uniform(0, 1), 0.5, 2 / 2**5, 1.0], size=m) if m > 2 else rng.uniform(0, 1, m)
+            p = np.where(rng.uniform(size=m) < 0.5, rng.uniform(0, 1, m), p)  # ties and free values
+            assert np.array_equal(holm(p), multipletests(p, method="holm")[1])
+    with_nan = np.array([0.01, np.nan, 0.04, 0.03])
+    expected = multipletests(with_nan[~np.isnan(with_nan)], method="holm")[1]
+    assert np.array_equal(holm(with_nan)[[0, 2, 3]], expected) and np.isnan(holm(with_nan)[1])

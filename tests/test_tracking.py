@@ -22,16 +22,10 @@ def experiment_runs(tmp_path, name="smoke"):
     return client, exp, client.search_runs([exp.experiment_id], max_results=5000)
 
 
-def test_a_sweep_reads_well_in_the_ui_and_an_extension_supersedes_the_old_report(tmp_path, store, capsys):
-    out = tmp_path / "results" / "smoke"
-    out.mkdir(parents=True)
-    (out / "cd_diagram.png").write_bytes(b"from an earlier report with more seeds")
-    (out / "parity.md").write_text("written by bench parity")
-    assert main(["run", str(SMOKE), *(f"--set={s}" for s in store)]) == 0
-    assert not (out / "cd_diagram.png").exists()  # 2 seeds draw no diagram: the old one must not stay
-    assert (out / "parity.md").exists() and (out / "table.md").exists()
+def test_a_sweep_reads_well_in_the_ui(smoke_store):
+    tmp_path, store = smoke_store.folder, smoke_store.sets
     client, exp, found = experiment_runs(tmp_path)
-    out = capsys.readouterr().out
+    out = smoke_store.out
     assert ui.runs_url(ui.DEFAULT_UI, exp.experiment_id) in out  # bench run prints where the runs table is
     assert "rotation" in exp.tags[NOTE] and "scratch" in exp.tags[NOTE]  # the experiment says what it compares
     for key, value in ui.EXPERIMENT_TAGS.items():
@@ -65,9 +59,19 @@ def test_a_sweep_reads_well_in_the_ui_and_an_extension_supersedes_the_old_report
         else:
             assert "source_run_id" not in t
 
-    # Extending the sweep by a seed: a new parent holds the report, the old one says it is superseded, and the
-    # seeds of one cell group are found together across both invocations.
-    extended = [*store, "seeds=[0, 1, 2]"]
+
+def test_an_extension_supersedes_the_old_report_and_removes_figures_it_no_longer_draws(tmp_path, store):
+    """Extending a sweep by a seed: a new parent holds the report, the old one says it is superseded, and the
+    seeds of one cell group are found together across both invocations."""
+    out = tmp_path / "results" / "smoke"
+    out.mkdir(parents=True)
+    (out / "cd_diagram.png").write_bytes(b"from an earlier report with more seeds")
+    (out / "parity.md").write_text("written by bench parity")
+    small = [*store, "budgets=[8]", "protocols=['linear']", "tasks={rotation={head_hidden=16},random={}}"]
+    assert main(["run", str(SMOKE), *(f"--set={s}" for s in [*small, "seeds=[0, 1]"])]) == 0
+    assert not (out / "cd_diagram.png").exists()  # 2 seeds draw no diagram: the old one must not stay
+    assert (out / "parity.md").exists() and (out / "table.md").exists()
+    extended = [*small, "seeds=[0, 1, 2]"]
     assert main(["run", str(SMOKE), *(f"--set={s}" for s in extended)]) == 0
     client, exp, found = experiment_runs(tmp_path)
     parents = sorted((r for r in found if r.data.tags["kind"] == "suite"), key=lambda r: r.info.start_time)
