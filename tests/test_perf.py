@@ -8,6 +8,7 @@ from bench.__main__ import main
 from bench.perf import run_perf
 
 
+@pytest.mark.slow
 def test_perf_measures_every_path_and_writes_json(tmp_path: Path):
     r = run_perf(
         ["simclr", "rotation"], "small_cnn", batch=8, steps=1, workers=0, device=torch.device("cpu"), out_dir=tmp_path
@@ -31,6 +32,7 @@ def test_perf_measures_the_compiled_path_and_refuses_tasks_without_a_reference(t
         run_perf(["jigsaw"], "small_cnn", 8, 1, 0, torch.device("cpu"), tmp_path)
 
 
+@pytest.mark.slow
 def test_perf_command_prints_every_figure(tmp_path: Path, capsys):
     args = ["perf", "--tasks", "rotation", "--batch", "8", "--steps", "1", "--workers", "0", "--device", "cpu"]
     assert main([*args, "--out", str(tmp_path), "--compile"]) == 0

@@ -30,7 +30,7 @@ def simclr_task():
     return TASKS["simclr"](build_encoder("small_cnn", 0), TASKS["simclr"].Config(hidden_dim=32, out_dim=16), 32)
 
 
-@pytest.mark.parametrize("augment", ["device", "lightly"])
+@pytest.mark.parametrize("augment", ["device", pytest.param("lightly", marks=pytest.mark.slow)])
 def test_killed_pretraining_resumes_to_the_same_weights(images, tmp_path, augment):
     cfg = PretrainConfig(epochs=4, batch_size=16, lr=0.05, checkpoint_every_s=0, augment=augment, workers=0)
     reference = rotation_task()
@@ -64,7 +64,7 @@ def test_warmup_then_cosine_schedule():
     assert lrs[2] == pytest.approx(1.0) and lrs[-1] < 0.05 and lrs == sorted(lrs[:2]) + sorted(lrs[2:], reverse=True)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])  # 2: DataLoader processes
 def test_reference_path_trains_and_is_reproducible(images, workers):
     """lightly's per-image transforms in DataLoader workers: seeded per (seed, epoch), so two runs agree."""
     cfg = PretrainConfig(epochs=3, batch_size=16, lr=0.05, augment="lightly", workers=workers)
@@ -94,6 +94,7 @@ def test_a_task_without_a_reference_pipeline_is_refused(images):
         pretrain(task, images, PretrainConfig(epochs=1, batch_size=16, augment="lightly"), seed=0)
 
 
+@pytest.mark.slow
 def test_compiled_pretraining_trains_and_leaves_a_plain_encoder(images):
     """torch.compile (inductor, on the CPU here) in place: same parameter names, eager again afterwards."""
     plain, compiled = rotation_task(), rotation_task()

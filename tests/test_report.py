@@ -265,3 +265,29 @@ def test_a_one_seed_sweep_reports_without_intervals_or_markers(tmp_path):
     table = (tmp_path / "table.md").read_text()
     assert "one seed: no interval" in table and "▲" not in table and "[" not in table.split("\n\n")[1]
     assert "with one seed the smallest possible p is 1" in table and "1 seeds" not in table
+
+
+def test_provenance_names_each_tasks_parts_and_warns_only_when_a_part_has_two_versions():
+    tuned = '{"cells": 1, "protocols": 1, "task.rotation": 1, "tuning": 1}'
+    untuned = '{"cells": 1, "protocols": 1, "task.rotation": 1}'
+    bumped = '{"cells": 1, "protocols": 2, "task.rotation": 1}'
+
+    def frame(identities):
+        return pd.DataFrame(
+            {
+                "task": ["rotation"] * len(identities),
+                "status": "finished",
+                "git_commit": "abc",
+                "data_identity": "d1",
+                "code_identity": identities,
+            }
+        )
+
+    same = report.provenance(frame([tuned, untuned]))
+    assert "code identity per task: rotation parts-" in same and "WARNING" not in same
+    assert "WARNING: some task's numbers come from more than one code version" in report.provenance(
+        frame([untuned, bumped])
+    )
+    old = report.provenance(frame(["c1", "c1"]))
+    assert "rotation c1" in old and "WARNING" not in old
+    assert "WARNING" in report.provenance(frame([untuned, "c1"]))
