@@ -18,7 +18,7 @@ def tests(session: nox.Session) -> None:
     """The test suite (offline; uses synthetic data, plus the CIFAR-10 copy under $BENCH_DATA if present). The
     cluster tests start PostgreSQL, an MLflow server and Ray on loopback (needs root and Debian's postgresql)."""
     session.install("-e", ".[dev,cluster]")
-    session.run("pytest", "-q", *session.posargs)
+    session.run("pytest", "-q", "--durations=25", *session.posargs)
 
 
 @nox.session
