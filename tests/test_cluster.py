@@ -364,11 +364,20 @@ def test_trials_of_a_study_spread_over_two_workers_with_exact_counts(services, r
 @netns
 def test_a_worker_whose_data_differs_refuses_naming_the_node_and_the_path(services, ray_instance, tmp_path):
     from bench.cluster import run_cells
+    from bench.identity import plan_environment
 
     suite = load_suite(SMOKE, [f"results_dir={str(tmp_path)!r}", f"tracking_uri={services.tracking_uri!r}"])
     job = {"id": "x", "suite": suite, "suite_path": str(SMOKE), "identity": "0123456789abcdef", "keys": []}
+    job["environment"] = plan_environment(suite)
     with pytest.raises(ray_instance.exceptions.RayTaskError) as caught:
         ray_instance.get(ray_instance.remote(run_cells).remote(job, "scratch", 0, []))
     cause = caught.value.cause
     assert isinstance(cause, ConfigError)
     assert "node 127.0.0.1" in str(cause) and "is not the driver's" in str(cause) and "BENCH_DATA" in str(cause)
+    # a worker whose libraries differ from what the driver planned with refuses too, naming what differs
+    job = job | {"id": "y", "environment": job["environment"] | {"libraries": {"torch": "0.1"}}}
+    with pytest.raises(ray_instance.exceptions.RayTaskError) as caught:
+        ray_instance.get(ray_instance.remote(run_cells).remote(job, "scratch", 0, []))
+    cause = caught.value.cause
+    assert isinstance(cause, ConfigError) and "another environment than the driver planned" in str(cause)
+    assert "libraries" in str(cause) and "install the driver's library versions" in str(cause)
