@@ -117,18 +117,18 @@ def test_protocols_get_the_saved_checkpoint_whether_or_not_pretraining_ran_in_th
 ):
     """Right after pretraining, the protocols receive the encoder exactly as a later invocation loads it from its
     checkpoint (same values, same contiguous layout, so the same kernels and the same numbers)."""
-    import bench.runner
+    import bench.cells
     from bench.__main__ import main
     from bench.checkpoints import checkpoint_path
 
     seen = []
-    real = bench.runner.extract_features
+    real = bench.cells.extract_features
 
     def watched(encoder, images, device, **kw):
         seen.append({k: v.clone() for k, v in encoder.state_dict().items()})
         return real(encoder, images, device, **kw)
 
-    monkeypatch.setattr(bench.runner, "extract_features", watched)
+    monkeypatch.setattr(bench.cells, "extract_features", watched)
     args = [*store, "seeds=[0]", "budgets=[8]", "pretrain.epochs=1"]
     assert main(["run", str(SMOKE), *(f"--set={s}" for s in args)]) == 0
     suite = load_suite(SMOKE, args)
