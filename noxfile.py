@@ -32,7 +32,7 @@ def fast(session: nox.Session) -> None:
 @nox.session
 def golden(session: nox.Session) -> None:
     """Tiny deterministic runs of every task, protocol and pipeline part, compared bitwise with
-    bench/golden.json; then the identity lock. After a refactor: `python -m bench identity --update`."""
+    bench/run/golden.json; then the identity lock. After a refactor: `python -m bench identity --update`."""
     session.install("-e", ".")
     session.run("python", "-m", "bench", "golden", *session.posargs)
     session.run("python", "-m", "bench", "identity")
@@ -98,6 +98,14 @@ def server(session: nox.Session) -> None:
     -- [--dir results/server] [--host 127.0.0.1] [--port 5000] [--pg-port 5432]. Prints the URIs to use."""
     session.install("-e", ".[cluster]")
     session.run("python", "-m", "bench", "server", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The manual (docs/, mkdocs-material) built with --strict into site/: a broken link, a missing figure or a
+    configuration reference that cannot be generated from the schema fails the build."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", "-d", "site")
 
 
 @nox.session

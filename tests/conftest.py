@@ -60,7 +60,7 @@ def smoke_store(tmp_path_factory) -> SimpleNamespace:
     """One finished run of the smoke suite, shared by every test that only reads it (no test may add runs to
     it): ``sets`` (the --set overrides that point at its store), ``folder`` (holding mlflow.db and results/),
     ``uri`` (its tracking URI) and ``out`` (what the run printed)."""
-    from bench.__main__ import main
+    from bench.cli import main
 
     folder = tmp_path_factory.mktemp("smoke_store")
     sets = store_overrides(folder)

@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bench.__main__ import main
-from bench.config import ConfigError, load_suite
+from bench.cli import main
+from bench.config.load import load_suite
+from bench.errors import ConfigError
 
 from .conftest import ROOT, SMOKE
 
@@ -46,7 +47,7 @@ def test_execution_section_is_validated_data():
 
 
 def test_a_file_store_on_a_cluster_of_several_machines_is_refused(tmp_path, store):
-    from bench.cluster import RayExecutor
+    from bench.cluster.executor import RayExecutor
 
     executor = RayExecutor()
     executor.suite = load_suite(SMOKE, [*store, "execution.backend=ray"])
@@ -63,12 +64,11 @@ def test_the_ray_path_plans_the_local_keys_and_uses_no_private_names():
     """One identity for both executors (tuning parallelism aside), and the Ray path reaches the runner only
     through its public seam."""
     import ast
-    import inspect
 
     import bench.cluster
-    from bench.cluster import RayExecutor
-    from bench.identity import NOT_NUMERIC, plan_environment
-    from bench.plan import build_plan
+    from bench.cluster.executor import RayExecutor
+    from bench.run.identity import NOT_NUMERIC, plan_environment
+    from bench.run.plan import build_plan
 
     local = load_suite(SMOKE, ["tuning.enabled=true", "tuning.protocols=['linear']"])
     ray = load_suite(SMOKE, ["tuning.enabled=true", "tuning.protocols=['linear']", "execution.backend=ray"])
@@ -82,22 +82,24 @@ def test_the_ray_path_plans_the_local_keys_and_uses_no_private_names():
     parallel, serial = plan(ray), plan(local)  # two tuning workers by default: tuned cells are other cells
     changed = {label for label in serial if parallel[label] != serial[label]}
     assert changed and all("linear" in label for label in changed)
-    tree = ast.parse(inspect.getsource(bench.cluster))
     private = [
-        f"{n.module}.{a.name}"
-        for n in ast.walk(tree)
-        if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("bench")
+        f"{path.name}: {n.module}.{a.name}"
+        for path in sorted(Path(bench.cluster.__file__).parent.glob("*.py"))
+        for n in ast.walk(ast.parse(path.read_text()))
+        if isinstance(n, ast.ImportFrom)
+        and (n.module or "").startswith("bench.")
+        and not n.module.startswith("bench.cluster.")
         for a in n.names
         if a.name.startswith("_")
     ]
     assert not private
-    assert "bench.cluster" in NOT_NUMERIC
+    assert "bench.cluster.*" in NOT_NUMERIC
 
 
 def test_a_trial_runs_only_while_fewer_than_the_target_are_finished_running_or_waiting(tmp_path):
     import optuna
 
-    from bench.cluster import SharedTuner, Surplus, stop_on_surplus
+    from bench.cluster.studies import SharedTuner, Surplus, stop_on_surplus
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     claimed = SharedTuner._claimed(None, lambda trial: 0.5, 3)
@@ -121,8 +123,8 @@ def test_a_trial_runs_only_while_fewer_than_the_target_are_finished_running_or_w
 def test_trials_of_a_dead_worker_on_this_machine_are_failed_and_retried(tmp_path):
     import optuna
 
-    from bench.cluster import _retry_callback, fail_dead_trials
-    from bench.lease import machine_id, process_start
+    from bench.cluster.studies import _retry_callback, fail_dead_trials
+    from bench.store.lease import machine_id, process_start
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead_started = process_start(dead.pid)
@@ -149,7 +151,7 @@ def test_trials_of_a_dead_worker_on_this_machine_are_failed_and_retried(tmp_path
 
 
 def test_the_capacity_estimate_schedules_pretraining_before_its_evaluations():
-    from bench.capacity import Unit, critical_path, schedule
+    from bench.cluster.capacity import Unit, critical_path, schedule
 
     units = [
         Unit("pretrain a s0", 10.0, None),
@@ -171,7 +173,7 @@ def test_service_tests_in_a_loopback_only_namespace():
     pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
     if os.geteuid() != 0 or subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
         pytest.skip("needs root for a network namespace (unshare -n)")
-    from bench.server import pg_bin
+    from bench.cluster.server import pg_bin
 
     try:
         pg_bin("initdb")
@@ -196,7 +198,7 @@ def test_service_tests_in_a_loopback_only_namespace():
 
 @pytest.fixture(scope="module")
 def services():
-    from bench.server import Services, free_port
+    from bench.cluster.server import Services, free_port
 
     folder = Path(tempfile.mkdtemp(prefix="bench-services-"))  # under /tmp: PostgreSQL's user must reach it
     try:
@@ -363,8 +365,8 @@ def test_trials_of_a_study_spread_over_two_workers_with_exact_counts(services, r
 
 @netns
 def test_a_worker_whose_data_differs_refuses_naming_the_node_and_the_path(services, ray_instance, tmp_path):
-    from bench.cluster import run_cells
-    from bench.identity import plan_environment
+    from bench.cluster.worker import run_cells
+    from bench.run.identity import plan_environment
 
     suite = load_suite(SMOKE, [f"results_dir={str(tmp_path)!r}", f"tracking_uri={services.tracking_uri!r}"])
     job = {"id": "x", "suite": suite, "suite_path": str(SMOKE), "identity": "0123456789abcdef", "keys": []}

@@ -2,8 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.config import ConfigError, Suite, load_suite
-from bench.plan import build_plan
+from bench.config.load import load_suite
+from bench.config.suite import Suite
+from bench.errors import ConfigError
+from bench.run.plan import build_plan
 
 from .conftest import SMOKE
 
@@ -108,7 +110,7 @@ def test_plan_keys_are_stable_and_distinct():
 def test_cuda_requested_without_cuda_is_a_clear_error(monkeypatch):
     import torch
 
-    from bench.runner import resolve_device
+    from bench.run.runner import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="no CUDA device"):

@@ -2,9 +2,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.config import ConfigError, DatasetConfig
-from bench.data import budget_indices, load_dataset
-from bench.validation import split_train_val, validation_folds
+from bench.config.sections import DatasetConfig
+from bench.data.budgets import budget_indices
+from bench.data.datasets import load_dataset
+from bench.errors import ConfigError
+from bench.protocols.validation import split_train_val, validation_folds
 
 LABELS = np.repeat(np.arange(10), 50)  # 500 images, 10 classes
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.config import ConfigError, DatasetConfig
-from bench.data import load_dataset
+from bench.config.sections import DatasetConfig
+from bench.data.datasets import load_dataset
+from bench.errors import ConfigError
 
 
 def _save(path: Path, seed: int, size: int | tuple[int, int] = 8, fmt: str | None = None) -> None:

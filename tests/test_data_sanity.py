@@ -7,7 +7,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from bench.__main__ import main
+from bench.cli import main
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bench.__main__ import main
-from bench.config import load_suite
-from bench.runner import Runner
+from bench.cli import main
+from bench.config.load import load_suite
+from bench.run.runner import Runner
 
 from .conftest import ROOT, SMOKE
 

@@ -20,10 +20,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from bench.__main__ import main
-from bench.config import load_suite
-from bench.runner import Runner
-from bench.store import open_client
+from bench.cli import main
+from bench.config.load import load_suite
+from bench.run.runner import Runner
+from bench.store.client import open_client
 
 from .conftest import ROOT
 
@@ -392,7 +392,7 @@ def test_a_read_only_data_folder_runs_without_its_decoded_cache(tmp_path):
 
 
 def test_an_unexpected_error_is_one_line_with_its_traceback_in_a_file(tmp_path, capsys, monkeypatch):
-    from bench import runner
+    from bench.run import runner
 
     def broken(*args, **kwargs):
         raise TypeError("a bug")
@@ -558,8 +558,8 @@ def test_a_silent_holder_on_another_machine_is_taken_over(tmp_path, capsys):
 
 
 def test_only_one_of_many_concurrent_takers_gets_the_lease(tmp_path):
-    from bench.lease import LeaseBusy, acquire
-    from bench.store import open_client
+    from bench.store.client import open_client
+    from bench.store.lease import LeaseBusy, acquire
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     open_client(uri)
@@ -582,8 +582,8 @@ def test_only_one_of_many_concurrent_takers_gets_the_lease(tmp_path):
 
 
 def test_a_holder_that_could_not_renew_for_half_the_expiry_stops(tmp_path):
-    from bench.lease import LeaseLost, acquire
-    from bench.store import open_client
+    from bench.store.client import open_client
+    from bench.store.lease import LeaseLost, acquire
 
     lease = acquire(open_client(f"sqlite:///{tmp_path / 'mlflow.db'}"), "tiny", ttl=1.0, say=lambda _: None)
     lease._stop.set()  # the heartbeat stalls (a suspended process, an unreachable server)
@@ -596,8 +596,8 @@ def test_a_holder_that_could_not_renew_for_half_the_expiry_stops(tmp_path):
 
 
 def test_a_holder_whose_lease_was_broken_stops(tmp_path):
-    from bench.lease import LeaseLost, _break, acquire
-    from bench.store import open_client
+    from bench.store.client import open_client
+    from bench.store.lease import LeaseLost, _break, acquire
 
     client = open_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
     lease = acquire(client, "tiny", ttl=0.6, say=lambda _: None)

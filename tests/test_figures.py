@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_hex, to_rgb
 
-from bench import figures, palette, report
-from bench.stats import interval
+from bench.report import figures, palette
+from bench.report.comparisons import comparisons, rank_blocks, rank_note
+from bench.report.stats import interval
+from bench.report.tidy import BASELINES
+from bench.report.write import write_report
 from tests.test_report import sweep
 
 WIDE = {
@@ -39,7 +42,7 @@ def test_label_efficiency_draws_the_tables_interval_and_names_it():
             assert (low, high) == (pytest.approx(iv.low), pytest.approx(iv.high))
             checked += 1
         assert to_hex(bars[0].get_color()) == to_hex(palette.colour(task))
-        assert bars[0].get_linestyle() == ("--" if task in report.BASELINES else "-")
+        assert bars[0].get_linestyle() == ("--" if task in BASELINES else "-")
     assert checked == 6  # random and rotation, three budgets each
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend == ["rotation", "random", "scratch"]  # tasks only: no seaborn "baseline False/True" entries
@@ -82,7 +85,7 @@ def _lab(hex_colour, matrix):
 
 
 def test_palette_is_distinct_for_fifteen_tasks_under_colour_blindness():
-    styles = [palette.style(t) for t in palette.TASK_ORDER] + [palette.style(t) for t in report.BASELINES]
+    styles = [palette.style(t) for t in palette.TASK_ORDER] + [palette.style(t) for t in BASELINES]
     assert len(palette.TASK_ORDER) == 15 and len({s["color"] for s in styles}) == 17
     assert len({s["marker"] for s in styles}) == 17  # a second cue: no pair relies on colour alone
     for vision, matrix in CVD.items():
@@ -95,7 +98,7 @@ def test_palette_is_distinct_for_fifteen_tasks_under_colour_blindness():
 
 def test_pdfs_embed_truetype_fonts_not_type3(tmp_path, pdf_figures):
     df = sweep(seeds=6, plan=WIDE)
-    written = report.write_report(df, tmp_path)
+    written = write_report(df, tmp_path)
     pdfs = [p for p in written if p.suffix == ".pdf"]
     assert {p.stem for p in pdfs} == {"label_efficiency", "gain_heatmap", "cd_diagram"}
     for pdf in pdfs:
@@ -112,7 +115,7 @@ def test_pdfs_embed_truetype_fonts_not_type3(tmp_path, pdf_figures):
 
 def test_gain_heatmap_panels_against_the_matching_baseline_in_accuracy_points():
     df = sweep(seeds=7, plan=WIDE | {"random": ["linear", "knn"], "rotation": ["linear", "knn", "finetune"]})
-    comp = report.comparisons(df)
+    comp = comparisons(df)
     fig = figures.gain_heatmap(df, comp)
     panels = [ax for ax in fig.axes if ax.get_title()]
     titles = [ax.get_title() for ax in panels]
@@ -139,20 +142,20 @@ def test_gain_heatmap_panels_against_the_matching_baseline_in_accuracy_points():
 
 def test_rank_blocks_are_seeds_scored_by_mean_accuracy_over_budgets():
     df = sweep(seeds=6, plan=WIDE)
-    scores = report.rank_blocks(df, "linear")
+    scores = rank_blocks(df, "linear")
     assert scores.shape == (6, 4)  # seeds x (random, rotation, simclr, jigsaw): blocks are seeds, not (budget, seed)
     by_hand = df[(df.protocol == "linear") & (df.task == "simclr") & (df.seed == 4)].test_acc.mean()
     assert scores.loc[4, "simclr"] == pytest.approx(by_hand)
     dropped = df.drop(
         df[(df.task == "jigsaw") & (df.protocol == "linear") & (df.seed == 5) & (df.budget == "100")].index
     )
-    assert report.rank_blocks(dropped, "linear").index.tolist() == [0, 1, 2, 3, 4]  # incomplete seed left out
+    assert rank_blocks(dropped, "linear").index.tolist() == [0, 1, 2, 3, 4]  # incomplete seed left out
     cd = figures.cd_diagram(df)
     titles = [ax.get_title() for ax in cd.axes]
     assert titles[0].startswith("linear: average rank of 4 tasks over 6 seeds (blocks")
     assert "Friedman p" in titles[0] and "demo on cifar10" in cd._suptitle.get_text()
-    assert report.rank_note(scores, "linear") == "" and figures.cd_diagram(dropped).axes[0].get_title().startswith(
+    assert rank_note(scores, "linear") == "" and figures.cd_diagram(dropped).axes[0].get_title().startswith(
         "finetune"
     )  # linear now has 5 blocks: no diagram
-    assert "5 complete seeds" in report.rank_note(report.rank_blocks(dropped, "linear"), "linear")
+    assert "5 complete seeds" in rank_note(rank_blocks(dropped, "linear"), "linear")
     plt.close("all")

@@ -7,9 +7,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from bench.__main__ import main
-from bench.augment import to_input
-from bench.health import collapse_std, rankme
+from bench.augment.ops import to_input
+from bench.cli import main
+from bench.train.health import collapse_std, rankme
 
 from .conftest import SMOKE
 
@@ -85,12 +85,12 @@ def test_health_is_logged_by_epoch_and_leaves_the_results_unchanged(tmp_path):
 def test_a_resumed_pretraining_reports_the_health_of_every_epoch_as_an_uninterrupted_one(tmp_path):
     """Health is measured by the training loop's hook and saved with the training state: a run killed after
     epoch 2 and resumed reports, for epochs 1-4, bitwise the measures of an uninterrupted run."""
-    from bench.config import DatasetConfig, PretrainConfig
-    from bench.data import load_dataset
-    from bench.encoders import build_encoder
-    from bench.health import HealthHook
-    from bench.pretrain import pretrain
+    from bench.config.sections import DatasetConfig, PretrainConfig
+    from bench.data.datasets import load_dataset
+    from bench.models.encoders import build_encoder
     from bench.tasks import TASKS
+    from bench.train.health import HealthHook
+    from bench.train.loop import pretrain
 
     images = load_dataset(DatasetConfig(name="synthetic", synthetic={"train": 64, "test": 8})).train_x
     cfg = PretrainConfig(epochs=4, batch_size=16, lr=0.05, checkpoint_every_s=0, health_every=2)

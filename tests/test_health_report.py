@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.health_report import MIN_TASKS, correlations, health_markdown
+from bench.report.health import MIN_TASKS, correlations, health_markdown
 
 
 def frame(tasks: int, flip: bool = False) -> pd.DataFrame:
@@ -51,7 +51,7 @@ def test_no_health_logged_writes_no_file():
 
 
 def test_the_figure_names_the_correlation_or_why_there_is_none(tmp_path):
-    from bench.figures import health_vs_accuracy
+    from bench.report.figures import health_vs_accuracy
 
     df = pd.concat([frame(6), frame(3).assign(budget="full")])
     df["suite"], df["dataset"], df["status"] = "demo", "cifar10", "finished"
@@ -64,7 +64,7 @@ def test_the_figure_names_the_correlation_or_why_there_is_none(tmp_path):
 
 
 def test_spearman_p_is_exact_over_all_pairings_for_few_tasks():
-    from bench.health_report import spearman
+    from bench.report.health import spearman
 
     x = np.arange(6.0)
     perfect = spearman(x, x)
@@ -78,13 +78,13 @@ def test_health_of_tasks_without_a_finished_evaluation_writes_nothing():
     df = frame(6)
     df.loc[df.task != "scratch", "test_acc"] = float("nan")  # only the baseline has finished
     df["suite"], df["dataset"], df["status"] = "demo", "cifar10", "finished"
-    from bench.figures import health_vs_accuracy
+    from bench.report.figures import health_vs_accuracy
 
     assert health_markdown(df) is None and health_vs_accuracy(df) is None
 
 
 def test_the_figure_says_no_spread_when_every_task_has_one_rankme():
-    from bench.figures import health_vs_accuracy
+    from bench.report.figures import health_vs_accuracy
 
     df = frame(6).assign(suite="demo", dataset="cifar10", status="finished")
     df.loc[df.rankme.notna(), "rankme"] = 50.0

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from bench import golden, identity
-from bench.config import load_suite
-from bench.identity import plan_environment
-from bench.plan import build_plan
+from bench.config.load import load_suite
+from bench.run import golden, identity
+from bench.run.identity import plan_environment
+from bench.run.plan import build_plan
 from bench.tasks import TASKS
 
 from .conftest import SMOKE
@@ -142,7 +142,7 @@ def test_the_tuning_library_and_tuning_parallelism_are_in_tuned_keys_only(monkey
     before = keys(tuned)
     real = identity.library_versions
     monkeypatch.setattr(
-        "bench.plan.library_versions", lambda names: {n: "99.0" for n in names} if "optuna" in names else real(names)
+        "bench.run.plan.library_versions", lambda names: {n: "99.0" for n in names} if "optuna" in names else real(names)
     )
     after = keys(tuned)
     assert {k for k in before if before[k] != after[k]} == {k for k in before if k[3] == 8 and k[4] == "finetune"}

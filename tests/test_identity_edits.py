@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import golden
+from bench.run import golden
 
 from .conftest import ROOT, SMOKE
 

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from bench.config import Suite, _model_of, load_suite
-from bench.plan import build_plan
+from bench.config.load import _model_of, load_suite
+from bench.config.suite import Suite
+from bench.run.plan import build_plan
 from bench.tasks import TASKS
 
 from .conftest import SMOKE

@@ -8,8 +8,8 @@ import torchvision.transforms.functional as TF
 from PIL import ImageFilter
 from torchvision.transforms._functional_tensor import _rgb2hsv as _tv_rgb2hsv
 
-from bench import augment
-from bench.augment import color_jitter, crop_boxes, random_grayscale
+from bench.augment import ops as augment
+from bench.augment.ops import color_jitter, crop_boxes, random_grayscale
 
 
 def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.__main__ import main
-from bench.perf import run_perf
+from bench.cli import main
+from bench.tools.perf import run_perf
 
 
 @pytest.mark.slow

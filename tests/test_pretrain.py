@@ -1,11 +1,12 @@
 import pytest
 import torch
 
-from bench.config import DatasetConfig, PretrainConfig
-from bench.data import load_dataset
-from bench.encoders import build_encoder
-from bench.pretrain import pretrain, warmup_cosine
+from bench.config.sections import DatasetConfig, PretrainConfig
+from bench.data.datasets import load_dataset
+from bench.models.encoders import build_encoder
 from bench.tasks import TASKS
+from bench.train.loop import pretrain
+from bench.train.optim import warmup_cosine
 
 
 def rotation_task():

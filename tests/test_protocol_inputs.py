@@ -5,12 +5,16 @@ import pytest
 import torch
 from torch import nn
 
-from bench.augment import crop_flip, crop_pad, to_input
-from bench.config import ConfigError, DatasetConfig, FinetuneConfig, Suite, load_suite
-from bench.data import load_dataset
-from bench.encoders import build_encoder
-from bench.evaluate import extract_features, finetune, recalibrate_bn
-from bench.runner import Runner
+from bench.augment.ops import crop_flip, crop_pad, to_input
+from bench.config.load import load_suite
+from bench.config.sections import DatasetConfig, FinetuneConfig
+from bench.config.suite import Suite
+from bench.data.datasets import load_dataset
+from bench.errors import ConfigError
+from bench.models.encoders import build_encoder
+from bench.protocols.features import extract_features, recalibrate_bn
+from bench.protocols.finetune import finetune
+from bench.run.runner import Runner
 from bench.tasks import TASKS
 from bench.tasks.colorization import rgb_to_lab
 
@@ -117,12 +121,12 @@ def test_protocols_get_the_saved_checkpoint_whether_or_not_pretraining_ran_in_th
 ):
     """Right after pretraining, the protocols receive the encoder exactly as a later invocation loads it from its
     checkpoint (same values, same contiguous layout, so the same kernels and the same numbers)."""
-    import bench.cells
-    from bench.__main__ import main
-    from bench.checkpoints import checkpoint_path
+    import bench.run.cells
+    from bench.cli import main
+    from bench.store.checkpoints import checkpoint_path
 
     seen = []
-    real = bench.cells.extract_features
+    real = bench.run.cells.extract_features
 
     def watched(encoder, images, device, **kw):
         seen.append({k: v.clone() for k, v in encoder.state_dict().items()})

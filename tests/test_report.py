@@ -12,9 +12,12 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-import bench.report as report
-from bench.stats import holm, interval
-from bench.summary import render, render_summary, summary_tables
+from bench.report.comparisons import comparisons
+from bench.report.provenance import provenance
+from bench.report.stats import holm, interval
+from bench.report.summary import render, render_summary, summary_tables
+from bench.report.tidy import BASELINES, tidy
+from bench.report.write import write_report
 
 PLAN = {"scratch": ["finetune"], "random": ["linear"], "rotation": ["linear", "finetune"]}
 BASE = {"scratch": 0.3, "random": 0.2, "rotation": 0.4, "simclr": 0.45, "jigsaw": 0.35}
@@ -49,7 +52,7 @@ def sweep(missing: bool = False, seeds: int = 3, plan: dict | None = None, noise
 
 
 def test_report_writes_every_file(tmp_path, pdf_figures):
-    written = report.write_report(sweep(), tmp_path)
+    written = write_report(sweep(), tmp_path)
     names = {p.name for p in written}
     expected = {"runs.csv", "stats.csv", "stats.md", "table.md", "table.tex"}
     expected |= {f"{f}.{e}" for f in ("label_efficiency", "gain_heatmap") for e in ("png", "pdf")}
@@ -65,8 +68,8 @@ def test_report_writes_every_file(tmp_path, pdf_figures):
 def test_holm_family_is_tasks_against_one_baseline_within_one_protocol_at_one_budget():
     plan = {"scratch": ["finetune"], "random": ["linear", "finetune"], "rotation": ["linear", "finetune"]}
     plan |= {"simclr": ["linear"]}
-    comp = report.comparisons(sweep(plan=plan))
-    assert not comp.task.isin(report.BASELINES).any()  # random vs scratch is never tested
+    comp = comparisons(sweep(plan=plan))
+    assert not comp.task.isin(BASELINES).any()  # random vs scratch is never tested
     families = {k: len(g) for k, g in comp.groupby(["protocol", "baseline", "budget"])}
     # linear: rotation and simclr at each budget, against random+linear and against scratch+finetune;
     # finetune: rotation against scratch+finetune only (random is compared within frozen protocols)
@@ -82,7 +85,7 @@ def test_holm_family_is_tasks_against_one_baseline_within_one_protocol_at_one_bu
 
 
 def test_two_seeds_give_p_one_half_no_markers_and_say_why(tmp_path):
-    report.write_report(sweep(seeds=2), tmp_path)
+    write_report(sweep(seeds=2), tmp_path)
     comp = pd.read_csv(tmp_path / "stats.csv")
     assert comp.p_signflip.tolist() == pytest.approx([0.5] * len(comp))  # every difference has one sign
     table = (tmp_path / "table.md").read_text()
@@ -98,7 +101,7 @@ def test_two_seeds_give_p_one_half_no_markers_and_say_why(tmp_path):
 
 
 def test_markers_appear_when_the_family_can_reach_significance(tmp_path):
-    report.write_report(sweep(seeds=7), tmp_path)  # 3 comparisons per family: 3 * 2/2^7 = 0.047 < 0.05
+    write_report(sweep(seeds=7), tmp_path)  # 3 comparisons per family: 3 * 2/2^7 = 0.047 < 0.05
     table = (tmp_path / "table.md").read_text()
     assert table.count(") ▲") == 6 and "▼" not in table  # rotation beats scratch+finetune at 3 budgets, 2 protocols
     assert "▲: better than scratch+finetune (exact two-sided sign-flip test over seeds" in table
@@ -118,7 +121,7 @@ def test_table_intervals_are_the_shared_interval_and_stay_in_unit_range(tmp_path
     df = sweep(plan={"scratch": ["finetune"], "rotation": ["finetune"]}, noise=0.05)
     df["test_acc"] = df.test_acc.clip(upper=0.999) + 0.25  # near 1: a raw t-interval would leave [0, 1]
     df["test_acc"] = df.test_acc.clip(upper=1.0)
-    report.write_report(df, tmp_path)
+    write_report(df, tmp_path)
     table = (tmp_path / "table.md").read_text()
     shown = [(float(lo), float(hi)) for lo, hi in re.findall(r"\[(-?\d\.\d{3}), (-?\d\.\d{3})\]", table)]
     assert shown and all(0 <= lo <= hi <= 1 for lo, hi in shown)
@@ -129,7 +132,7 @@ def test_table_intervals_are_the_shared_interval_and_stay_in_unit_range(tmp_path
 
 
 def test_partial_sweep_is_marked_everywhere(tmp_path):
-    report.write_report(sweep(missing=True), tmp_path)
+    write_report(sweep(missing=True), tmp_path)
     table = (tmp_path / "table.md").read_text()
     assert "(n=2 of 3)" in table and "PARTIAL: 1 of" in table
     assert "cells marked range have fewer than 3 seeds" in table  # the 2-seed cell shows its range, says so
@@ -139,7 +142,7 @@ def test_partial_sweep_is_marked_everywhere(tmp_path):
 
 
 def test_latex_numbers_match_the_markdown(tmp_path):
-    report.write_report(sweep(), tmp_path)
+    write_report(sweep(), tmp_path)
     md = re.findall(
         r"(?:\| |\*\*)(0\.\d{4})\**( range)? \[(\d\.\d{3}), (\d\.\d{3})\]", (tmp_path / "table.md").read_text()
     )
@@ -154,7 +157,7 @@ def test_latex_numbers_match_the_markdown(tmp_path):
 
 
 def test_latex_has_a_label_per_table_and_headers_in_labels(tmp_path):
-    report.write_report(sweep(), tmp_path)
+    write_report(sweep(), tmp_path)
     tex = (tmp_path / "table.tex").read_text()
     assert tex.count("\\begin{table}") == 2 and re.findall(r"\\label\{([^}]*)\}", tex) == [
         "tab:demo-linear",
@@ -167,7 +170,7 @@ def test_latex_has_a_label_per_table_and_headers_in_labels(tmp_path):
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no TeX engine (pdflatex) on this machine")
 @pytest.mark.parametrize("seeds, missing", [(3, True), (7, False)])  # footnote marks; significance arrows
 def test_latex_table_compiles(tmp_path, seeds, missing):
-    report.write_report(sweep(missing=missing, seeds=seeds), tmp_path)
+    write_report(sweep(missing=missing, seeds=seeds), tmp_path)
     doc = "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n\\input{table.tex}\n\\end{document}\n"
     (tmp_path / "doc.tex").write_text(doc)
     run = subprocess.run(
@@ -183,7 +186,7 @@ def test_latex_table_compiles(tmp_path, seeds, missing):
 
 def test_a_sweep_with_nothing_finished_still_reports_what_is_missing(tmp_path):
     df = sweep().assign(test_acc=np.nan, status="missing")
-    written = {p.name for p in report.write_report(df, tmp_path)}
+    written = {p.name for p in write_report(df, tmp_path)}
     assert {"table.md", "stats.md", "runs.csv"} <= written and "label_efficiency.png" not in written
     assert "— (0 of 3)" in (tmp_path / "table.md").read_text()
     assert f"PARTIAL: {len(df)} of {len(df)}" in (tmp_path / "table.md").read_text()
@@ -216,29 +219,29 @@ def test_tidy_reads_params_tags_and_experiment_with_fallbacks_for_old_runs():
         {"mlflow.source.git.commit": "abc", "code_identity": "c1", "data_identity": "d1"},
     )
     old = _run({}, {"test_acc": 0.4, "n_labels": 100.0}, {"git_commit": "old", "cell_key": "k100"})
-    df = report.tidy(_Tracker({"kfull": new, "k100": old}), cells)
+    df = tidy(_Tracker({"kfull": new, "k100": old}), cells)
     assert len(df) == 3 and set(df.suite) == {"quick"} and set(df.dataset) == {"cifar10"}
     rows = df.set_index("budget")
     assert rows.loc["full", "n_labels"] == 50000 and rows.loc["100", "n_labels"] == 100
     assert rows.loc["250", "n_labels"] == 250 and rows.loc["250", "status"] == "missing"
     assert (rows.loc["full", "git_commit"], rows.loc["100", "git_commit"]) == ("abc", "old")
-    assert report.tidy(_Tracker({}), cells).git_commit.tolist() == ["", "", ""]
+    assert tidy(_Tracker({}), cells).git_commit.tolist() == ["", "", ""]
     assert rows.rankme.isna().all()  # no finished pretraining run: no health
     metrics = {"rankme": 41.5, "collapse_std": 0.06, "health_s": 0.5, "epoch_s": 20.0}
     tracker = _Tracker({"kfull": new, "p": _run({}, metrics, {"kind": "pretrain"})})
     history = {"health_s": [0.4, 0.5], "epoch_s": [10.0, 20.0, 20.0, 10.0]}  # measured twice in four epochs
     tracker.client.get_metric_history = lambda run_id, key: [SimpleNamespace(value=v) for v in history[key]]
-    health = report.tidy(tracker, cells)
+    health = tidy(tracker, cells)
     assert health.rankme.tolist() == [41.5] * 3 and health.collapse_std.tolist() == [0.06] * 3  # its source's
     assert health.health_cost.tolist() == [pytest.approx(0.9 / 60)] * 3  # all measurements over all epochs
     named = _Tracker({"kfull": new})
     named.name = "smoke"  # the tracker's experiment name, when it has one, without asking the store
-    assert set(report.tidy(named, cells).suite) == {"smoke"}
+    assert set(tidy(named, cells).suite) == {"smoke"}
 
 
 def test_console_summary_is_the_report_table_as_rich_text(tmp_path):
     df = sweep(missing=True)
-    report.write_report(df, tmp_path)
+    write_report(df, tmp_path)
     md = (tmp_path / "table.md").read_text()
     console = Console(file=io.StringIO(), width=200)
     text = render(console, df)
@@ -261,7 +264,7 @@ def test_render_summary_and_summary_tables_read_the_tracker():
 
 
 def test_a_one_seed_sweep_reports_without_intervals_or_markers(tmp_path):
-    report.write_report(sweep(seeds=1), tmp_path)
+    write_report(sweep(seeds=1), tmp_path)
     table = (tmp_path / "table.md").read_text()
     assert "one seed: no interval" in table and "▲" not in table and "[" not in table.split("\n\n")[1]
     assert "with one seed the smallest possible p is 1" in table and "1 seeds" not in table
@@ -283,11 +286,9 @@ def test_provenance_names_each_tasks_parts_and_warns_only_when_a_part_has_two_ve
             }
         )
 
-    same = report.provenance(frame([tuned, untuned]))
+    same = provenance(frame([tuned, untuned]))
     assert "code identity per task: rotation parts-" in same and "WARNING" not in same
-    assert "WARNING: some task's numbers come from more than one code version" in report.provenance(
-        frame([untuned, bumped])
-    )
-    old = report.provenance(frame(["c1", "c1"]))
+    assert "WARNING: some task's numbers come from more than one code version" in provenance(frame([untuned, bumped]))
+    old = provenance(frame(["c1", "c1"]))
     assert "rotation c1" in old and "WARNING" not in old
-    assert "WARNING" in report.provenance(frame([untuned, "c1"]))
+    assert "WARNING" in provenance(frame([untuned, "c1"]))

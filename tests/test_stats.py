@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from bench.stats import (
+from bench.report.stats import (
     Interval,
     can_reach,
     friedman_nemenyi,

@@ -9,9 +9,9 @@ from PIL import Image
 
 import bench.tasks.colorization as colorization
 import bench.tasks.inpainting as inpainting
-from bench.encoders import build_encoder
+from bench.augment.views import _blur_prob
+from bench.models.encoders import build_encoder
 from bench.tasks import TASKS
-from bench.views import _blur_prob
 
 
 def make(name: str, size: int = 32, **overrides):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.augment import color_jitter, grid_tiles, random_resized_crop
-from bench.encoders import build_encoder
+from bench.augment.ops import color_jitter, grid_tiles, random_resized_crop
+from bench.models.encoders import build_encoder
 from bench.tasks import TASKS
 from bench.tasks.colorization import GRID, ab_bins, decode, rgb_to_lab, soft_encode
 from bench.tasks.inpainting import masked_l2, square_masks

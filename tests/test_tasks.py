@@ -5,10 +5,10 @@ import sys
 import pytest
 import torch
 
-from bench.augment import all_rotations, crop_flip, random_crop, to_input
-from bench.config import DatasetConfig
-from bench.data import load_dataset
-from bench.encoders import ENCODERS, build_encoder
+from bench.augment.ops import all_rotations, crop_flip, random_crop, to_input
+from bench.config.sections import DatasetConfig
+from bench.data.datasets import load_dataset
+from bench.models.encoders import ENCODERS, build_encoder
 from bench.tasks import TASKS
 
 PRETRAINING = [name for name, task in TASKS.items() if task.pretrains]

@@ -5,11 +5,11 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bench import ui
-from bench.__main__ import main
-from bench.config import load_suite
-from bench.runner import Runner
-from bench.tracking import NOTE
+from bench.cli import main
+from bench.config.load import load_suite
+from bench.run.runner import Runner
+from bench.store import ui
+from bench.store.tracking import NOTE
 
 from .conftest import ROOT, SMOKE
 

@@ -6,9 +6,9 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-import bench.tuning
-from bench.__main__ import main
-from bench.data import Dataset
+import bench.protocols.tuning
+from bench.cli import main
+from bench.data.datasets import Dataset
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ def studies(tmp_path: Path) -> dict[str, list]:
 
 def test_every_task_and_baseline_gets_the_same_trials_and_test_labels_stay_unread(tmp_path, monkeypatch):
     reads_during_tuning, datasets = [], []
-    original = bench.tuning.Tuner.params
+    original = bench.protocols.tuning.Tuner.params
 
     def watched(self, *args):
         before = self.data.test_label_reads
@@ -63,7 +63,7 @@ def test_every_task_and_baseline_gets_the_same_trials_and_test_labels_stay_unrea
         datasets.append(self.data)
         return out
 
-    monkeypatch.setattr(bench.tuning.Tuner, "params", watched)
+    monkeypatch.setattr(bench.protocols.tuning.Tuner, "params", watched)
     assert run(tmp_path) == 0
     assert reads_during_tuning and set(reads_during_tuning) == {0}  # no study ever read a test label
     evals = 2 * 2 * (2 + 1)  # seeds x budgets x (random: linear, knn; scratch: finetune)
@@ -71,7 +71,7 @@ def test_every_task_and_baseline_gets_the_same_trials_and_test_labels_stay_unrea
 
     found = studies(tmp_path)
     assert len(found) == 2 * 3  # (random: linear, knn; scratch: finetune) x 2 budgets
-    done = {name: sum(t.state in bench.tuning.DONE for t in trials) for name, trials in found.items()}
+    done = {name: sum(t.state in bench.protocols.tuning.DONE for t in trials) for name, trials in found.items()}
     assert set(done.values()) == {3}  # the same number of finished trials for every task and baseline
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
@@ -92,7 +92,7 @@ def test_every_task_and_baseline_gets_the_same_trials_and_test_labels_stay_unrea
 def test_an_interrupted_study_resumes_from_its_storage(tmp_path, monkeypatch):
     args = ["seeds=[0]", "budgets=[48]", "tuning.protocols=['finetune']"]
     calls = {"n": 0}
-    original = bench.tuning.finetune
+    original = bench.protocols.tuning.finetune
 
     def dies_in_the_second_trial(*a, **k):
         calls["n"] += 1
@@ -110,7 +110,7 @@ def test_an_interrupted_study_resumes_from_its_storage(tmp_path, monkeypatch):
     assert run(tmp_path, *args) == 0
     ((name2, trials),) = studies(tmp_path).items()
     assert name2 == name
-    assert sum(t.state in bench.tuning.DONE for t in trials) == 3  # only the missing trials were run
+    assert sum(t.state in bench.protocols.tuning.DONE for t in trials) == 3  # only the missing trials were run
     assert trials[0].params == first.params and trials[0].value == first.value
 
 
@@ -147,7 +147,7 @@ def test_a_study_depends_on_the_label_seed_only_not_on_which_seed_asks_first(tmp
 
 def test_a_kill_during_the_defaults_trial_is_redone_on_rerun(tmp_path, monkeypatch):
     args = ["seeds=[0]", "budgets=[48]", "tuning.protocols=['finetune']"]
-    original = bench.tuning.finetune
+    original = bench.protocols.tuning.finetune
 
     def killed(*a, **k):
         raise SystemExit(137)  # not caught by Optuna: the trial stays RUNNING, as after a SIGKILL
@@ -162,7 +162,7 @@ def test_a_kill_during_the_defaults_trial_is_redone_on_rerun(tmp_path, monkeypat
     monkeypatch.setattr(bench.tuning, "finetune", original)
     assert run(tmp_path, *args) == 0
     (trials,) = studies(tmp_path).values()
-    assert sum(t.state in bench.tuning.DONE for t in trials) == 3
+    assert sum(t.state in bench.protocols.tuning.DONE for t in trials) == 3
     assert trials[0].state == optuna.trial.TrialState.FAIL  # the interrupted one, closed
     redone = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.params == defaults]
     assert redone  # the configured defaults were evaluated after all

@@ -10,9 +10,9 @@ from html.parser import HTMLParser
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bench import ui
-from bench.__main__ import main
-from bench.tracking import NOTE
+from bench.cli import main
+from bench.store import ui
+from bench.store.tracking import NOTE
 
 from .conftest import SMOKE
 

@@ -14,8 +14,9 @@ import torch
 from lightly import transforms as LT
 from PIL import Image
 
-from bench import augment, views
-from bench.encoders import build_encoder
+from bench.augment import ops as augment
+from bench.augment import views
+from bench.models.encoders import build_encoder
 from bench.tasks import TASKS
 from bench.tasks.joint import TwoViewTask
 

@@ -17,8 +17,8 @@ from lightly.loss import BarlowTwinsLoss
 from lightly.models.modules import BarlowTwinsProjectionHead
 from pydantic import Field
 
+from bench.augment.views import BYOL_VIEW1, BYOL_VIEW2, ViewConfig
 from bench.tasks.joint import JointConfig, TwoViewTask
-from bench.views import BYOL_VIEW1, BYOL_VIEW2, ViewConfig
 
 
 class BarlowTwinsConfig(JointConfig):

@@ -8,8 +8,8 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from bench.augment import to_input
-from bench.schema import Settings
+from bench.augment.ops import to_input
+from bench.config.settings import Settings
 
 Protocol = Literal["linear", "knn", "finetune"]
 REGISTRY: dict[str, type[Task]] = {}
@@ -29,7 +29,7 @@ class Task(nn.Module):
     """
 
     name: ClassVar[str]
-    # Bump when the task computes something else (its cells go stale); bench/identity.lock pins its source
+    # Bump when the task computes something else (its cells go stale); bench/run/identity.lock pins its source
     version: ClassVar[int] = 1
     summary: ClassVar[str]  # one line for `bench list`
     reference: ClassVar[str]  # paper and arXiv id, or "baseline"

@@ -15,8 +15,8 @@ import torch
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 
+from bench.augment.views import BYOL_VIEW1, BYOL_VIEW2, ViewConfig
 from bench.tasks.joint import JointConfig, Momentum, TwoViewTask, momentum_field
-from bench.views import BYOL_VIEW1, BYOL_VIEW2, ViewConfig
 
 
 class BYOLConfig(JointConfig):

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from bench.augment import crop_flip, normalize, to_unit
+from bench.augment.ops import crop_flip, normalize, to_unit
 from bench.tasks.base import Task, TaskConfig
 from bench.tasks.dense import DenseDecoder
 

@@ -22,8 +22,8 @@ from lightly.loss import DINOLoss
 from lightly.models.modules import DINOProjectionHead
 from pydantic import Field
 
+from bench.augment.views import ViewConfig
 from bench.tasks.joint import JointConfig, Momentum, TwoViewTask, momentum_field
-from bench.views import ViewConfig
 
 GLOBAL_VIEW = dict(min_scale=0.4, cj_sat=0.4)  # lightly's: strength 0.5 x (0.8, 0.8, 0.4, 0.2)
 

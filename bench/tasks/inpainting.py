@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from bench.augment import crop_flip, to_input
+from bench.augment.ops import crop_flip, to_input
 from bench.tasks.base import Task, TaskConfig
 from bench.tasks.dense import DenseDecoder
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from bench.augment import grid_tiles, standardize_tiles, to_unit
+from bench.augment.ops import grid_tiles, standardize_tiles, to_unit
 from bench.tasks.base import Task, TaskConfig
 
 

@@ -12,8 +12,8 @@ from lightly.utils.scheduler import cosine_schedule
 from pydantic import Field
 from torch import nn
 
+from bench.augment.views import ViewConfig, lightly_view, make_view
 from bench.tasks.base import Task, TaskConfig
-from bench.views import ViewConfig, lightly_view, make_view
 
 
 class JointConfig(TaskConfig):

@@ -29,8 +29,8 @@ from lightly.models.modules.memory_bank import MemoryBankModule
 from lightly.models.utils import batch_unshuffle
 from pydantic import Field
 
+from bench.augment.views import MOCO_V2, ViewConfig
 from bench.tasks.joint import JointConfig, Momentum, TwoViewTask, momentum_field
-from bench.views import MOCO_V2, ViewConfig
 
 MIN_SPLIT = 32  # images per BatchNorm sub-batch at least: batches under 64 are not split
 

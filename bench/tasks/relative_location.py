@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from bench.augment import grid_tiles, standardize_tiles, to_unit
+from bench.augment.ops import grid_tiles, standardize_tiles, to_unit
 from bench.tasks.base import Task, TaskConfig
 
 NEIGHBOURS = (0, 1, 2, 3, 5, 6, 7, 8)  # grid cells around the centre cell 4, in label order

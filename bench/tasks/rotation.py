@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from bench.augment import MEAN, STD, all_rotations, crop_flip, crop_pad, to_input
+from bench.augment.ops import MEAN, STD, all_rotations, crop_flip, crop_pad, to_input
 from bench.tasks.base import Task, TaskConfig
 
 

@@ -14,8 +14,8 @@ import torch
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import SimSiamPredictionHead, SimSiamProjectionHead
 
+from bench.augment.views import MOCO_V2, ViewConfig
 from bench.tasks.joint import JointConfig, TwoViewTask
-from bench.views import MOCO_V2, ViewConfig
 
 
 class SimSiamConfig(JointConfig):

@@ -19,8 +19,8 @@ from lightly.loss import SwaVLoss
 from lightly.models.modules import SwaVProjectionHead, SwaVPrototypes
 from pydantic import Field
 
+from bench.augment.views import ViewConfig
 from bench.tasks.joint import JointConfig, TwoViewTask
-from bench.views import ViewConfig
 
 
 class SwaVConfig(JointConfig):

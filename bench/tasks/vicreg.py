@@ -15,8 +15,8 @@ import torch
 from lightly.loss import VICRegLoss
 from lightly.models.modules.heads import VICRegProjectionHead
 
+from bench.augment.views import ViewConfig
 from bench.tasks.joint import JointConfig, TwoViewTask
-from bench.views import ViewConfig
 
 
 class VICRegConfig(JointConfig):

@@ -1,0 +1,1 @@
+"""Views: batched on-device image operations, each method's views, the reference (lightly) path."""

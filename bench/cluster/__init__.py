@@ -1,0 +1,1 @@
+"""Scale-out: the Ray executor, its workers, shared tuning studies, the PostgreSQL + MLflow server."""

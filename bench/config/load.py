@@ -1,0 +1,113 @@
+"""config: config.load."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ValidationError,
+)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+from bench.config.suite import Suite, check_tracking_uri
+from bench.errors import ConfigError
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value as TOML (numbers, booleans, lists, quoted strings), else the bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. pretrain.epochs=5")
+        node = raw
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {p!r} is not a table")
+        node[leaf] = parse_value(value.strip())
+    return raw
+
+
+def _model_of(annotation: Any) -> Any:
+    """The pydantic model inside an annotation such as ``X | None``."""
+    for arg in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    """The keys allowed at ``loc`` (a pydantic error location), for 'unknown key' messages."""
+    model: Any = Suite
+    for part in loc:
+        field = model.model_fields.get(part) if model else None
+        if field is None or _model_of(field.annotation) is None:
+            break
+        model = _model_of(field.annotation)
+    return sorted(model.model_fields) if model else []
+
+
+def format_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
+        loc = tuple(p for p in loc if p not in ("int", "constrained-int"))
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1])
+            lines.append(f"key {key!r}: unknown key; allowed keys: {', '.join(allowed)}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            got = repr(e.get("input"))
+            shown = "" if isinstance(e.get("input"), dict) or len(got) > 200 else f" (got {got})"
+            lines.append(f"key {key!r}: {msg}{shown}")
+    if len(lines) == 1:
+        return f"{source}: {lines[0]}"
+    return "\n  ".join([f"{source}: {len(lines)} problems", *lines])
+
+
+def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
+    """Read, override and validate a suite file; raise ConfigError with a message naming file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: suite file not found")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save the suite file as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the suite file ({e.strerror})") from None
+    raw.setdefault("name", path.stem)
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return Suite(**raw)
+    except ValidationError as e:
+        raise ConfigError(format_error(e, str(path))) from None
+
+
+def tracking_uri(suite: Suite) -> str:
+    if suite.tracking_uri:
+        return suite.tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        try:
+            return check_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+        except ValueError as e:
+            raise ConfigError(f"$MLFLOW_TRACKING_URI: {e}") from None
+    return f"sqlite:///{Path(suite.results_dir).resolve() / 'mlflow.db'}"

@@ -1,0 +1,63 @@
+"""The base of every validated settings table (suite, task, views): unknown keys refused, frozen, and one value
+for one setting however it is given.
+
+- Defaults are validated like written values, so an omitted ``warmup_epochs`` and ``warmup_epochs = 0`` are both
+  the float ``0.0`` (cell keys digest the values).
+- A nested table written in part keeps its preset for the rest: ``[tasks.byol.views] min_scale = 0.2`` changes
+  that one field of BYOL's view and leaves BYOL's other view parameters as they were, instead of resetting them
+  to the table type's generic defaults. (A selection such as ``[tasks]`` is not a preset: writing it replaces
+  the default selection.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _written_over_presets(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, field in cls.model_fields.items():
+            if isinstance(field.default, Settings) and isinstance(out.get(name), dict):
+                out[name] = {**field.default.model_dump(), **out[name]}
+        return out
+
+
+Budget = Annotated[int, Field(gt=0)] | Literal["full"]
+
+
+class Strict(Settings):
+    # inf and nan pass a ``gt=0`` bound; no setting of a suite means them
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True)
+
+
+SEED_MAX = 2**32 - 1  # numpy's and torch's generators both accept 0 .. 2^32 - 1 everywhere
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
+
+
+def _log_range(bounds: tuple[float, float]) -> tuple[float, float]:
+    low, high = bounds
+    if low <= 0:
+        raise ValueError(f"a log-scale range starts above 0, got low = {low:g}")
+    if low > high:
+        raise ValueError(f"low {low:g} is above high {high:g}; write [low, high]")
+    return bounds
+
+
+LogRange = Annotated[tuple[float, float], AfterValidator(_log_range)]  # (low, high), searched on a log scale
+
+
+def digest(obj: Any, n: int = 16) -> str:
+    """Stable short hash of JSON-able data (sorted keys): the identity of a cell."""
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:n]

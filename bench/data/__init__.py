@@ -1,0 +1,1 @@
+"""Datasets: decoding, the on-disk cache, image folders, seeded nested label budgets."""

@@ -1,0 +1,150 @@
+"""A user's image folder: ``train/<class>/*``, ``test/<class>/*`` and an optional ``unlabeled/``, scanned and checked.
+
+:func:`scan_folder` is a cheap stat walk (no decoding) that finds the images, refuses a folder whose class structure is
+wrong, and lists every image as (relative path, size, mtime_ns): the manifest by which the cache in ``bench.data``
+knows whether the folder changed. :func:`decode_folder` reads every image and refuses, before any training, corrupt,
+truncated, empty or unreadable files and images of the wrong shape. Each refusal is a one-line ``ConfigError``
+naming the folder or file. Hidden entries (a name starting with ".") and files without an image suffix
+(``.DS_Store``, ``README.txt``) are ignored; class folders may hold sub-folders (their images count for the class).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from bench.errors import ConfigError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+@dataclass
+class Listing:
+    """What the stat walk found under ``root``."""
+
+    root: Path
+    classes: list[str]  # sorted class folder names, the same in train/ and test/
+    train: list[list[Path]]  # image files per class, in class order
+    test: list[list[Path]]
+    unlabeled: list[Path]
+    manifest: list[list]  # [relative path, size, mtime_ns] per image; class folders as ["train/cat/", 0, 0]
+
+
+def scan_folder(root: Path) -> Listing:
+    """Find the images by a stat walk (no decoding); refuse missing, mismatched, single or empty class folders."""
+    if not (root / "train").is_dir() or not (root / "test").is_dir():
+        raise ConfigError(f"imagefolder: expected {root}/train/<class>/* and {root}/test/<class>/* (set dataset.root)")
+    train, test = _class_folders(root / "train"), _class_folders(root / "test")
+    if not train:
+        raise ConfigError(f"{root / 'train'}: no class folders (expected {root / 'train'}/<class>/*.jpg)")
+    if set(train) != set(test):
+        only = [(s, ", ".join(sorted(set(a) - set(b)))) for s, a, b in (("train", train, test), ("test", test, train))]
+        differ = "; ".join(f"only in {s}/: {names}" for s, names in only if names)
+        raise ConfigError(f"{root}: train/ and test/ must hold the same class folders; {differ}")
+    if len(train) == 1:
+        raise ConfigError(f"{root / 'train'}: only one class folder ({train[0]}); a classifier needs at least two")
+    files = {split: [_images(root / split / c) for c in train] for split in ("train", "test")}
+    for split, per_class in files.items():
+        for c, these in zip(train, per_class):
+            if not these:
+                raise ConfigError(
+                    f"{root / split / c}: class folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+                )
+    unlabeled = _images(root / "unlabeled") if (root / "unlabeled").is_dir() else []
+    manifest = [[f"{split}/{c}/", 0, 0] for split in ("train", "test") for c in train]
+    for path in [p for per_class in files.values() for these in per_class for p in these] + unlabeled:
+        try:
+            st = path.stat()
+        except OSError as e:  # a dangling link, a file deleted during the walk, no permission
+            raise ConfigError(f"{path}: cannot read the image ({e.__class__.__name__}: {e.strerror})") from None
+        manifest.append([path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns])
+    return Listing(root, train, files["train"], files["test"], unlabeled, manifest)
+
+
+def _class_folders(split: Path) -> list[str]:
+    return sorted(d.name for d in split.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursively, not into hidden or linked sub-folders), sorted by path."""
+    found = []
+    for parent, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(parent, n) for n in names if not n.startswith(".") and Path(n).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(found)
+
+
+def decode_folder(listing: Listing):
+    """``(classes, train_x, train_y, test_x, test_y, unlabeled_x or None)``: uint8 (N, 3, H, W), int64 labels."""
+    root = listing.root
+    tx, ty = _labelled(listing.train, root / "train")
+    vx, vy = _labelled(listing.test, root / "test")
+    ux = _decode_files(listing.unlabeled, root / "unlabeled") if listing.unlabeled else None
+    for name, x in (("test", vx), ("unlabeled", ux)):
+        if x is not None and x.shape[1:] != tx.shape[1:]:
+            raise ConfigError(
+                f"{root / name}: images are {_size(x.shape[2:])} but train/ images are {_size(tx.shape[2:])}; "
+                f"resize them to one size"
+            )
+    return listing.classes, tx, ty, vx, vy, ux
+
+
+def _labelled(per_class: list[list[Path]], split: Path) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.concatenate([np.full(len(these), i, np.int64) for i, these in enumerate(per_class)])
+    return _decode_files([p for these in per_class for p in these], split), labels
+
+
+def _decode_files(files: list[Path], where: Path) -> np.ndarray:
+    """One split's images as uint8 (N, 3, H, W); all square and of one size, or a ConfigError naming the odd one."""
+    with _truncated_files_fail(), ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        images = list(pool.map(_decode, files))
+    for path, im in zip(files, images):
+        if im.shape[0] != im.shape[1]:
+            raise ConfigError(
+                f"{path}: image is {im.shape[1]}x{im.shape[0]} (width x height), not square; crop or resize the "
+                f"images to one square size"
+            )
+    usual = Counter(im.shape for im in images).most_common(1)[0][0]
+    for path, im in zip(files, images):
+        if im.shape != usual:
+            raise ConfigError(
+                f"{path}: image is {_size(im.shape[:2])} but most images in {where} are {_size(usual[:2])}; "
+                f"resize them to one size"
+            )
+    return np.stack(images).transpose(0, 3, 1, 2).copy()  # (N, 3, H, W)
+
+
+def _decode(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8. ``load()`` decodes the whole file, so a truncated or corrupt one fails here, not later."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except Exception as e:  # PIL raises OSError, SyntaxError, struct.error ... for broken files
+        reason = " ".join(f"{e.__class__.__name__}: {e}".replace(f" {str(path)!r}", "").split())
+        with suppress(OSError):
+            if path.stat().st_size == 0:
+                reason = "empty file (0 bytes)"
+        raise ConfigError(f"{path}: not a readable image ({reason})") from None
+
+
+@contextmanager
+def _truncated_files_fail():
+    """PIL pads a truncated file with grey when ``ImageFile.LOAD_TRUNCATED_IMAGES`` is set, as some libraries do
+    process-wide; the decode that fills the cache must refuse such files, so it runs with the flag off."""
+    saved, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def _size(hw) -> str:
+    return f"{hw[1]}x{hw[0]}"

@@ -1,0 +1,1 @@
+"""Encoders: the architectures every task of a suite shares."""

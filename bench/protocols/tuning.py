@@ -1,0 +1,296 @@
+"""Hyperparameter tuning that is fair to the baselines: one Optuna study per (task, protocol, budget), the same
+number of finished trials for every task and baseline, validation accuracy on labels drawn from inside the budget
+(hold-out or k-fold, ``bench.validation``), never the test set.
+
+Each study uses one seed's labelled subset and encoder (``tuning.label_seed``, default the first seed); its best
+hyperparameters are then used for the final evaluation of every seed and recorded on those runs. Studies live in
+Optuna storage (a journal file next to the MLflow store by default, any storage URL otherwise) and resume: a
+study that was interrupted runs only its missing trials. Every trial is also a nested MLflow run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import optuna
+import torch
+from torch import nn
+
+from bench.config.sections import KNNConfig
+from bench.config.settings import digest
+from bench.config.suite import Suite
+from bench.data.budgets import budget_indices
+from bench.data.datasets import Dataset
+from bench.errors import ConfigError
+from bench.protocols.features import accuracy, cross_validated, extract_features
+from bench.protocols.finetune import finetune
+from bench.protocols.knn import knn_classifier
+from bench.protocols.linear import fit_linear
+from bench.protocols.validation import validation_folds
+from bench.tasks import TASKS
+from bench.train.optim import NonFiniteLoss
+
+DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+# Optuna logs a failed or interrupted trial as a warning with its traceback; bench reports a failure itself, in
+# one line, and an interrupt as "interrupted; rerun to resume"
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+def storage_for(suite: Suite) -> optuna.storages.BaseStorage | str:
+    if suite.tuning.storage:
+        return suite.tuning.storage
+    return journal_storage(Path(suite.results_dir) / "optuna.journal")
+
+
+def journal_storage(path: Path) -> optuna.storages.JournalStorage:
+    """Optuna's journal file at ``path``. A record cut short by a kill during a write (no final newline) is
+    removed first: Optuna skips it when reading, but would glue the next record onto it and lose both. A damaged
+    record elsewhere is a ConfigError naming the file and how to recover."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file() and path.stat().st_size:
+        data = path.read_bytes()
+        if not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            with open(path, "r+b") as f:
+                f.truncate(keep)
+            print(f"{path}: removed its last record, cut short by an interrupted write ({len(data) - keep} bytes)")
+    try:
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
+        raise ConfigError(
+            f"{path}: the Optuna journal is damaged ({type(e).__name__}: {e}); move it aside to tune again from the "
+            "start (finished cells keep their runs), or delete the damaged line"
+        ) from None
+
+
+def redo_interrupted(study: optuna.Study) -> list[int]:
+    """Trials a killed invocation left RUNNING (one writer per suite: nothing else runs them), and trials an
+    interrupt (Ctrl-C, SIGTERM) ended FAIL, are evaluated again: RUNNING ones are marked FAIL, and the parameters
+    of each are enqueued once more (once: the new trial records ``redo_of``), so the configured defaults of trial
+    0 are never lost. Returns the numbers of the trials redone."""
+    trials = study.get_trials(deepcopy=False)
+    already = {t.user_attrs.get("redo_of") for t in trials}
+    redone = []
+    for t in trials:
+        stopped = t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("interrupted")
+        if t.number in already or not (t.state == optuna.trial.TrialState.RUNNING or stopped):
+            continue
+        if t.state == optuna.trial.TrialState.RUNNING:
+            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        params = t.system_attrs.get("fixed_params") or t.params
+        if params:
+            study.enqueue_trial(dict(params), user_attrs={"redo_of": t.number}, skip_if_exists=False)
+        redone.append(t.number)
+    return redone
+
+
+class TrialRecord:
+    """Where a trial's parameters, tags and metrics go (``bench.tracking.MlflowTrials`` in a run); this one keeps
+    nothing (the golden check, tests)."""
+
+    @contextlib.contextmanager
+    def trial(self, name: str, tags: dict[str, str], params: dict) -> Iterator[TrialRecord]:
+        yield self
+
+    def tag(self, key: str, value: str) -> None:
+        pass
+
+    def metric(self, key: str, value: float, step: int | None = None) -> None:
+        pass
+
+    def history(self, history: list[dict], prefix: str) -> None:
+        pass
+
+
+def trial_name(task: str, protocol: str, budget, number: int) -> str:
+    return f"{task} {protocol} {budget} trial {number}"
+
+
+class Tuner:
+    def __init__(
+        self,
+        suite: Suite,
+        data: Dataset,
+        device: torch.device,
+        encoder_for: Callable[[str, int], nn.Module],
+        source_for: Callable[[str, int], str],
+        trials: TrialRecord | None = None,
+        storage: optuna.storages.BaseStorage | None = None,
+    ):
+        """``encoder_for(task, seed)``: the encoder the protocols receive; ``source_for(task, seed)``: its key;
+        ``trials``: where each trial is recorded; ``storage``: the studies' (default: ``tuning.storage``, else
+        a journal file next to the MLflow store)."""
+        self.suite, self.data, self.device, self.encoder_for = suite, data, device, encoder_for
+        self.trials = trials or TrialRecord()
+        self.source_for = source_for
+        self.cfg = suite.tuning
+        self.seed = self.cfg.label_seed if self.cfg.label_seed is not None else suite.seeds[0]
+        self.storage = storage if storage is not None else storage_for(suite) if self.cfg.enabled else None
+        self.results: dict[tuple, tuple[dict, str]] = {}
+        self.features: dict[str, torch.Tensor] = {}
+
+    def params(self, task: str, protocol: str, budget) -> tuple[dict, str]:
+        """(hyperparameters to use, how they were obtained) for the final evaluation of (task, protocol, budget)."""
+        if not self.suite.tuned(protocol, budget):
+            return {}, "default"
+        key = (task, protocol, budget)
+        if key not in self.results:
+            self.results[key] = self._study(task, protocol, budget)
+        return self.results[key]
+
+    def study_name(self, task: str, protocol: str, budget) -> str:
+        """A study's identity: the task, protocol and budget, the tuning settings, and the encoder and labels of
+        ``label_seed`` -- never which seed's cell happened to ask first. More trials extend the same study, so
+        the trial count is not part of it."""
+        identity = {
+            "tuning": self.cfg.model_dump(exclude={"storage", "enabled", "trials"}),
+            "source": self.source_for(task, self.seed),
+            "settings": getattr(self.suite, protocol).model_dump(),
+            "seed": self.seed,
+            "flip": self.suite.dataset.flip,
+        }
+        return f"{self.suite.name}:{task}:{protocol}:{budget}:{digest(identity, 12)}"
+
+    def _study(self, task: str, protocol: str, budget) -> tuple[dict, str]:
+        train_y = self.data.train_y
+        idx = budget_indices(train_y.numpy(), budget, self.seed)
+        folds = validation_folds(idx, train_y.numpy(), self.cfg.val_fraction, self.seed)
+        if not folds:
+            return {}, "default (one label per class: nothing to validate on)"
+        name = self.study_name(task, protocol, budget)
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if self.cfg.prune else optuna.pruners.NopPruner()
+        study = optuna.create_study(
+            study_name=name,
+            storage=self.storage,
+            direction="maximize",
+            load_if_exists=True,
+            sampler=optuna.samplers.TPESampler(seed=self.cfg.sampler_seed),
+            pruner=pruner,
+        )
+        if self.cfg.start_from_defaults and not study.trials:
+            study.enqueue_trial(self._defaults(protocol))  # the configured values are trial 0 of every study
+        redo_interrupted(study)
+        missing = self.cfg.trials - sum(t.state in DONE for t in study.trials)
+        if missing > 0:
+            objective = self._objective(task, protocol, budget, folds, name)
+            study.optimize(objective, n_trials=missing)
+        n_done = sum(t.state in DONE for t in study.trials)
+        best = study.best_trial
+        return dict(best.params), f"tuned ({n_done} trials, study {name}, best val_acc {best.value:.4f})"
+
+    def _defaults(self, protocol: str) -> dict:
+        """The protocol's configured values, clipped into the search space."""
+        space, s = getattr(self.cfg.space, protocol), getattr(self.suite, protocol)
+        if protocol == "finetune":
+            values = {"lr": s.lr, "head_lr": s.head_lr or s.lr, "weight_decay": s.weight_decay}
+        elif protocol == "linear":
+            values = {"l2": sorted(s.l2_grid)[len(s.l2_grid) // 2]}
+        else:
+            values = {"k": s.k, "temperature": s.temperature}
+        return {k: type(v)(min(max(v, getattr(space, k)[0]), getattr(space, k)[1])) for k, v in values.items()}
+
+    def _objective(self, task: str, protocol: str, budget, folds, study_name: str):
+        encoder = self.encoder_for(task, self.seed)
+        space = getattr(self.cfg.space, protocol)
+        x, y = self.data.train_x, self.data.train_y
+        classes = self.data.num_classes
+        if protocol in ("linear", "knn"):
+            if task not in self.features:
+                self.features[task] = extract_features(encoder, x, self.device, prepare=TASKS[task].eval_input)
+            feats, labels = self.features[task], y.to(self.device)
+
+        def objective(trial: optuna.Trial) -> float:
+            try:
+                return evaluate(trial)
+            except KeyboardInterrupt:  # Optuna records the trial FAIL; the next invocation evaluates it again
+                trial.set_user_attr("interrupted", True)
+                raise
+
+        def evaluate(trial: optuna.Trial) -> float:
+            if protocol == "finetune":
+                params = {
+                    k: trial.suggest_float(k, *getattr(space, k), log=True) for k in ("lr", "head_lr", "weight_decay")
+                }
+            elif protocol == "linear":
+                params = {"l2": trial.suggest_float("l2", *space.l2, log=True)}
+            else:
+                params = {
+                    "k": trial.suggest_int("k", int(space.k[0]), int(space.k[1]), log=True),
+                    "temperature": trial.suggest_float("temperature", *space.temperature, log=True),
+                }
+            tags = {
+                "kind": "trial",
+                "task": task,
+                "protocol": protocol,
+                "budget": str(budget),
+                "study": study_name,
+                "trial": str(trial.number),
+            }
+            pruned = False
+            name = trial_name(task, protocol, budget, trial.number)
+            with self.trials.trial(name, tags, params) as record:
+                settings = self.suite.protocol_settings(protocol, params)
+                try:
+                    if protocol == "finetune":
+                        score = self._finetune_score(task, encoder, settings, folds, trial, record)
+                    elif protocol == "linear":
+                        score = cross_validated(
+                            lambda a, b: fit_linear(a, b, classes, params["l2"], settings.max_iter),
+                            feats,
+                            labels,
+                            folds,
+                        )
+                    else:
+                        knn = KNNConfig(**params, chunk=self.suite.knn.chunk)
+                        score = cross_validated(
+                            lambda a, b: knn_classifier(a, b, classes, knn).predict, feats, labels, folds
+                        )
+                except optuna.TrialPruned:
+                    pruned, score = True, float("nan")
+                except NonFiniteLoss:  # a diverging setting is a legitimate, bad outcome
+                    score = 0.0
+                    record.tag("diverged", "true")
+                record.tag("trial_state", "PRUNED" if pruned else "COMPLETE")
+                if not pruned:
+                    record.metric("val_acc", score)
+            if pruned:
+                raise optuna.TrialPruned()
+            return score
+
+        return objective
+
+    def _finetune_score(self, task: str, encoder: nn.Module, settings, folds, trial: optuna.Trial, record) -> float:
+        x, y = self.data.train_x, self.data.train_y
+        scores = []
+        for i, (fit_idx, val_idx) in enumerate(folds):
+            fit_x, fit_y = x[fit_idx].to(self.device), y[fit_idx].to(self.device)
+            val_x, val_y = x[val_idx].to(self.device), y[val_idx].to(self.device)
+
+            def report(progress: float, predict, val_x=val_x, val_y=val_y) -> None:
+                acc = accuracy(predict, val_x, val_y)
+                record.metric("val_acc_during", acc, step=round(100 * progress))  # % of the schedule
+                trial.report(acc, step=round(100 * progress))
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+            watch = self.cfg.prune and i == 0  # the pruner watches the first fold's learning curve
+            fitted = finetune(
+                encoder,
+                fit_x,
+                fit_y,
+                self.data.num_classes,
+                settings,
+                self.seed,
+                on_checkpoint=report if watch else None,
+                checkpoints=3 if watch else 0,
+                prepare=TASKS[task].eval_input,
+                flip=self.suite.dataset.flip,
+            )
+            scores.append(accuracy(fitted.predict, val_x, val_y))
+            if i == 0:
+                record.history(fitted.history, prefix="finetune_")
+                record.metric("train_acc", fitted.chosen["train_acc"])
+        return float(np.mean(scores))

@@ -1,0 +1,1 @@
+"""From finished runs to results/<suite>/: tidy table, comparisons, tables, figures, statistics."""

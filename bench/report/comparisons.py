@@ -1,0 +1,108 @@
+"""report: report.comparisons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from bench.report.stats import (
+    ALPHA,
+    holm,
+    min_blocks,
+    paired,
+)
+from bench.report.tidy import BASELINES, FROZEN, references
+
+
+def comparisons(df: pd.DataFrame) -> pd.DataFrame:
+    """Every non-baseline (task, protocol) against each of its references at every budget, paired by seed; the
+    sign-flip (and t-test, Wilcoxon) p-values Holm-corrected within each family (protocol, baseline, budget)."""
+    rows = []
+    ok = df[df.status == "finished"]
+    for protocol in protocol_order(df):
+        for base, base_protocol in references(protocol, df):
+            for budget in budget_order(df):
+                at = ok[ok.budget == budget]
+                ref = at[(at.task == base) & (at.protocol == base_protocol)]
+                for task, grp in at[at.protocol == protocol].groupby("task", sort=False):
+                    if task in BASELINES or ref.empty:
+                        continue
+                    both = grp.merge(ref, on="seed", suffixes=("", "_ref"))
+                    r = paired(both.test_acc, both.test_acc_ref)
+                    rows.append(
+                        {
+                            "protocol": protocol,
+                            "baseline": base,
+                            "baseline_protocol": base_protocol,
+                            "budget": budget,
+                            "task": task,
+                            "n": r.n,
+                            "mean_diff": r.mean_diff,
+                            "ci_low": r.ci_low,
+                            "ci_high": r.ci_high,
+                            "ci_method": r.ci_method,
+                            "p_signflip": r.p_signflip,
+                            "p_ttest": r.p_ttest,
+                            "p_wilcoxon": r.p_wilcoxon,
+                            "p_improve": r.p_improve,
+                        }
+                    )
+    out = pd.DataFrame(rows)
+    if len(out):
+        fam = out.groupby(["protocol", "baseline", "budget"], sort=False)
+        out["family_size"] = fam.p_signflip.transform(lambda p: int(p.notna().sum()))
+        out["p_holm"] = fam.p_signflip.transform(lambda p: holm(p))
+        out["p_ttest_holm"] = fam.p_ttest.transform(lambda p: holm(p))
+        out["p_wilcoxon_holm"] = fam.p_wilcoxon.transform(lambda p: holm(p))
+        out["marker"] = np.where(out.p_holm < ALPHA, np.where(out.mean_diff > 0, "up", "down"), "")
+    return out
+
+
+def protocol_order(df: pd.DataFrame) -> list[str]:
+    """Frozen protocols first, then fine-tuning, then any other, each once."""
+    known = [p for p in (*FROZEN, "finetune") if p in set(df.protocol)]
+    return known + [p for p in df.protocol.unique() if p not in known]
+
+
+def budget_order(df: pd.DataFrame) -> list[str]:
+    return sorted(df.budget.unique(), key=lambda b: float("inf") if b == "full" else int(b))
+
+
+def budget_label(budget: str, df: pd.DataFrame) -> str:
+    """'100 labels'; 'full (50000 labels)' when the full set's size is known."""
+    if budget != "full":
+        return f"{budget} labels"
+    n = df.n_labels[df.budget == "full"].dropna() if "n_labels" in df else pd.Series(dtype=float)
+    return f"full ({int(n.median())} labels)" if len(n) else "full"
+
+
+def title(df: pd.DataFrame) -> str:
+    """'<suite> on <dataset>' from the tidy table's columns."""
+    suite = next((s for s in df.get("suite", []) if s), "bench")
+    dataset = next((d for d in df.get("dataset", []) if d), "")
+    return f"{suite} on {dataset}" if dataset else suite
+
+
+def rank_blocks(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """Seeds x tasks scores for a rank comparison under one protocol: one block per seed, scored by the task's
+    mean test accuracy over the budgets (the whole label-efficiency curve). Seeds are the independent units:
+    within a seed every budget reuses the same pretrained encoders and nested label subsets, so (budget, seed)
+    pairs are not independent blocks. A seed missing any planned (task, budget) cell of the protocol is dropped."""
+    sub = df[df.protocol == protocol]
+    planned = pd.MultiIndex.from_frame(sub[["task", "budget"]].drop_duplicates())
+    wide = sub[sub.status == "finished"].pivot_table(index="seed", columns=["task", "budget"], values="test_acc")
+    wide = wide.reindex(columns=planned).dropna()
+    return wide.T.groupby(level="task", sort=False).mean().T
+
+
+def rank_note(scores: pd.DataFrame, protocol: str) -> str:
+    """Why no critical-difference diagram is drawn for ``protocol``; empty when one is."""
+    blocks, k = scores.shape
+    if k >= 3 and blocks >= min_blocks():
+        return ""
+    return (
+        f"{protocol}: no critical-difference diagram: {blocks} complete seeds (independent blocks) for {k} tasks; "
+        f"a rank comparison here needs at least 3 tasks and {min_blocks()} blocks (with fewer blocks even a task "
+        f"that wins in every block could not differ from another at p < {ALPHA}: exact sign test, smallest "
+        "p = 2/2^n)."
+    )

@@ -1,0 +1,68 @@
+"""The report where people look: results/<suite>/ on disk, and in MLflow on the latest parent run.
+
+The latest parent run (tag ``kind = suite``) receives the report files as artifacts and the results table as
+its description, so opening it in the UI shows the results. A parent run that held an earlier report is marked
+superseded (tag ``report_status``, and a first line in its description naming the run that replaced it), so an
+old table is never read as the current one.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from bench.errors import ConfigError
+from bench.files import check_writable, inside
+from bench.report.tidy import tidy
+from bench.report.write import write_report
+from bench.store.tracking import NOTE, Tracker
+
+# the files write_report may write (other files in results/<suite>/, such as parity.md, are left alone)
+REPORT_STEMS = {
+    "runs",
+    "stats",
+    "table",
+    "health",
+    "label_efficiency",
+    "gain_heatmap",
+    "cd_diagram",
+    "health_vs_accuracy",
+}
+
+
+def publish(tracker: Tracker, cells: list, suite, data, console: Console) -> list[Path]:
+    """Write results/<suite>/ from the suite's finished runs and attach it to the latest parent run. A suite
+    without any finished evaluation is an error (nothing is written, nothing is created in the store)."""
+    df = tidy(tracker, cells)
+    if df["test_acc"].notna().sum() == 0:
+        raise ConfigError(
+            f"suite {suite.name!r} has no finished evaluation runs in {tracker.uri} under its current keys; "
+            f"run it first (bench run), or check --dry-run for stale cells"
+        )
+    out = inside(suite.results_dir, suite.name)
+    check_writable(out)
+    written = write_report(df, out, suite=suite.name, dataset=data.name)
+    for old in out.iterdir():  # a figure an earlier report drew and this one does not (too few seeds now)
+        if old.is_file() and old.stem in REPORT_STEMS and old not in written:
+            old.unlink()
+        elif old.name.startswith(".") and old.suffix == ".tmp" and time.time() - old.stat().st_mtime > 60:
+            old.unlink(missing_ok=True)  # a file a killed report was writing (never one being written now)
+    parents = sorted(tracker.runs("tags.kind = 'suite'"), key=lambda r: r.info.start_time)
+    if parents:
+        latest = parents[-1]
+        run_id = latest.info.run_id
+        tracker.client.log_artifacts(run_id, str(out), artifact_path="report")
+        # MLflow renders the description as Markdown: "[a, b] (n=2)" would read as a link, so brackets are escaped
+        table = (out / "table.md").read_text().replace("[", "\\[").replace("]", "\\]")
+        tracker.set_note(run_id, f"## Results of {suite.name}\n\n{table}\nReport files: artifacts, `report/`.")
+        tracker.client.set_tag(run_id, "report_status", "current")
+        for old in parents[:-1]:
+            if old.data.tags.get("report_status") == "current":
+                tracker.client.set_tag(old.info.run_id, "report_status", f"superseded by {run_id}")
+                note = old.data.tags.get(NOTE, "")
+                banner = f"**Superseded** by the report on run {run_id} ({latest.info.run_name})."
+                tracker.set_note(old.info.run_id, f"{banner}\n\n{note}")
+    console.print(f"report: {out}/ ({len(written)} files)")
+    return written

@@ -1,0 +1,70 @@
+"""The end-of-run console summary: the report's tables as rich tables, from the same tidy table, with the same
+intervals, markers and captions as ``table.md`` (:mod:`bench.report`)."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+from rich.console import Console, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from bench.report.comparisons import budget_label, budget_order, comparisons, protocol_order
+from bench.report.tables import TEXT, best_per_column, caption, cell_text, partial_note, table_cells
+from bench.report.tidy import tidy
+
+
+def summary_renderables(df: pd.DataFrame) -> list[RenderableType]:
+    """One rich table per protocol (task x budget; best per column in bold), then the partial and provenance
+    notes. Text is never parsed as rich markup."""
+    if df.empty:
+        return []
+    comp = comparisons(df)
+    budgets = budget_order(df)
+    out: list[RenderableType] = []
+    for protocol in protocol_order(df):
+        cells = table_cells(df, comp, protocol)
+        best = best_per_column(cells, budgets)
+        table = Table(
+            title=Text(f"{protocol}: test accuracy", style="bold"),
+            caption=Text(caption(df, comp, protocol, TEXT)),
+            caption_justify="left",
+        )
+        table.add_column("task")
+        for b in budgets:
+            table.add_column(budget_label(b, df), justify="right")
+        for task, row in cells.items():
+            texts = []
+            for b in budgets:
+                if b not in row:
+                    texts.append(Text(""))
+                    continue
+                top = row[b][0].n > 0 and row[b][0].mean == best[b]
+                texts.append(Text(cell_text(*row[b], best=False, sym=TEXT), style="bold" if top else ""))
+            table.add_row(Text(task), *texts)
+        out.append(table)
+    note = partial_note(df).strip()
+    if note:
+        out.append(Text(note))
+    return out
+
+
+def render(console: Console, df: pd.DataFrame) -> str:
+    """Print the summary of ``df`` to ``console``; return the same content as plain text."""
+    items = summary_renderables(df)
+    recorder = Console(record=True, file=io.StringIO(), width=console.width, color_system=None)
+    for item in items:
+        console.print(item)
+        recorder.print(item)
+    return recorder.export_text()
+
+
+def render_summary(console: Console, tracker, cells: list) -> str:
+    """Print the summary of the finished evaluation runs of ``cells`` to ``console``; return it as plain text."""
+    return render(console, tidy(tracker, cells))
+
+
+def summary_tables(tracker, cells: list) -> str:
+    """The summary as plain text, printed nowhere."""
+    return render(Console(file=io.StringIO(), width=160), tidy(tracker, cells))

@@ -1,0 +1,219 @@
+"""report: report.tables."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from bench.report.comparisons import budget_label, budget_order, protocol_order, title
+from bench.report.provenance import provenance
+from bench.report.stats import (
+    ALPHA,
+    MIN_T_SEEDS,
+    can_reach,
+    interval,
+    min_sign_flip_p,
+    seeds_needed,
+)
+from bench.report.tidy import FROZEN, REFERENCE
+
+# ---------------------------------------------------------------------------------------------- table cells
+
+# ▲/▼ against scratch+finetune (labels only); △/▽ against random under the same frozen protocol
+MD = {
+    "up": "▲",
+    "down": "▼",
+    "up_random": "△",
+    "down_random": "▽",
+    "range": "range",
+    "lt": "<",
+    "partial": "(n=k of m)",
+    "bold": "**{}**",
+    "x": "×",
+}
+TEX = {
+    "up": "$\\uparrow$",
+    "down": "$\\downarrow$",
+    "up_random": "$\\bigtriangleup$",
+    "down_random": "$\\bigtriangledown$",
+    "range": "$^{\\dagger}$",
+    "lt": "$<$",
+    "partial": "$^{*}$",
+    "bold": "\\textbf{{{}}}",
+    "x": "$\\times$",
+}
+TEXT = MD | {"bold": "{}"}
+
+
+def table_cells(df: pd.DataFrame, comp: pd.DataFrame, protocol: str) -> dict:
+    """{task: {budget: (Interval, planned, markers)}} for one protocol; ``markers`` holds symbol keys separated
+    by spaces: against scratch+finetune ("up", "down") and against random of a frozen protocol ("up_random",
+    "down_random")."""
+    table = {}
+    sub = df[df.protocol == protocol]
+    marks: dict = {}
+    if len(comp):
+        mine = comp[(comp.protocol == protocol) & comp.marker.astype(bool)]
+        for r in sorted(mine.itertuples(), key=lambda r: r.baseline != REFERENCE[0]):  # ▲/▼ first
+            key = r.marker if r.baseline == REFERENCE[0] else f"{r.marker}_{r.baseline}"
+            marks[(r.task, r.budget)] = (marks.get((r.task, r.budget), "") + " " + key).strip()
+    for task, grp in sub.groupby("task", sort=False):
+        table[task] = {}
+        for budget in budget_order(df):
+            cell = grp[grp.budget == budget]
+            if not cell.empty:
+                table[task][budget] = (interval(cell.test_acc), len(cell), marks.get((task, budget), ""))
+    return table
+
+
+def best_per_column(table: dict, budgets: list[str]) -> dict:
+    return {b: max((v[b][0].mean for v in table.values() if b in v and v[b][0].n), default=None) for b in budgets}
+
+
+def cell_text(iv, planned: int, marker: str, best: bool, sym: dict) -> str:
+    """One table cell: mean [interval] (n), in fractions; ``sym`` selects Markdown or plain text."""
+    if iv.n == 0:
+        return f"— (0 of {planned})"
+    mean = sym["bold"].format(f"{iv.mean:.4f}") if best else f"{iv.mean:.4f}"
+    ci = f" {'range ' if iv.method == 'range' else ''}[{iv.low:.3f}, {iv.high:.3f}]" if iv.n > 1 else ""
+    gap = f" of {planned}" if iv.n < planned else ""
+    mark = "".join(f" {sym[m]}" for m in marker.split())
+    return f"{mean}{ci} (n={iv.n}{gap}){mark}"
+
+
+# ---------------------------------------------------------------------------------------------- captions
+
+
+def _tex(text: str) -> str:
+    """``text`` with LaTeX's special characters escaped (``%`` is left to the caller)."""
+    return re.sub(r"([_&#$])", r"\\\1", text)
+
+
+def interval_sentence(methods: set[str], sym: dict, what: str = "brackets", bounds: str = "[0, 1]") -> str:
+    """What the interval shown is, for the methods present (from :func:`bench.stats.interval`)."""
+    parts = []
+    if "t" in methods:
+        parts.append(f"{what}: 95% Student-t confidence interval over seeds, clipped to {bounds}")
+        if "range" in methods:
+            parts.append(
+                f"cells marked {sym['range'].strip()} have fewer than {MIN_T_SEEDS} seeds and show the seeds' "
+                "range [min, max] instead, not a confidence interval"
+            )
+    elif "range" in methods:
+        parts.append(
+            f"{what}: the seeds' range [min, max]; fewer than {MIN_T_SEEDS} seeds are too few for a confidence interval"
+        )
+    if "single" in methods:
+        parts.append("one seed: no interval")
+    return "; ".join(parts) + "." if parts else ""
+
+
+def family_sentence(comp: pd.DataFrame, protocol: str, sym: dict, baseline: str = REFERENCE[0]) -> str:
+    """The marker legend for one table: which markers appear, the test, the Holm family, and how many seeds
+    significance needs; only markers that appear are named."""
+    fam = comp[(comp.protocol == protocol) & (comp.baseline == baseline)] if len(comp) else comp
+    if fam.empty or fam.p_signflip.isna().all():
+        return ""
+    m, n = int(fam.family_size.max()), int(fam.n.max())
+    ref = "+".join(REFERENCE) if baseline == REFERENCE[0] else f"{baseline}+{protocol}"
+    need, floor = seeds_needed(m), min_sign_flip_p(n)
+    family = f"Holm over the tasks against {ref} at each budget ({m} per budget)"
+    lt = sym["lt"]
+    seeds = "one seed" if n == 1 else f"{n} seeds"
+    reach = f"with {seeds} the smallest possible p is {floor:.3g}; p {lt} {ALPHA} after Holm needs {need} seeds"
+    shown = [k for k in ("up", "down") if (fam.marker == k).any()]
+    keys = {k: k if baseline == REFERENCE[0] else f"{k}_{baseline}" for k in ("up", "down")}
+    if not can_reach(n, m):
+        return f"No markers: exact sign-flip test over seeds, {family}; {reach}."
+    if not shown:
+        return f"No task differs from {ref} at p {lt} {ALPHA} (exact sign-flip test over seeds, {family}; {reach})."
+    words = {"up": "better", "down": "worse"}
+    legend = "/".join(sym[keys[k]] for k in shown) + ": " + "/".join(words[k] for k in shown)
+    return f"{legend} than {ref} (exact two-sided sign-flip test over seeds, {family}, p {lt} {ALPHA}; {reach})."
+
+
+def caption(df: pd.DataFrame, comp: pd.DataFrame, protocol: str, sym: dict) -> str:
+    table = table_cells(df, comp, protocol)
+    ivs = [v[0] for row in table.values() for v in row.values()]
+    partial = any(0 < v[0].n < v[1] for row in table.values() for v in row.values())
+    tex = sym is TEX
+    unit = " (%)" if tex else ""
+    parts = [
+        f"{protocol}: test accuracy{unit}, {_tex(title(df)) if tex else title(df)}, mean over seeds (n per cell).",
+        interval_sentence({iv.method for iv in ivs}, sym, "Brackets"),
+        family_sentence(comp, protocol, sym),
+        family_sentence(comp, protocol, sym, "random") if protocol in FROZEN else "",
+        "Best per column in bold.",
+    ]
+    if partial:
+        parts.append(f"{sym['partial']}: partial, some seeds missing.")
+    text = " ".join(p for p in parts if p)
+    return text.replace("%", "\\%") if tex else text
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+def markdown_table(df: pd.DataFrame, comp: pd.DataFrame) -> str:
+    budgets = budget_order(df)
+    parts = []
+    for protocol in protocol_order(df):
+        table = table_cells(df, comp, protocol)
+        best = best_per_column(table, budgets)
+        lines = [
+            f"**{protocol}**: " + caption(df, comp, protocol, MD).removeprefix(f"{protocol}: "),
+            "",
+            "| task | " + " | ".join(budget_label(b, df) for b in budgets) + " |",
+            "|---|" + "---:|" * len(budgets),
+        ]
+        for task, row in table.items():
+            out = [
+                cell_text(*row[b], best=row[b][0].n > 0 and row[b][0].mean == best[b], sym=MD) if b in row else ""
+                for b in budgets
+            ]
+            lines.append(f"| {task} | " + " | ".join(out) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + partial_note(df)
+
+
+def latex_table(df: pd.DataFrame, comp: pd.DataFrame) -> str:
+    budgets = budget_order(df)
+    suite = next((s for s in df.get("suite", []) if s), "bench")
+    out = ["% generated by bench report; needs \\usepackage{booktabs}"]
+    for protocol in protocol_order(df):
+        table = table_cells(df, comp, protocol)
+        best = best_per_column(table, budgets)
+        mixed = {"t", "range"} <= {v[0].method for row in table.values() for v in row.values()}
+        out += [
+            "\\begin{table}[t]",
+            "\\centering",
+            f"\\caption{{{caption(df, comp, protocol, TEX)}}}",
+            f"\\label{{tab:{re.sub(r'[^A-Za-z0-9]+', '-', suite)}-{protocol}}}",
+            "\\begin{tabular}{l" + "r" * len(budgets) + "}",
+            "\\toprule",
+            "Task & " + " & ".join(budget_label(b, df) for b in budgets) + " \\\\",
+            "\\midrule",
+        ]
+        for task, row in table.items():
+            cells = []
+            for b in budgets:
+                if b not in row or row[b][0].n == 0:
+                    cells.append("--")
+                    continue
+                iv, planned, marker = row[b]
+                num = f"{100 * iv.mean:.2f}"
+                num = f"\\textbf{{{num}}}" if iv.mean == best[b] else num
+                ci = f" {{\\footnotesize [{100 * iv.low:.1f}, {100 * iv.high:.1f}]}}" if iv.n > 1 else ""
+                flags = TEX["range"] if mixed and iv.method == "range" else ""
+                flags += TEX["partial"] if iv.n < planned else ""
+                cells.append(f"{num}{ci}{flags}" + "".join(f" {TEX[m]}" for m in marker.split()))
+            out.append(_tex(task).replace("%", "\\%") + " & " + " & ".join(cells) + " \\\\")
+        out += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
+    return "\n".join(out)
+
+
+def partial_note(df: pd.DataFrame) -> str:
+    missing = int((df.status != "finished").sum())
+    note = f"\n\nPARTIAL: {missing} of {len(df)} evaluation cells have no finished run." if missing else ""
+    return note + provenance(df)

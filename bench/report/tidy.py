@@ -1,0 +1,99 @@
+"""report: report.tidy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+BASELINES = ("scratch", "random")
+REFERENCE = ("scratch", "finetune")  # the labels-only reference
+FROZEN = ("linear", "knn")
+
+
+def _experiment_name(tracker) -> str:
+    """The suite's name: the tracker's experiment name."""
+    if getattr(tracker, "name", None):
+        return tracker.name
+    try:
+        return tracker.client.get_experiment(tracker.experiment_id).name
+    except Exception:  # no experiment (yet): no name to give
+        return ""
+
+
+def _n_labels(run, cell) -> float:
+    if run is not None:
+        for source in (run.data.params, run.data.metrics):  # a param now; a metric in older runs
+            if "n_labels" in source:
+                return float(source["n_labels"])
+    return np.nan if cell.budget == "full" else float(cell.budget)
+
+
+def _commit(run) -> str:
+    if run is None:
+        return ""
+    tags = run.data.tags
+    return tags.get("mlflow.source.git.commit") or tags.get("git_commit") or "unknown"
+
+
+def _health_cost(tracker, run, costs: dict) -> float:
+    """What the health measurements cost a pretraining run: their seconds over its epochs' training seconds, from
+    the metric histories (read once per run); NaN when nothing was measured."""
+    if run.info.run_id not in costs:
+        history = {k: tracker.client.get_metric_history(run.info.run_id, k) for k in ("health_s", "epoch_s")}
+        measured, trained = (sum(m.value for m in history[k]) for k in ("health_s", "epoch_s"))
+        costs[run.info.run_id] = measured / trained if history["health_s"] and trained else np.nan
+    return costs[run.info.run_id]
+
+
+def tidy(tracker, cells) -> pd.DataFrame:
+    """One row per planned evaluation cell: its identity, and test_acc (NaN when it has no finished run). The
+    ``suite`` column is the MLflow experiment's name, ``dataset`` the runs' ``dataset.name`` param."""
+    finished = tracker.finished()
+    rows, costs = [], {}
+    for c in cells:
+        if c.kind != "eval":
+            continue
+        run = finished.get(c.key)
+        m = run.data.metrics if run else {}
+        source = finished.get(c.source) if c.source != c.key else None
+        health = source.data.metrics if source is not None and source.data.tags.get("kind") == "pretrain" else {}
+        tags = run.data.tags if run else {}
+        rows.append(
+            {
+                "task": c.task,
+                "protocol": c.protocol,
+                "budget": str(c.budget),
+                "seed": c.seed,
+                "test_acc": m.get("test_acc", np.nan),
+                "val_acc": m.get("val_acc", np.nan),
+                "train_acc": m.get("train_acc", np.nan),  # fine-tuning: accuracy on its own training labels
+                "rankme": health.get("rankme", np.nan),  # the source pretraining's last logged (final) RankMe
+                "collapse_std": health.get("collapse_std", np.nan),  # and its collapse signal (0: collapsed)
+                "health_cost": _health_cost(tracker, source, costs) if "rankme" in health else np.nan,
+                "health_images": float(source.data.params.get("pretrain.health_images", np.nan))
+                if "rankme" in health
+                else np.nan,  # the sample RankMe was measured on (at most this many pool images)
+                "n_labels": _n_labels(run, c),
+                "status": "finished" if run else "missing",
+                "hp_source": tags.get("hp_source", ""),
+                "cell_key": c.key,
+                "run_id": run.info.run_id if run else "",
+                "git_commit": _commit(run),
+                "code_identity": tags.get("parts") or tags.get("code_identity", ""),
+                "data_identity": tags.get("data_identity", ""),
+                "dataset": run.data.params.get("dataset.name", "") if run else "",
+            }
+        )
+    df = pd.DataFrame(rows)
+    if len(df):
+        known = df.dataset[df.dataset != ""]
+        df["dataset"] = known.mode().iloc[0] if len(known) else ""
+        df.insert(0, "suite", _experiment_name(tracker))
+    return df
+
+
+def references(protocol: str, df: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (baseline, baseline protocol) pairs a task under ``protocol`` is tested against."""
+    present = set(zip(df.task, df.protocol, strict=True))
+    refs = [("random", protocol)] if protocol in FROZEN else []
+    return [r for r in refs + [REFERENCE] if r in present]

@@ -1,0 +1,110 @@
+"""MLflow runs -> one tidy table -> results/<suite>/: tables (Markdown, LaTeX), statistics, figures.
+
+Every number carries its n and its interval (:func:`bench.stats.interval`, the same in tables, console and
+figures); a partial sweep says so in every output. Tasks are tested against ``scratch``+``finetune`` (training on
+the labels alone) in every protocol, and tasks under a frozen protocol also against ``random`` under the same
+protocol. The Holm family is the tasks against one baseline within one protocol at one budget: each budget
+column answers its own question (which task pays off with that many labels), so a column's markers do not depend
+on the other budgets. Baselines are never tested against each other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from bench.report.comparisons import comparisons, protocol_order, rank_blocks, rank_note, title
+from bench.report.stats import (
+    ALPHA,
+    MIN_T_SEEDS,
+    min_sign_flip_p,
+    seeds_needed,
+)
+from bench.report.tables import TEXT, interval_sentence, latex_table, markdown_table, partial_note
+from bench.report.tidy import REFERENCE
+
+
+def stats_markdown(comp: pd.DataFrame, df: pd.DataFrame) -> str:
+    """stats.md: every family of paired comparisons, and the rank comparisons; columns that cannot carry
+    information at the suite's n are left out, saying why once."""
+    n_max = int(comp.n.max()) if len(comp) else 0
+    lines = [
+        f"# Paired comparisons against the baselines: {title(df)}",
+        "",
+        "Paired by seed (within a seed every task shares the labelled subsets and the initialisation). Test: exact "
+        "two-sided sign-flip permutation test on the per-seed differences of test accuracy (smallest possible p "
+        "with n seeds: 2/2^n). Holm family: the tasks against one baseline within one protocol at one budget "
+        "(each budget answers its own question); baselines are not tested against each other. "
+        + interval_sentence(set(comp.ci_method) if len(comp) else set(), TEXT, "Intervals", "[-1, 1]"),
+        "",
+    ]
+    extra = n_max >= MIN_T_SEEDS
+    if len(comp) and not extra:
+        lines += [
+            f"Left out at n = {n_max} seeds: the paired t-test p (one degree of freedom: two equal differences "
+            "would read as near-certainty) and the exact Wilcoxon signed-rank p (with n < 3 pairs it equals the "
+            "sign-flip p). Both are in stats.csv.",
+            "",
+        ]
+    head = "| budget | task | n | mean diff [interval] | p sign-flip | p Holm |"
+    head += " p t-test (Holm) | p Wilcoxon (Holm) |" if extra else ""
+    head += " P(improve) | |"
+    for (protocol, base), fam in comp.groupby(["protocol", "baseline"], sort=False) if len(comp) else []:
+        ref = "+".join(REFERENCE) if base == REFERENCE[0] else f"{base}+{protocol}"
+        m, n = int(fam.family_size.max()), int(fam.n.max())
+        lines += [
+            f"## {protocol}: tasks against {ref}",
+            "",
+            f"Holm families of {m} tasks, one per budget; with {'one seed' if n == 1 else f'{n} seeds'} the "
+            "smallest possible p is "
+            f"{min_sign_flip_p(n):.3g}; "
+            f"p < {ALPHA} after Holm needs {seeds_needed(m)} seeds.",
+            "",
+            head,
+            "|---|---|---:|---|---:|---:|" + ("---:|---:|" if extra else "") + "---:|---|",
+        ]
+        for r, pw in zip(fam.itertuples(), fam.p_wilcoxon_holm, strict=True):
+            label = "range " if r.ci_method == "range" else ""
+            ci = f" {label}[{r.ci_low:+.4f}, {r.ci_high:+.4f}]" if r.n > 1 else ""
+            cols = [r.budget, r.task, r.n, f"{r.mean_diff:+.4f}{ci}", f"{r.p_signflip:.3g}", f"{r.p_holm:.3g}"]
+            cols += [f"{r.p_ttest_holm:.3g}", f"{pw:.3g}"] if extra else []
+            key = r.marker if base == REFERENCE[0] else f"{r.marker}_{base}"
+            cols += [f"{r.p_improve:.2f}", TEXT[key] if r.marker else ""]
+            lines.append("| " + " | ".join(str(c) for c in cols) + " |")
+        lines.append("")
+    lines += ["## Rank comparison (cd_diagram.png)", ""]
+    for protocol in protocol_order(df):
+        scores = rank_blocks(df, protocol)
+        note = rank_note(scores, protocol)
+        lines.append(f"- {note}" if note else f"- {protocol}: {len(scores)} seeds x {scores.shape[1]} tasks, drawn.")
+    return "\n".join(lines) + partial_note(df) + "\n"
+
+
+def write_report(df: pd.DataFrame, out: Path, suite: str | None = None, dataset: str | None = None) -> list[Path]:
+    """Write every report file into ``out``; returns the paths written. ``suite`` and ``dataset`` (for titles
+    and captions) override the tidy table's ``suite`` and ``dataset`` columns."""
+    from bench.files import write_atomic
+    from bench.report.figures import write_figures
+    from bench.report.health import health_markdown
+
+    df = df.copy()
+    if suite is not None or "suite" not in df:
+        df["suite"] = suite or ""
+    if dataset is not None or "dataset" not in df:
+        df["dataset"] = dataset or ""
+    out.mkdir(parents=True, exist_ok=True)
+    comp = comparisons(df)
+    files = {
+        "runs.csv": df.to_csv(index=False),
+        "stats.csv": comp.to_csv(index=False),
+        "table.md": markdown_table(df, comp) + "\n",
+        "table.tex": latex_table(df, comp),
+        "stats.md": stats_markdown(comp, df),
+    }
+    health = health_markdown(df)
+    if health is not None:
+        files["health.md"] = health
+    for name, text in files.items():  # each file whole or not at all: a killed report leaves the previous one
+        write_atomic(out / name, text.encode())
+    return [out / n for n in files] + write_figures(df, comp, out)

@@ -1,0 +1,1 @@
+"""Orchestration: the plan and its keys, code identity, staleness, the runner and what one cell computes."""

@@ -1,0 +1,258 @@
+"""What one cell computes: a pretraining (task, seed) or the evaluations of one (task, seed), given the data, the
+device and the runner that records them.
+
+Everything here that decides a number is part ``cells`` of a cell's identity (``bench.identity``): how a task is
+built and seeded, the labels a budget draws, the encoder every protocol receives, which protocol fits what, and
+the one score on the test set. Recording (MLflow), the lease and progress go through the runner passed in.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from rich.progress import Progress
+
+from bench.config.suite import Suite
+from bench.data.budgets import budget_indices
+from bench.data.datasets import Dataset
+from bench.errors import ConfigError
+from bench.files import is_environmental
+from bench.models.encoders import build_encoder
+from bench.protocols.features import extract_features, recalibrate_bn
+from bench.protocols.finetune import finetune
+from bench.protocols.knn import knn_classifier
+from bench.protocols.linear import linear_probe
+from bench.run.plan import Cell
+from bench.store.checkpoints import CheckpointUnusable, checkpoint_path, load_encoder, save_encoder
+from bench.store.client import StoreError
+from bench.store.lease import LeaseLost
+from bench.tasks import TASKS, Task
+from bench.train.health import HealthHook, health_sample
+from bench.train.loop import EpochStats, pretrain
+
+if TYPE_CHECKING:  # the runner and the tuner are passed in; neither decides what a cell computes
+    from bench.protocols.tuning import Tuner
+    from bench.run.runner import Runner
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return torch.device(choice)
+
+
+def draw_labels(suite: Suite, data: Dataset) -> dict[tuple[int, int | str], np.ndarray]:
+    """The labelled subset of every (seed, budget): class-balanced, nested across budgets of one seed."""
+    train_y = data.train_y.numpy()
+    return {(seed, b): budget_indices(train_y, b, seed) for seed in suite.seeds for b in suite.budgets}
+
+
+def build_task(suite: Suite, name: str, seed: int, image_size: int) -> Task:
+    """Task ``name`` on the seeded initial encoder; its head's initialisation depends on the seed only."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        task = TASKS[name](build_encoder(suite.encoder.name, seed), suite.selected_tasks()[name], image_size)
+    task.flip = suite.dataset.flip
+    return task
+
+
+def health_hooks(suite: Suite, task: Task, pool: torch.Tensor, seed: int) -> list[HealthHook]:
+    cfg = suite.pretrain
+    if not cfg.health_every:
+        return []
+    sample = health_sample(pool, cfg.health_images, seed)
+    return [HealthHook(sample, cfg.health_every, cfg.epochs, type(task).eval_input)]
+
+
+def trained_encoder(suite: Suite, task: str, seed: int, source: str, cache, run=None) -> torch.nn.Module:
+    """The encoder (task, seed) produced: its finished pretraining's checkpoint (``run``: that pretraining's
+    MLflow run, whose artifact is the fallback copy), or the seeded initialisation for baselines."""
+    if not TASKS[task].pretrains:
+        return build_encoder(suite.encoder.name, seed)
+    if run is None and not checkpoint_path(cache, source).exists():
+        raise FileNotFoundError(f"the pretraining of {task} seed={seed} has not finished (cell {source})")
+    return load_encoder(cache, source, suite.encoder.name, run)
+
+
+def prepare_encoder(encoder: torch.nn.Module, suite: Suite, data: Dataset, device, task: str, seed: int):
+    """The encoder every protocol of (task, seed) receives: as trained (or initialised), with BatchNorm statistics
+    recalibrated on whole images of the pool if ``evaluation.bn_recalibration``, the same for every task."""
+    cfg = suite.evaluation
+    if not cfg.bn_recalibration:
+        return encoder
+    pool = data.pool_x
+    if len(pool) > cfg.bn_recalibration_images:  # a seeded subset, the same for every task
+        keep = np.random.default_rng(seed).permutation(len(pool))[: cfg.bn_recalibration_images]
+        pool = pool[np.sort(keep)]
+    return recalibrate_bn(encoder, pool, device, TASKS[task].eval_input)
+
+
+def fit(cell: Cell, suite: Suite, data: Dataset, encoder, features, idx, settings, train_x: torch.Tensor, device):
+    """The classifier of one evaluation cell from its budget's labels, and the test inputs it predicts from."""
+    train_y = data.train_y[idx].to(device)
+    if cell.protocol in ("linear", "knn"):
+        train_feats, test_inputs = features
+        if cell.protocol == "linear":
+            return linear_probe(train_feats[idx], train_y, data.num_classes, settings, cell.seed), test_inputs
+        return knn_classifier(train_feats[idx], train_y, data.num_classes, settings), test_inputs
+    prepare = TASKS[cell.task].eval_input
+    fitted = finetune(
+        encoder, train_x[idx], train_y, data.num_classes, settings, cell.seed, prepare=prepare, flip=suite.dataset.flip
+    )
+    return fitted, data.test_x
+
+
+def is_fatal(e: BaseException) -> bool:
+    """Errors of the machine or the store, not of one cell: the run stops instead of failing every cell."""
+    return isinstance(e, (LeaseLost, StoreError)) or is_environmental(e) or "database is locked" in str(e)
+
+
+def failure_reason(e: BaseException) -> str:
+    """One line for a failed cell (its traceback is in the cell's MLflow run, ``traceback.txt``)."""
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    return f"{type(e).__name__}: {first}"
+
+
+@dataclass
+class GroupRun:
+    """Runs the cells of one (task, seed): pretraining at most once, features at most once. Failed cells are
+    recorded in ``failed`` (label -> reason) and the group goes on; fatal errors (``is_fatal``) propagate."""
+
+    runner: Runner
+    data: Dataset
+    train_x: torch.Tensor
+    labels: dict
+    device: torch.device
+    progress: Progress
+    bar: int
+    failed: dict
+    tuner: Tuner
+
+    def run(self, task: str, seed: int, cells: list[Cell]) -> None:
+        pre = next((c for c in cells if c.kind == "pretrain"), None)
+        evals = [c for c in cells if c.kind == "eval"]
+        try:
+            if pre is not None:
+                self._pretrain(pre)
+        except Exception as e:  # noqa: BLE001 - a failed cell is recorded and the sweep goes on
+            if is_fatal(e):  # a full disk, a read-only folder, a lost lease: every later cell would fail too
+                raise
+            reason = failure_reason(e)
+            for c in cells:
+                self.failed[c.label] = reason if c is pre else f"not run: pretraining failed ({reason})"
+                self.progress.advance(self.bar)
+            return
+        if not evals:
+            return
+        try:
+            # Always the checkpoint as saved, never the object pretraining left (its weights are channels_last,
+            # which takes other kernels): an evaluation gives the same numbers whether it runs right after
+            # pretraining or in a later invocation.
+            try:
+                encoder = self.runner.prepared_encoder(task, seed)
+            except CheckpointUnusable as e:
+                if pre is not None:
+                    raise
+                encoder = self._pretrain_again(task, seed, str(e))
+        except Exception as e:  # noqa: BLE001
+            if is_fatal(e):
+                raise
+            reason = failure_reason(e)
+            for c in evals:
+                self.failed[c.label] = f"not run: no encoder ({reason})"
+                self.progress.advance(self.bar)
+            return
+        prepare = TASKS[task].eval_input
+        features = None
+        for cell in evals:
+            self.progress.update(self.bar, description=cell.label)
+            try:
+                if cell.protocol in ("linear", "knn") and features is None:
+                    start = time.perf_counter()
+                    features = (
+                        extract_features(encoder, self.train_x, self.device, prepare=prepare),
+                        extract_features(encoder, self.data.test_x, self.device, prepare=prepare),
+                        time.perf_counter() - start,
+                    )
+                self._evaluate(cell, encoder, features)
+            except Exception as e:  # noqa: BLE001
+                if is_fatal(e):
+                    raise
+                self.failed[cell.label] = failure_reason(e)
+            self.progress.advance(self.bar)
+
+    def _pretrain_again(self, task: str, seed: int, why: str) -> torch.nn.Module:
+        """The finished pretraining of (task, seed) left no usable checkpoint: its run is marked FAILED (it no
+        longer counts as done) and the cell pretrains again."""
+        runner = self.runner
+        cell = next(c for c in runner.cells if c.kind == "pretrain" and c.task == task and c.seed == seed)
+        self.progress.console.print(f"  {cell.label}: {why}; pretraining again", highlight=False)
+        runner.tracker.invalidate(cell.key, f"checkpoint unusable: {why}")
+        self.progress.update(self.bar, total=self.progress.tasks[self.bar].total + 1)
+        self._pretrain(cell)
+        return runner.prepared_encoder(task, seed)
+
+    def _pretrain(self, cell: Cell) -> torch.nn.Module:
+        suite = self.runner.suite
+        self.runner.check_lease()
+        self.progress.update(self.bar, description=cell.label)
+        console = self.progress.console
+        task = build_task(suite, cell.task, cell.seed, self.data.image_size)
+        epochs = suite.pretrain.epochs
+        tracker = self.runner.tracker
+        with tracker.pretrain_run(cell, task, suite, self.data) as log:
+
+            def on_epoch(s: EpochStats) -> None:
+                self.runner.check_lease()  # a lost lease stops pretraining within an epoch
+                log.epoch(s)
+                console.print(
+                    f"  {cell.task} seed={cell.seed} epoch {s.epoch}/{epochs}  loss {s.loss:.4f}  "
+                    f"{s.images_per_s:,.0f} img/s  {s.seconds:.1f} s"
+                )
+
+            start = time.perf_counter()
+            pool = self.data.pool_x.to(self.device)
+            partial = checkpoint_path(self.runner.cache, cell.key).with_suffix(".partial.pt")
+            if partial.exists():
+                console.print(f"  {cell.label}: resuming from the state saved by an interrupted run")
+            say = lambda text: console.print(f"  {text}", highlight=False)  # noqa: E731
+            hooks = health_hooks(suite, task, self.data.pool_x, cell.seed)
+            history = pretrain(
+                task, pool, suite.pretrain, cell.seed, on_epoch, state_path=partial, say=say, hooks=hooks
+            )
+            self.runner.check_lease()  # before touching files another holder may now own
+            path, stamp = save_encoder(task.encoder, self.runner.cache, cell.key)
+            partial.unlink(missing_ok=True)
+            mean_rate = float(np.mean([h.images_per_s for h in history])) if history else 0.0
+            log.done(path, stamp, time.perf_counter() - start, mean_rate)
+        self.progress.advance(self.bar)
+        return task.encoder
+
+    def _evaluate(self, cell: Cell, encoder: torch.nn.Module, features) -> None:
+        suite, data = self.runner.suite, self.data
+        idx = self.labels[(cell.seed, cell.budget)]
+        self.runner.check_lease()
+        hparams, hp_source = self.tuner.params(cell.task, cell.protocol, cell.budget)
+        settings = suite.protocol_settings(cell.protocol, hparams)
+        with self.runner.tracker.eval_run(cell, suite, settings, hparams, hp_source, idx) as log:
+            start = time.perf_counter()
+            seconds = {}
+            if features is not None and cell.protocol in ("linear", "knn"):
+                seconds["feature_extract_s"] = features[2]
+            fitted, test_inputs = fit(
+                cell, suite, data, encoder, features and features[:2], idx, settings, self.train_x, self.device
+            )
+            seconds["fit_s"] = time.perf_counter() - start
+            # The only place test labels are read: one score per cell, after every choice has been made.
+            test_acc = data.score(fitted.predict(test_inputs))
+            seconds["wall_s"] = time.perf_counter() - start
+            log.done(fitted, test_acc, seconds)
+        self.progress.console.print(f"  {cell.label}: test_acc {test_acc:.4f}")

@@ -1,0 +1,342 @@
+"""Identity of a cell by component: the versions of the code parts it uses, and the environment it ran in.
+
+Each part of bench that can change a number has a version (``PARTS`` below; a task's is its class attribute
+``version``). A cell's key holds the versions of the parts it uses, so an edit renews a cell only when the
+version of a part it uses moves; a comment, a docstring, a refactor or a moved function renew nothing.
+
+What keeps this honest is the lock (``bench/run/identity.lock``), which pins each part's normalised digest (its
+modules' syntax trees without docstrings, comments and formatting) beside its version. ``check_lock`` fails when
+a digest moved while its version stayed, and says what to do: bump the version (behaviour changed: the cells
+using that part go stale), or, when the golden check (``bench.golden``) shows every output unchanged, record
+the new digest with ``python -m bench identity --update`` (a refactor: nothing goes stale).
+
+Which parts a cell uses: the parts it calls directly (``cell_parts``), and every part their modules import,
+transitively (static imports of ``bench`` modules; modules in ``NOT_NUMERIC`` are not followed, nor the imports
+of ``cells``, which calls every part: which of them a cell uses is what ``cell_parts`` says).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import importlib.util
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1]  # bench/
+LOCK = Path(__file__).resolve().parent / "identity.lock"
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    version: int
+    modules: tuple[str, ...]
+    what: str
+
+
+# The parts of bench that decide numbers. Bump a version when its part computes something else.
+PARTS = (
+    Part(
+        "cells", 1, ("bench.run.cells",), "what one cell computes: seeds, encoders given to protocols, the test score"
+    ),
+    Part(
+        "train", 1, ("bench.train.loop", "bench.train.optim"), "the pretraining loop, optimisers, schedules, autocast"
+    ),
+    Part("reference", 1, ("bench.augment.reference",), "lightly's per-image pipeline in DataLoader workers"),
+    Part("augment", 1, ("bench.augment.ops",), "batched on-device image operations (crops, flips, colour, tiles)"),
+    Part("views", 1, ("bench.augment.views",), "the joint-embedding tasks' views, lightly's transform parameters"),
+    Part(
+        "data",
+        1,
+        ("bench.data.budgets", "bench.data.datasets", "bench.data.imagefolder"),
+        "decoding, pool, subsets and nested label budgets",
+    ),
+    Part("encoders", 1, ("bench.models.encoders",), "encoder architectures and their seeded initialisation"),
+    Part("checkpoints", 1, ("bench.store.checkpoints",), "how an encoder is saved and loaded"),
+    Part("tasks", 1, ("bench.tasks.base",), "what every task is: evaluation input, hooks of the loop"),
+    Part("tasks.joint", 1, ("bench.tasks.joint",), "two-view tasks: views, momentum encoders"),
+    Part("tasks.dense", 1, ("bench.tasks.dense",), "the decoder of the dense prediction tasks"),
+    Part(
+        "protocols",
+        1,
+        (
+            "bench.protocols.features",
+            "bench.protocols.finetune",
+            "bench.protocols.knn",
+            "bench.protocols.linear",
+            "bench.protocols.validation",
+        ),
+        "linear, kNN, fine-tuning, in-budget validation",
+    ),
+    Part("tuning", 1, ("bench.protocols.tuning",), "Optuna studies on in-budget validation labels"),
+    Part("health", 1, ("bench.train.health",), "RankMe and the collapse signal during pretraining"),
+)
+
+# Modules that cannot change a number, with the reason; their imports are not followed. A name ending in ".*"
+# covers every module of that sub-package that no part owns.
+NOT_NUMERIC = {
+    "bench.__init__": "public names and the version string",
+    "bench.__main__": "command line",
+    "bench.cli": "command line",
+    "bench.errors": "the kinds of error and their exit codes",
+    "bench.files": "how files are written, not what they hold",
+    "bench.registry": "finds tasks, protocols, encoders and datasets by name",
+    "bench.api": "the public functions: load a suite, run it, write its report",
+    "bench.config.*": "the suite schema: resolved values are in every key",
+    "bench.tasks.__init__": "the task registry",
+    "bench.augment.__init__": "package",
+    "bench.data.__init__": "package",
+    "bench.models.__init__": "package",
+    "bench.train.__init__": "package",
+    "bench.protocols.__init__": "the protocol registry",
+    "bench.run.*": "plans, keys, identities, orchestration and the golden check: decide which cells run, not what"
+    " they compute (bench.run.cells is a part)",
+    "bench.store.*": "MLflow conventions, leases, the store client, UI addresses: where results are stored, not "
+    "what they are (bench.store.checkpoints is a part)",
+    "bench.report.*": "tables, statistics and figures from finished runs",
+    "bench.cluster.*": "dispatches cells (bench.run.cells) to Ray workers, starts services, measures their cost; "
+    "tuning parallelism is in the keys",
+    "bench.tools.*": "throughput and parity measurements, no cells",
+}
+
+# Numeric libraries whose results decide cells, at the granularity bench assumes stable (major.minor):
+# a patch release is taken not to change numbers.
+LIBRARIES = ("torch", "torchvision", "lightly", "numpy", "scikit-learn")
+TUNING_LIBRARIES = ("optuna",)
+
+
+# ---------------------------------------------------------------------------------------------- parts
+
+
+def task_part(task: type) -> Part:
+    return Part(f"task.{task.name}", task.version, (task.__module__,), task.summary)
+
+
+def all_parts() -> dict[str, Part]:
+    from bench.tasks import TASKS
+
+    parts = {p.name: p for p in PARTS}
+    parts |= {f"task.{t.name}": task_part(t) for t in TASKS.values()}
+    return parts
+
+
+def module_path(module: str) -> Path:
+    if module.startswith("bench."):
+        parts = module.split(".")[1:]
+        if parts[-1] == "__init__":
+            return PACKAGE.joinpath(*parts[:-1], "__init__.py")
+        file = PACKAGE.joinpath(*parts).with_suffix(".py")
+        return file if file.exists() else PACKAGE.joinpath(*parts, "__init__.py")
+    found = sys.modules.get(module)
+    origin = getattr(found, "__file__", None) or importlib.util.find_spec(module).origin
+    return Path(origin)
+
+
+def all_modules() -> list[str]:
+    """Every module of the package, as dotted names (``bench.tasks.__init__`` for the sub-package)."""
+    return [".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts) for p in sorted(PACKAGE.rglob("*.py"))]
+
+
+def _is_module(name: str) -> bool:
+    return name.endswith(".__init__") or module_path(name).exists()
+
+
+@functools.cache
+def imports(module: str) -> tuple[str, ...]:
+    """The bench modules ``module`` imports (absolute imports; ``typing.TYPE_CHECKING`` blocks not counted)."""
+    tree = ast.parse(module_path(module).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            node.body = []
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "bench":
+            names = [node.module] + [
+                f"{node.module}.{a.name}" for a in node.names if _is_module(f"{node.module}.{a.name}")
+            ]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        for name in names:
+            if name == "bench":
+                name = "bench.__init__"
+            if name.startswith("bench.") and _is_module(name):
+                is_package = module_path(name).name == "__init__.py" and not name.endswith(".__init__")
+                found.add(f"{name}.__init__" if is_package else name)
+    return tuple(sorted(found))
+
+
+def owner(module: str, parts: dict[str, Part]) -> str | None:
+    return next((p.name for p in parts.values() if module in p.modules), None)
+
+
+def uses(names: set[str], parts: dict[str, Part] | None = None) -> dict[str, int]:
+    """part -> version of ``names`` and every part their modules import, transitively."""
+    parts = parts or all_parts()
+    seen: set[str] = set()
+    stack = list(names)
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name == "cells":  # it calls every part; which ones a cell uses is what cell_parts says
+            continue
+        for module in parts[name].modules:
+            for imported in imports(module):
+                part = owner(imported, parts)
+                if part is not None and part not in seen:
+                    stack.append(part)
+    return {n: parts[n].version for n in sorted(seen)}
+
+
+def cell_parts(suite, kind: str, task: type, tuned: bool = False) -> set[str]:
+    """The parts a cell calls directly. A pretraining: the loop, its task, health if measured. An evaluation:
+    the protocols, its task's evaluation input, tuning if its hyperparameters come from a study."""
+    direct = {"cells", "data", "encoders", "checkpoints", f"task.{task.name}"}
+    if kind == "pretrain":
+        direct |= {"train"} | ({"health"} if suite.pretrain.health_every else set())
+        if suite.pretrain.augment == "lightly":
+            direct.add("reference")
+    else:
+        direct |= {"protocols"} | ({"tuning"} if tuned else set())
+    return direct
+
+
+# ---------------------------------------------------------------------------------------------- environment
+
+
+def minor(version: str) -> str:
+    return ".".join(version.split("+")[0].split(".")[:2])
+
+
+def library_versions(names: tuple[str, ...]) -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {name: minor(version(name)) for name in names}
+
+
+def plan_environment(suite, threads: int | None = None) -> dict:
+    """What decides numbers about where cells run: device kind and precision (bf16 autocast on CUDA), the CPU
+    thread count (CPU reductions depend on it), and the numeric libraries' versions. ``device = "auto"``
+    resolves on this machine; "cuda" plans for CUDA even where there is none (a report from a laptop)."""
+    import torch
+
+    device = suite.device if suite.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    env: dict = {"device": device, "precision": "bf16-autocast" if device == "cuda" else "fp32"}
+    if device == "cpu":
+        env["threads"] = threads or torch.get_num_threads()
+    return env | {"libraries": library_versions(LIBRARIES)}
+
+
+# ---------------------------------------------------------------------------------------------- digests
+
+
+class _Normalise(ast.NodeTransformer):
+    """Docstrings out, and a task class's own ``version = N`` (the version is pinned beside the digest)."""
+
+    def _body(self, node):
+        self.generic_visit(node)
+        body = node.body
+        if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
+            if isinstance(body[0].value.value, str):
+                body = body[1:]
+        if isinstance(node, ast.ClassDef):
+            body = [s for s in body if not _is_version(s)]
+        node.body = body or [ast.Pass()]
+        return node
+
+    visit_Module = visit_ClassDef = visit_FunctionDef = visit_AsyncFunctionDef = _body
+
+
+def _is_version(statement: ast.stmt) -> bool:
+    targets = statement.targets if isinstance(statement, ast.Assign) else [getattr(statement, "target", None)]
+    return isinstance(statement, (ast.Assign, ast.AnnAssign)) and [getattr(t, "id", "") for t in targets] == ["version"]
+
+
+def normalised(source: str) -> str:
+    """The syntax tree of ``source`` without docstrings, comments, formatting or a class's ``version``."""
+    return ast.dump(_Normalise().visit(ast.parse(source)), include_attributes=False)
+
+
+def part_digest(part: Part) -> str:
+    text = "\n".join(f"{m}\n{normalised(module_path(m).read_text())}" for m in sorted(part.modules))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------- the lock
+
+
+def current_lock() -> dict:
+    return {
+        name: {"version": p.version, "digest": part_digest(p), "modules": list(p.modules)}
+        for name, p in sorted(all_parts().items())
+        if all(m.startswith("bench.") for m in p.modules)  # a plug-in's source is its own identity
+    }
+
+
+def read_lock(path: Path = LOCK) -> dict:
+    return json.loads(path.read_text())["parts"] if path.exists() else {}
+
+
+def write_lock(path: Path = LOCK) -> dict:
+    parts = current_lock()
+    text = json.dumps({"parts": parts}, indent=1, sort_keys=True) + "\n"
+    path.write_text(text)
+    return parts
+
+
+HOW = (
+    "if its outputs changed, bump its version ({where}): the cells using it go stale; if `nox -s golden` shows "
+    "every output unchanged (a refactor), record the new digest with `python -m bench identity --update`: "
+    "nothing goes stale"
+)
+
+
+def where(name: str) -> str:
+    if name.startswith("task."):
+        return f"`version` of the task class in {module_path(all_parts()[name].modules[0]).name}"
+    return f"Part({name!r}, ...) in bench/run/identity.py"
+
+
+def check_lock(path: Path = LOCK) -> list[str]:
+    """What differs between the code and the lock, one line each, with what to do; empty when they agree."""
+    locked, now = read_lock(path), current_lock()
+    problems = []
+    for name in sorted(set(locked) | set(now)):
+        old, new = locked.get(name), now.get(name)
+        if old is None:
+            problems.append(f"part {name} is new: record it with `python -m bench identity --update`")
+        elif new is None:
+            problems.append(f"part {name} is gone: `python -m bench identity --update` drops it from the lock")
+        elif new["version"] != old["version"]:
+            problems.append(
+                f"part {name} is version {new['version']}, the lock has {old['version']}: record it with "
+                "`python -m bench identity --update` (and the golden outputs it changed)"
+            )
+        elif new["digest"] != old["digest"] or new["modules"] != old["modules"]:
+            modules = ", ".join(str(module_path(m).relative_to(PACKAGE.parent)) for m in new["modules"])
+            problems.append(
+                f"part {name} ({modules}) changed since the lock but is still version {new['version']}: "
+                + HOW.format(where=where(name))
+            )
+    return problems
+
+
+def unclassified() -> list[str]:
+    """Modules of the package in no part and not declared unable to change a number."""
+    owned = {m for p in all_parts().values() for m in p.modules}
+    return [m for m in all_modules() if m not in owned and not_numeric(m) is None]
+
+
+def not_numeric(module: str) -> str | None:
+    """Why ``module`` cannot change a number (``NOT_NUMERIC``), or None when it is not declared so."""
+    if module in NOT_NUMERIC:
+        return NOT_NUMERIC[module]
+    package = module.removesuffix(".__init__") if module.endswith(".__init__") else module.rsplit(".", 1)[0]
+    return NOT_NUMERIC.get(f"{package}.*")

@@ -1,0 +1,157 @@
+"""The one training loop every pretext task shares: a plain PyTorch loop over a uint8 image tensor that lives on
+the training device, cosine schedule with linear warm-up, bf16 autocast on CUDA, per-epoch callback."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import astuple, dataclass, field
+from pathlib import Path
+
+import torch
+
+from bench.augment.reference import default_workers, epoch_batches
+from bench.config.sections import PretrainConfig
+from bench.files import torch_bytes, write_atomic
+from bench.tasks.base import Task
+from bench.train.optim import NonFiniteLoss, autocast, make_optimizer, warmup_cosine
+
+
+@dataclass
+class EpochStats:
+    epoch: int  # 1-based
+    loss: float  # mean over the epoch's steps
+    seconds: float
+    images_per_s: float  # source images (not views) per second
+    measures: dict[str, float] = field(default_factory=dict)  # what the hooks measured after this epoch
+
+
+class EpochHook:
+    """Measures taken from the training loop after an epoch (``bench.health``). A hook reads the task; it must
+    not change parameters, buffers or random streams. Its measures are saved with the training state, so a
+    resumed run reports them for the epochs it replays."""
+
+    def __call__(self, epoch: int, task: Task) -> dict[str, float]:
+        raise NotImplementedError
+
+
+def pretrain(
+    task: Task,
+    images: torch.Tensor,
+    cfg: PretrainConfig,
+    seed: int,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+    state_path: Path | None = None,
+    say: Callable[[str], None] = print,
+    hooks: Sequence[EpochHook] = (),
+) -> list[EpochStats]:
+    """Train ``task`` (encoder and head) on uint8 ``images`` (N, 3, H, W), already on the training device.
+
+    With ``state_path``, the full training state (weights, optimiser, schedule, random generator, history) is
+    saved there at most every ``cfg.checkpoint_every_s`` seconds, and a run killed part-way resumes from it:
+    the resumed run gives the same weights as an uninterrupted one. ``on_epoch`` is called for every epoch,
+    replayed ones included, so the caller's log holds the whole curve. After every trained epoch each of
+    ``hooks`` measures the task; the measures are in that epoch's ``EpochStats.measures``. An unreadable saved
+    state is moved aside (``say`` tells why) and training starts over.
+    """
+    device = images.device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    task.to(device).to(memory_format=torch.channels_last).train()
+    n = len(images)
+    batch = min(cfg.batch_size, n)
+    steps = n // batch  # the last partial batch is dropped: BatchNorm and contrastive losses want full batches
+    reference = cfg.augment == "lightly"
+    if reference:
+        transform = task.reference_transform()
+        if transform is None:
+            raise ValueError(f"task {task.name!r} has no reference pipeline; use pretrain.augment = 'device'")
+        host_images = images.permute(0, 2, 3, 1).cpu().numpy()  # (N, H, W, 3) for PIL
+        workers = cfg.workers if cfg.workers is not None else default_workers()
+    opt = make_optimizer(task.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+    sched = warmup_cosine(opt, steps * cfg.epochs, round(cfg.warmup_epochs * steps))
+    history: list[EpochStats] = []
+    state = _saved_state(state_path, device, say) if state_path is not None else None
+    if state is not None:
+        task.load_state_dict(state["task"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"].cpu())
+        history = [EpochStats(int(e), *v) for e, *v in state["history"]]
+        for h in history:
+            if on_epoch:
+                on_epoch(h)
+    if cfg.compile:
+        task.encoder.compile()  # in place: parameter names, checkpoints and momentum copies are unchanged
+    try:
+        saved_at = time.monotonic()
+        for epoch in range(len(history) + 1, cfg.epochs + 1):
+            start = time.perf_counter()
+            task.on_epoch_start(epoch, cfg.epochs)
+            if reference:
+                batches = epoch_batches(host_images, transform, batch, seed, epoch, workers, device.type == "cuda")
+            else:
+                order = torch.randperm(n, device=device, generator=gen)
+                batches = (images[order[step * batch : (step + 1) * batch]] for step in range(steps))
+            total = torch.zeros((), device=device)
+            for step, item in enumerate(batches):
+                with autocast(device):
+                    if reference:
+                        loss = task.loss_views(*(v.to(device, non_blocking=True) for v in item))
+                    else:
+                        loss = task.loss(item, gen)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                task.after_step((epoch - 1) * steps + step + 1, steps * cfg.epochs)
+                total += loss.detach().float()
+            mean = (total / steps).item()  # one host sync per epoch
+            if not math.isfinite(mean):
+                raise NonFiniteLoss(f"pretraining loss became {mean} in epoch {epoch}")
+            seconds = time.perf_counter() - start
+            measures: dict[str, float] = {}
+            for hook in hooks:
+                measures |= hook(epoch, task)
+            history.append(EpochStats(epoch, mean, seconds, steps * batch / seconds, measures))
+            if state_path is not None and epoch < cfg.epochs and time.monotonic() - saved_at >= cfg.checkpoint_every_s:
+                _save_state(state_path, task, opt, sched, gen, history)
+                saved_at = time.monotonic()
+            if on_epoch:
+                on_epoch(history[-1])
+    finally:
+        if cfg.compile:
+            task.encoder._compiled_call_impl = None  # evaluation runs eager: other batch shapes, no recompiles
+    return history
+
+
+def _saved_state(path: Path, device: torch.device, say: Callable[[str], None]) -> dict | None:
+    """The state an interrupted run saved, or None (none saved, or unreadable: then it is moved aside and
+    training starts over, which gives the same result as an uninterrupted run)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any damage means: start over
+        aside = path.with_name(path.name + ".unreadable")
+        os.replace(path, aside)
+        say(
+            f"{path}: the saved training state is unreadable ({type(e).__name__}); moved to {aside.name}, training "
+            "this cell from the start"
+        )
+        return None
+
+
+def _save_state(path: Path, task, opt, sched, gen, history: list[EpochStats]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "task": task.state_dict(),
+        "opt": opt.state_dict(),
+        "sched": sched.state_dict(),
+        "gen": gen.get_state(),
+        "history": [list(astuple(h)) for h in history],
+    }
+    write_atomic(path, torch_bytes(state))  # a kill during the save leaves the previous state intact

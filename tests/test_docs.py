@@ -1,0 +1,46 @@
+"""The manual builds without a warning, its configuration reference is generated from the schema, and the README
+stays a quickstart that keeps CI's test command."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("mkdocs") is None,
+    reason="mkdocs is not installed (pip install -e '.[docs]', or the dev extra)",
+)
+def test_docs_build_strict_with_a_generated_configuration_reference(tmp_path: Path) -> None:
+    from bench.config import Suite
+
+    site = tmp_path / "site"
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, f"mkdocs build --strict failed:\n{done.stderr}\n{done.stdout}"
+
+    page = (site / "reference" / "config" / "index.html").read_text(encoding="utf-8")
+    assert "config-reference" not in page, "the hook left its marker: the reference was not generated"
+    fields = Suite.model_fields
+    nested = [name for name, field in fields.items() if hasattr(field.annotation, "model_fields")]
+    assert len(fields) >= 5 and nested, "Suite has fewer fields than this test expects"
+    for name in [*list(fields)[:5], *nested]:
+        assert f"<code>{name}</code>" in page, f"suite key {name!r} is missing from the configuration reference"
+    for section in nested:  # each nested section's own keys, read from its model
+        for key in list(fields[section].annotation.model_fields)[:3]:
+            assert f"<code>{key}</code>" in page, f"key {section}.{key} is missing from the configuration reference"
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 200, "README.md is a quickstart: at most 200 lines (the manual is docs/)"
+    assert "nox -s tests" in readme, "README.md must keep the test command CI runs: nox -s tests"
