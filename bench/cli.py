@@ -292,12 +292,12 @@ def interrupt_on_sigterm() -> Iterator[None]:
 
 
 def run_command(command, console: Console) -> int:
-    """Run a command; every error a user can meet ends in one line and an exit code: 2 for input to fix (the
-    suite, the data, the store, the results folder), 3 when another invocation holds the suite, 130 when
-    interrupted. Anything else is a bug: one line, and its traceback in a file named there."""
+    """Run a command; every error a user can meet (``bench.errors.UserError``) ends in one line and its kind's
+    exit code: 2 for input to fix (the suite, the data, the store, the results folder), 3 when another
+    invocation holds the suite, 1 when it took the suite over; 130 when interrupted. Anything else is a bug: one
+    line, and its traceback in a file named there."""
+    from bench.errors import UserError
     from bench.files import describe_environmental, is_environmental
-    from bench.store.client import StoreError, explain
-    from bench.store.lease import LeaseBusy, LeaseLost
 
     def fail(message: str, code: int) -> int:
         console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
@@ -308,19 +308,18 @@ def run_command(command, console: Console) -> int:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]; rerun to resume (finished cells are kept)", highlight=False)
         return 130
-    except (ConfigError, StoreError) as e:
-        return fail(str(e), 2)
-    except LeaseBusy as e:
-        return fail(str(e), 3)
-    except LeaseLost as e:
-        return fail(str(e), 1)
+    except UserError as e:
+        return fail(str(e), e.exit_code)
     except Exception as e:  # noqa: BLE001 - the last line of defence: no traceback on the console
         if is_environmental(e):
             return fail(describe_environmental(e), 2)
-        if "database is locked" in str(e):  # the store, busy with another program for longer than sqlite waits
-            import mlflow
+        import mlflow
 
-            return fail(explain(mlflow.get_tracking_uri(), e), 2)
+        from bench.store.client import store_failure
+
+        failure = store_failure(e, mlflow.get_tracking_uri())
+        if failure is not None:
+            return fail(str(failure), failure.exit_code)
         first = (str(e).strip().splitlines() or [""])[0][:300]
         log = Path(tempfile.gettempdir()) / f"bench-error-{os.getpid()}.txt"
         try:

@@ -11,14 +11,12 @@ from pathlib import Path
 
 import torch
 
+from bench.errors import OutputError
+
 # errors of the machine, not of a cell: the run stops with one line instead of failing every cell in turn
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 ENVIRONMENT_TEXTS = ("database or disk is full", "readonly database", "disk I/O error", "No space left on device")
 FULL_TEXTS = ("database or disk is full", "No space left on device")
-
-
-class OutputError(RuntimeError):
-    """A file could not be written; the message names it and says what to do."""
 
 
 def inside(root: str | Path, *parts: str) -> Path:

@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.cli import main
 from bench.config.load import load_suite
-from bench.errors import ConfigError
+from bench.errors import ConfigError, ServiceError
 
 from .conftest import ROOT, SMOKE
 
@@ -177,7 +177,7 @@ def test_service_tests_in_a_loopback_only_namespace():
 
     try:
         pg_bin("initdb")
-    except ConfigError:
+    except ServiceError:
         pytest.skip("PostgreSQL is not installed (.ci/run installs it: apt-get install postgresql)")
     inner = f"ip link set lo up && exec {sys.executable} -m pytest -q -x -p no:cacheprovider {__file__} -m netns"
     done = subprocess.run(
@@ -374,12 +374,12 @@ def test_a_worker_whose_data_differs_refuses_naming_the_node_and_the_path(servic
     with pytest.raises(ray_instance.exceptions.RayTaskError) as caught:
         ray_instance.get(ray_instance.remote(run_cells).remote(job, "scratch", 0, []))
     cause = caught.value.cause
-    assert isinstance(cause, ConfigError)
+    assert isinstance(cause, ServiceError)
     assert "node 127.0.0.1" in str(cause) and "is not the driver's" in str(cause) and "BENCH_DATA" in str(cause)
     # a worker whose libraries differ from what the driver planned with refuses too, naming what differs
     job = job | {"id": "y", "environment": job["environment"] | {"libraries": {"torch": "0.1"}}}
     with pytest.raises(ray_instance.exceptions.RayTaskError) as caught:
         ray_instance.get(ray_instance.remote(run_cells).remote(job, "scratch", 0, []))
     cause = caught.value.cause
-    assert isinstance(cause, ConfigError) and "another environment than the driver planned" in str(cause)
+    assert isinstance(cause, ServiceError) and "another environment than the driver planned" in str(cause)
     assert "libraries" in str(cause) and "install the driver's library versions" in str(cause)

@@ -5,7 +5,7 @@ from PIL import Image
 from bench.config.sections import DatasetConfig
 from bench.data.budgets import budget_indices
 from bench.data.datasets import load_dataset
-from bench.errors import ConfigError
+from bench.errors import DataError
 from bench.protocols.validation import split_train_val, validation_folds
 
 LABELS = np.repeat(np.arange(10), 50)  # 500 images, 10 classes
@@ -30,9 +30,9 @@ def test_budgets_are_nested_within_a_seed_and_deterministic():
 
 def test_full_budget_and_impossible_budgets():
     assert len(budget_indices(LABELS, "full", 0)) == 500
-    with pytest.raises(ConfigError, match="smaller than the number of classes"):
+    with pytest.raises(DataError, match="smaller than the number of classes"):
         budget_indices(LABELS, 5, 0)
-    with pytest.raises(ConfigError, match="exceeds"):
+    with pytest.raises(DataError, match="exceeds"):
         budget_indices(LABELS, 501, 0)
 
 
@@ -85,7 +85,7 @@ def test_imagefolder_is_decoded_once_and_cached(tmp_path):
 
 
 def test_missing_data_says_where_it_looked(tmp_path):
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(DataError) as err:
         load_dataset(DatasetConfig(name="imagefolder", root=str(tmp_path / "nowhere")))
     assert "nowhere" in str(err.value) and "train/<class>" in str(err.value)
 
@@ -103,7 +103,7 @@ def test_failed_download_says_where_it_looked_and_how_to_supply_data(tmp_path, m
             raise RuntimeError("Dataset not found or corrupted")
 
     monkeypatch.setattr(tvd, "CIFAR10", Offline)
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(DataError) as err:
         load_dataset(DatasetConfig(name="cifar10", root=str(tmp_path)))
     msg = str(err.value)
     assert calls == [False, True]  # looked on disk first, downloaded only then

@@ -10,7 +10,7 @@ from PIL import Image
 
 from bench.config.sections import DatasetConfig
 from bench.data.datasets import load_dataset
-from bench.errors import ConfigError
+from bench.errors import DataError
 
 
 def _save(path: Path, seed: int, size: int | tuple[int, int] = 8, fmt: str | None = None) -> None:
@@ -42,7 +42,7 @@ def _cache_stamp(root: Path) -> tuple[int, int]:
 
 
 def _refusal(root: Path, **kw) -> str:
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(DataError) as err:
         _load(root, **kw)
     msg = str(err.value)
     assert "\n" not in msg, msg

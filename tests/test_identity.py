@@ -142,7 +142,8 @@ def test_the_tuning_library_and_tuning_parallelism_are_in_tuned_keys_only(monkey
     before = keys(tuned)
     real = identity.library_versions
     monkeypatch.setattr(
-        "bench.run.plan.library_versions", lambda names: {n: "99.0" for n in names} if "optuna" in names else real(names)
+        "bench.run.plan.library_versions",
+        lambda names: {n: "99.0" for n in names} if "optuna" in names else real(names),
     )
     after = keys(tuned)
     assert {k for k in before if before[k] != after[k]} == {k for k in before if k[3] == 8 and k[4] == "finetune"}

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.errors import ConfigError
+from bench.errors import ServiceError
 
 DATABASES = ("mlflow", "optuna")
 USER = "bench"  # the PostgreSQL role owning both databases
@@ -40,7 +40,7 @@ def pg_bin(name: str) -> str:
     versions = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: int(p.parts[-3]))
     if versions:
         return str(versions[-1])
-    raise ConfigError(f"PostgreSQL is not installed (no {name!r}); install it with: apt-get install postgresql")
+    raise ServiceError(f"PostgreSQL is not installed (no {name!r}); install it with: apt-get install postgresql")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -57,7 +57,7 @@ def _service_user() -> str | None:
         with contextlib.suppress(KeyError):
             pwd.getpwnam(name)
             return name
-    raise ConfigError("running as root and no unprivileged user (postgres, nobody) exists to run PostgreSQL as")
+    raise ServiceError("running as root and no unprivileged user (postgres, nobody) exists to run PostgreSQL as")
 
 
 def _wait_until(ready, what: str, timeout_s: float, log: Path) -> None:
@@ -116,7 +116,7 @@ class Postgres:
         self.socket_dir.mkdir(exist_ok=True)
         self.socket_dir.chmod(0o700)  # its socket lets the owner in without a password
         if len(str(self.socket_dir)) > 90:
-            raise ConfigError(
+            raise ServiceError(
                 f"{self.folder}: too deep for PostgreSQL's socket (over 90 characters); use --dir with a shorter path"
             )
         password = self.folder / "password"
@@ -130,7 +130,7 @@ class Postgres:
                 os.chown(path, record.pw_uid, record.pw_gid)
         password.chmod(0o600)
         if user and self._as_user(["test", "-x", str(self.folder)]).returncode != 0:
-            raise ConfigError(
+            raise ServiceError(
                 f"{self.folder}: PostgreSQL runs as {user!r}, who cannot reach this folder (a parent folder is "
                 "private); choose a folder under one it can enter, e.g. --dir /srv/bench"
             )

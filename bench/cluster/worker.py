@@ -16,7 +16,7 @@ from rich.progress import Progress
 from bench.cluster.connect import RayPlanning, _ray
 from bench.cluster.studies import SharedTuner
 from bench.config.suite import Suite
-from bench.errors import ConfigError
+from bench.errors import ServiceError
 from bench.run.cells import GroupRun, resolve_device
 from bench.run.runner import Runner
 from bench.store.lease import verify
@@ -39,7 +39,7 @@ class WorkerRunner(Runner):
                 k for k in sorted(set(self.environment) | set(planned)) if self.environment.get(k) != planned.get(k)
             ]
             what = ", ".join(f"{k} {self.environment.get(k)} here, {planned.get(k)} planned" for k in differ)
-            raise ConfigError(
+            raise ServiceError(
                 f"node {node} ({socket.gethostname()}): cells here would run under another environment than the "
                 f"driver planned ({what}); set device = 'cpu' or 'cuda' in the suite and install the driver's "
                 "library versions on every node"
@@ -47,14 +47,14 @@ class WorkerRunner(Runner):
         if self.data.identity != job["identity"]:
             from bench.data.datasets import data_root
 
-            raise ConfigError(
+            raise ServiceError(
                 f"node {node} ({socket.gethostname()}): the data under {data_root(suite.dataset)} is not the "
                 f"driver's (identity {self.data.identity}, driver {job['identity']}); put the same "
                 f"{suite.dataset.name} files there (BENCH_DATA) on every node"
             )
         unknown = set(job["keys"]) - {c.key for c in self.cells}
         if unknown:
-            raise ConfigError(
+            raise ServiceError(
                 f"node {node} ({socket.gethostname()}): bench here plans other cells than the driver's (e.g. "
                 f"{sorted(unknown)[0]}): its code or its suite differs; install the driver's bench on every node"
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.errors import ConfigError
+from bench.errors import DataError
 
 # ---------------------------------------------------------------- label budgets
 
@@ -23,9 +23,9 @@ def budget_indices(labels: np.ndarray | torch.Tensor, budget: int | str, seed: i
         return np.arange(len(labels))
     classes = np.unique(labels)
     if budget < len(classes):
-        raise ConfigError(f"budget {budget} is smaller than the number of classes ({len(classes)})")
+        raise DataError(f"budget {budget} is smaller than the number of classes ({len(classes)})")
     if budget > len(labels):
-        raise ConfigError(f"budget {budget} exceeds the {len(labels)} labelled training images")
+        raise DataError(f"budget {budget} exceeds the {len(labels)} labelled training images")
     rng = np.random.default_rng(seed)
     rank = {c: r for r, c in enumerate(rng.permutation(classes))}
     per_class = {c: budget // len(classes) + (rank[c] < budget % len(classes)) for c in classes}
@@ -33,6 +33,6 @@ def budget_indices(labels: np.ndarray | torch.Tensor, budget: int | str, seed: i
     for c in classes:  # one permutation per class, drawn in class order: nested across budgets
         members = rng.permutation(np.flatnonzero(labels == c))
         if per_class[c] > len(members):
-            raise ConfigError(f"budget {budget} needs {per_class[c]} images of class {c}; it has {len(members)}")
+            raise DataError(f"budget {budget} needs {per_class[c]} images of class {c}; it has {len(members)}")
         picked.append(members[: per_class[c]])
     return np.sort(np.concatenate(picked))

@@ -25,7 +25,7 @@ import torch
 from bench.config.sections import DatasetConfig
 from bench.data.budgets import budget_indices
 from bench.data.imagefolder import decode_folder, scan_folder
-from bench.errors import ConfigError
+from bench.errors import DataError
 
 SUBSET_SEED = 12345  # fixed: pool/train/test subsets are part of the data, the same for every seed
 
@@ -112,7 +112,7 @@ def _pool(tx, train_hash, ux, unlabeled_hash, pool_size: int | None):
 def _stratified(labels: np.ndarray, size: int, key: str) -> np.ndarray:
     """A fixed, class-balanced subset of ``size`` indices (sorted)."""
     if size > len(labels):
-        raise ConfigError(f"{key} = {size} exceeds the {len(labels)} images available")
+        raise DataError(f"{key} = {size} exceeds the {len(labels)} images available")
     return np.sort(budget_indices(labels, size, SUBSET_SEED))
 
 
@@ -270,7 +270,7 @@ def _torchvision(root: Path, name: str):
         try:
             raw = get(download=True)
         except Exception as e:
-            raise ConfigError(
+            raise DataError(
                 f"{name}: not found in {root}/{name}/{{train,test}}/<class>/*.jpg nor in torchvision's layout under "
                 f"{root}, and the download failed ({e.__class__.__name__}: {e}). Put the data there, or set "
                 f"BENCH_DATA (or dataset.root) to a folder holding it."

@@ -3,7 +3,7 @@
 :func:`scan_folder` is a cheap stat walk (no decoding) that finds the images, refuses a folder whose class structure is
 wrong, and lists every image as (relative path, size, mtime_ns): the manifest by which the cache in ``bench.data``
 knows whether the folder changed. :func:`decode_folder` reads every image and refuses, before any training, corrupt,
-truncated, empty or unreadable files and images of the wrong shape. Each refusal is a one-line ``ConfigError``
+truncated, empty or unreadable files and images of the wrong shape. Each refusal is a one-line ``DataError``
 naming the folder or file. Hidden entries (a name starting with ".") and files without an image suffix
 (``.DS_Store``, ``README.txt``) are ignored; class folders may hold sub-folders (their images count for the class).
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile
 
-from bench.errors import ConfigError
+from bench.errors import DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
@@ -40,21 +40,21 @@ class Listing:
 def scan_folder(root: Path) -> Listing:
     """Find the images by a stat walk (no decoding); refuse missing, mismatched, single or empty class folders."""
     if not (root / "train").is_dir() or not (root / "test").is_dir():
-        raise ConfigError(f"imagefolder: expected {root}/train/<class>/* and {root}/test/<class>/* (set dataset.root)")
+        raise DataError(f"imagefolder: expected {root}/train/<class>/* and {root}/test/<class>/* (set dataset.root)")
     train, test = _class_folders(root / "train"), _class_folders(root / "test")
     if not train:
-        raise ConfigError(f"{root / 'train'}: no class folders (expected {root / 'train'}/<class>/*.jpg)")
+        raise DataError(f"{root / 'train'}: no class folders (expected {root / 'train'}/<class>/*.jpg)")
     if set(train) != set(test):
         only = [(s, ", ".join(sorted(set(a) - set(b)))) for s, a, b in (("train", train, test), ("test", test, train))]
         differ = "; ".join(f"only in {s}/: {names}" for s, names in only if names)
-        raise ConfigError(f"{root}: train/ and test/ must hold the same class folders; {differ}")
+        raise DataError(f"{root}: train/ and test/ must hold the same class folders; {differ}")
     if len(train) == 1:
-        raise ConfigError(f"{root / 'train'}: only one class folder ({train[0]}); a classifier needs at least two")
+        raise DataError(f"{root / 'train'}: only one class folder ({train[0]}); a classifier needs at least two")
     files = {split: [_images(root / split / c) for c in train] for split in ("train", "test")}
     for split, per_class in files.items():
         for c, these in zip(train, per_class):
             if not these:
-                raise ConfigError(
+                raise DataError(
                     f"{root / split / c}: class folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
                 )
     unlabeled = _images(root / "unlabeled") if (root / "unlabeled").is_dir() else []
@@ -63,7 +63,7 @@ def scan_folder(root: Path) -> Listing:
         try:
             st = path.stat()
         except OSError as e:  # a dangling link, a file deleted during the walk, no permission
-            raise ConfigError(f"{path}: cannot read the image ({e.__class__.__name__}: {e.strerror})") from None
+            raise DataError(f"{path}: cannot read the image ({e.__class__.__name__}: {e.strerror})") from None
         manifest.append([path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns])
     return Listing(root, train, files["train"], files["test"], unlabeled, manifest)
 
@@ -89,7 +89,7 @@ def decode_folder(listing: Listing):
     ux = _decode_files(listing.unlabeled, root / "unlabeled") if listing.unlabeled else None
     for name, x in (("test", vx), ("unlabeled", ux)):
         if x is not None and x.shape[1:] != tx.shape[1:]:
-            raise ConfigError(
+            raise DataError(
                 f"{root / name}: images are {_size(x.shape[2:])} but train/ images are {_size(tx.shape[2:])}; "
                 f"resize them to one size"
             )
@@ -102,19 +102,19 @@ def _labelled(per_class: list[list[Path]], split: Path) -> tuple[np.ndarray, np.
 
 
 def _decode_files(files: list[Path], where: Path) -> np.ndarray:
-    """One split's images as uint8 (N, 3, H, W); all square and of one size, or a ConfigError naming the odd one."""
+    """One split's images as uint8 (N, 3, H, W); all square and of one size, or a DataError naming the odd one."""
     with _truncated_files_fail(), ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         images = list(pool.map(_decode, files))
     for path, im in zip(files, images):
         if im.shape[0] != im.shape[1]:
-            raise ConfigError(
+            raise DataError(
                 f"{path}: image is {im.shape[1]}x{im.shape[0]} (width x height), not square; crop or resize the "
                 f"images to one square size"
             )
     usual = Counter(im.shape for im in images).most_common(1)[0][0]
     for path, im in zip(files, images):
         if im.shape != usual:
-            raise ConfigError(
+            raise DataError(
                 f"{path}: image is {_size(im.shape[:2])} but most images in {where} are {_size(usual[:2])}; "
                 f"resize them to one size"
             )
@@ -132,7 +132,7 @@ def _decode(path: Path) -> np.ndarray:
         with suppress(OSError):
             if path.stat().st_size == 0:
                 reason = "empty file (0 bytes)"
-        raise ConfigError(f"{path}: not a readable image ({reason})") from None
+        raise DataError(f"{path}: not a readable image ({reason})") from None
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from rich.progress import Progress
 from bench.config.suite import Suite
 from bench.data.budgets import budget_indices
 from bench.data.datasets import Dataset
-from bench.errors import ConfigError
+from bench.errors import ConfigError, LeaseLost, StoreError
 from bench.files import is_environmental
 from bench.models.encoders import build_encoder
 from bench.protocols.features import extract_features, recalibrate_bn
@@ -28,8 +28,7 @@ from bench.protocols.knn import knn_classifier
 from bench.protocols.linear import linear_probe
 from bench.run.plan import Cell
 from bench.store.checkpoints import CheckpointUnusable, checkpoint_path, load_encoder, save_encoder
-from bench.store.client import StoreError
-from bench.store.lease import LeaseLost
+from bench.store.client import store_failure
 from bench.tasks import TASKS, Task
 from bench.train.health import HealthHook, health_sample
 from bench.train.loop import EpochStats, pretrain
@@ -112,7 +111,7 @@ def fit(cell: Cell, suite: Suite, data: Dataset, encoder, features, idx, setting
 
 def is_fatal(e: BaseException) -> bool:
     """Errors of the machine or the store, not of one cell: the run stops instead of failing every cell."""
-    return isinstance(e, (LeaseLost, StoreError)) or is_environmental(e) or "database is locked" in str(e)
+    return isinstance(e, (LeaseLost, StoreError)) or is_environmental(e) or store_failure(e, "") is not None
 
 
 def failure_reason(e: BaseException) -> str:

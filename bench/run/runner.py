@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bench.config.load import tracking_uri
 from bench.config.suite import Suite
 from bench.data.datasets import load_dataset
-from bench.errors import ConfigError
+from bench.errors import DataError
 from bench.files import check_writable, inside
 from bench.protocols.tuning import Tuner
 from bench.report.publish import publish
@@ -93,8 +93,8 @@ class Runner:
         self.executor = executor or LocalExecutor()
         try:  # the data's identity is part of every key, so the plan needs the data (or its cache)
             self.data = load_dataset(suite.dataset)
-        except ConfigError as e:
-            raise ConfigError(f"{self.suite_path}: key 'dataset': {e}") from None
+        except DataError as e:
+            raise DataError(f"{self.suite_path}: key 'dataset': {e}") from None
         self.environment = self.executor.environment(suite)
         self.device = torch.device(self.environment["device"])  # resolved (and checked) again when cells run
         self.cells = build_plan(suite, self.data.identity, self.environment)
@@ -116,7 +116,7 @@ class Runner:
             try:
                 TASKS[name].check_data(self.data.pool_x)
             except ValueError as e:
-                raise ConfigError(f"{self.suite_path}: key 'tasks.{name}': {e} ({self.data.name})") from None
+                raise DataError(f"{self.suite_path}: key 'tasks.{name}': {e} ({self.data.name})") from None
         return labels
 
     def describe_data(self) -> str:
@@ -197,8 +197,8 @@ class Runner:
         """The labelled subset of every (seed, budget)."""
         try:
             return draw_labels(self.suite, self.data)
-        except ConfigError as e:
-            raise ConfigError(f"{self.suite_path}: key 'budgets': {e} ({self.data.name})") from None
+        except DataError as e:
+            raise DataError(f"{self.suite_path}: key 'budgets': {e} ({self.data.name})") from None
 
     def source(self, task: str, seed: int) -> str:
         """The key of the encoder (task, seed) starts from."""

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from bench.errors import StoreError
+
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 
@@ -30,10 +32,6 @@ class _NoStoreTracebacks(logging.Filter):
 
 
 logging.getLogger("mlflow.store.db.utils").addFilter(_NoStoreTracebacks())
-
-
-class StoreError(RuntimeError):
-    """The tracking store cannot be opened or written; the message names it and says what to do."""
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -66,7 +64,7 @@ def explain(uri: str, error: BaseException) -> str:
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
     db = sqlite_path(uri)
     where = str(db) if db else uri
-    if "database is locked" in text:
+    if LOCKED in text:
         return (
             f"{where} is locked by another process (sqlite allows one writer at a time); close the program "
             "holding it (a DB browser, a stuck run) and rerun"
@@ -86,6 +84,21 @@ def explain(uri: str, error: BaseException) -> str:
     if "unable to open database file" in text:
         return f"{where} cannot be opened ({first[:120]}); check that its folder exists and is writable"
     return f"the tracking store {where} cannot be used: {first[:200]}"
+
+
+# What sqlite says when another connection holds its write lock for longer than it waits; MLflow and SQLAlchemy
+# wrap it in their own exception types, so the message is the one stable mark of it.
+LOCKED = "database is locked"
+
+
+def store_failure(error: BaseException, uri: str) -> StoreError | None:
+    """``error`` as a ``StoreError`` when it is the store's failure rather than one cell's (the database is
+    locked by another program for longer than sqlite waits), else None."""
+    if isinstance(error, StoreError):
+        return error
+    if LOCKED in str(error):
+        return StoreError(explain(uri, error))
+    return None
 
 
 def open_client(uri: str) -> MlflowClient:

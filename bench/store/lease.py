@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from bench.store.client import StoreError, explain
+from bench.errors import LeaseBusy, LeaseLost, StoreError
+from bench.store.client import explain
 
 TTL_S = 60.0  # a silent holder is gone after this long (BENCH_LEASE_TTL_S overrides)
 POLL_S = 2.0  # how often a waiting invocation looks again
@@ -42,14 +43,6 @@ def ttl_s() -> float:
     if not ttl > 0:
         raise StoreError(f"$BENCH_LEASE_TTL_S = {text!r}: expected a number of seconds above 0, e.g. 60")
     return ttl
-
-
-class LeaseBusy(RuntimeError):
-    """Another live invocation holds the suite."""
-
-
-class LeaseLost(RuntimeError):
-    """This invocation's lease was broken by another (its heartbeat stalled for longer than the expiry)."""
 
 
 def lease_name(suite: str) -> str:
