@@ -15,10 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench.config.load import load_suite
-from bench.config.suite import PROTOCOLS
 from bench.errors import ConfigError
-from bench.tasks import TASKS
 
 SUITES = Path("suites")
 
@@ -36,6 +33,7 @@ def suite_file(name_or_path: str) -> Path:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from bench.config import load_suite
     from bench.run.runner import Runner
 
     path = suite_file(args.suite)
@@ -53,6 +51,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from bench.config import load_suite
     from bench.run.runner import Runner
 
     path = suite_file(args.suite)
@@ -131,16 +130,8 @@ def cmd_server(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
-    from bench.models.encoders import ENCODERS
+    from bench.registry import DATASETS, ENCODERS, PROTOCOLS, TASKS
 
-    datasets = {
-        "cifar10": "CIFAR-10, 32 px, 10 classes (torchvision, or class folders under $BENCH_DATA/cifar10)",
-        "cifar100": "CIFAR-100, 32 px, 100 classes",
-        "stl10": "STL-10, 96 px, 10 classes, 100k unlabelled images",
-        "svhn": "SVHN, 32 px, 10 digit classes",
-        "imagefolder": "your own data: <root>/train/<class>/*, <root>/test/<class>/*, optional <root>/unlabeled/",
-        "synthetic": "generated class-dependent images, for tests",
-    }
     sections = {
         "tasks": {
             n: f"{t.summary} [dim]({t.reference}; protocols: {', '.join(t.protocols)}"
@@ -148,9 +139,9 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
             + ")[/]"
             for n, t in TASKS.items()
         },
-        "encoders": {n: d for n, (_, d) in ENCODERS.items()},
-        "datasets": datasets,
-        "protocols": PROTOCOLS,
+        "encoders": {n: e.summary for n, e in ENCODERS.items()},
+        "datasets": {n: d.summary for n, d in DATASETS.items()},
+        "protocols": {n: p.summary for n, p in PROTOCOLS.items()},
     }
     for title, rows in sections.items():
         table = Table(title=title, title_justify="left", show_header=False, box=None)
@@ -236,8 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     parity.add_argument("suite", help="suite file (TOML), e.g. suites/parity.toml")
     parity.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for run")
     perf = sub.add_parser("perf", help="throughput: on-device data path vs lightly's reference pipeline")
-    referenced = sorted(n for n, t in TASKS.items() if t.pretrains and t.has_reference_path())
-    perf.add_argument("--tasks", nargs="+", default=["simclr", "rotation"], choices=referenced)
+    perf.add_argument(
+        "--tasks",
+        nargs="+",
+        default=["simclr", "rotation"],
+        help="tasks with a reference pipeline (default: simclr rotation)",
+    )
     perf.add_argument("--encoder", default=None, help="default: resnet18_cifar on CUDA, small_cnn on CPU")
     perf.add_argument("--batch", type=int, default=None, help="default: 512 on CUDA, 64 on CPU")
     perf.add_argument("--steps", type=int, default=None, help="timed steps per path (default: 50 CUDA, 5 CPU)")

@@ -123,3 +123,10 @@ class Registry(Mapping[str, T], Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}: {', '.join(self.names())})"
+
+
+# The four registries. Built-in entries are found where they are defined; a user's own package adds to them.
+TASKS: Registry = Registry("task", package="bench.tasks")
+PROTOCOLS: Registry = Registry("protocol", package="bench.protocols")
+ENCODERS: Registry = Registry("encoder", modules=("bench.models.encoders",))
+DATASETS: Registry = Registry("dataset", modules=("bench.data.catalog",))

@@ -2,12 +2,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.config.sections import DatasetConfig, FinetuneConfig, LinearConfig
+from bench.config.sections import DatasetConfig
 from bench.data.datasets import load_dataset
 from bench.models.encoders import build_encoder
 from bench.protocols.features import extract_features
-from bench.protocols.finetune import finetune
-from bench.protocols.linear import fit_logistic, linear_probe
+from bench.protocols.finetune import FinetuneConfig, finetune
+from bench.protocols.linear import LinearConfig, fit_logistic, linear_probe
 
 
 def separable(n: int, seed: int):
@@ -50,8 +50,7 @@ def test_features_are_frozen_and_batched():
 
 
 def test_knn_against_a_hand_computed_example():
-    from bench.config.sections import KNNConfig
-    from bench.protocols.knn import knn_classifier
+    from bench.protocols.knn import KNNConfig, knn_classifier
 
     # Labelled bank on the unit circle: angles 0 and 10 degrees are class 0, 90 degrees is class 1.
     angles = torch.tensor([0.0, 10.0, 90.0]) * torch.pi / 180
@@ -80,8 +79,7 @@ def test_linear_probe_validates_inside_tiny_budgets_or_says_it_cannot():
 
 
 def test_knn_votes_match_a_direct_computation_on_random_features():
-    from bench.config.sections import KNNConfig
-    from bench.protocols.knn import knn_classifier
+    from bench.protocols.knn import KNNConfig, knn_classifier
 
     gen = torch.Generator().manual_seed(0)
     bank, query = torch.randn(300, 16, generator=gen), torch.randn(50, 16, generator=gen)

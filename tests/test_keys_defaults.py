@@ -8,7 +8,9 @@ import pytest
 from pydantic import BaseModel
 
 from bench.config.load import _model_of, load_suite
+from bench.config.sections import TuningConfig
 from bench.config.suite import Suite
+from bench.registry import PROTOCOLS
 from bench.run.plan import build_plan
 from bench.tasks import TASKS
 
@@ -39,22 +41,32 @@ def as_written(value: Any) -> Any:
 
 
 def leaves(model: type[BaseModel], raw: dict, path: tuple = (), preset=None) -> list[tuple[tuple, Any]]:
-    """(path, default as written) of every field the suite ``raw`` leaves out, recursing into nested tables; a
-    nested table's defaults are its preset's (``preset``: the parent field's default instance)."""
+    """(path, default as written) of every field the suite ``raw`` leaves out, recursing into nested tables and
+    the tables found through the registries (tasks, protocols, search spaces); a nested table's defaults are its
+    preset's (``preset``: the parent field's default instance)."""
     out = []
+    raw = raw if isinstance(raw, dict) else {}
     for name, field in model.model_fields.items():
         sub = _model_of(field.annotation)
-        here = raw.get(name) if isinstance(raw, dict) else None
-        default = getattr(preset, name) if preset is not None else field.default
-        if model.__name__ == "TasksConfig":
-            if here is not None:
-                out += leaves(TASKS[name].Config, here, (*path, name))
+        here = raw.get(name)
+        default = getattr(preset, name) if preset is not None else field.get_default(call_default_factory=True)
+        if model is Suite and name == "tasks":
+            for task, table in (here or {}).items():
+                out += leaves(TASKS[task].Config, table, (*path, name, task))
+            continue
+        if model is TuningConfig and name == "space":
+            for protocol, space in default.items():
+                out += leaves(type(space), (here or {}).get(protocol, {}), (*path, name, protocol), space)
             continue
         if sub is not None and isinstance(default, BaseModel):
             out += leaves(sub, here if isinstance(here, dict) else {}, (*path, name), default)
             continue
         if here is None and default is not None and not callable(default):
             out.append(((*path, name), as_written(default)))
+    if model is Suite:
+        for protocol in PROTOCOLS:
+            config = PROTOCOLS[protocol].Config
+            out += leaves(config, raw.get(protocol, {}), (*path, protocol), config())
     return out
 
 

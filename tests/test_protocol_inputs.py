@@ -7,13 +7,13 @@ from torch import nn
 
 from bench.augment.ops import crop_flip, crop_pad, to_input
 from bench.config.load import load_suite
-from bench.config.sections import DatasetConfig, FinetuneConfig
+from bench.config.sections import DatasetConfig
 from bench.config.suite import Suite
 from bench.data.datasets import load_dataset
 from bench.errors import ConfigError
 from bench.models.encoders import build_encoder
 from bench.protocols.features import extract_features, recalibrate_bn
-from bench.protocols.finetune import finetune
+from bench.protocols.finetune import FinetuneConfig, finetune
 from bench.run.runner import Runner
 from bench.tasks import TASKS
 from bench.tasks.colorization import rgb_to_lab

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from bench.config.sections import DatasetConfig, LinearConfig
+from bench.config.sections import DatasetConfig
 from bench.data.budgets import budget_indices
 from bench.data.datasets import load_dataset
 from bench.models.encoders import build_encoder
 from bench.protocols.features import extract_features
-from bench.protocols.linear import linear_probe
+from bench.protocols.linear import LinearConfig, linear_probe
 
 from .conftest import cifar_root
 

@@ -6,6 +6,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
+import bench.protocols.finetune
 import bench.protocols.tuning
 from bench.cli import main
 from bench.data.datasets import Dataset
@@ -92,7 +93,7 @@ def test_every_task_and_baseline_gets_the_same_trials_and_test_labels_stay_unrea
 def test_an_interrupted_study_resumes_from_its_storage(tmp_path, monkeypatch):
     args = ["seeds=[0]", "budgets=[48]", "tuning.protocols=['finetune']"]
     calls = {"n": 0}
-    original = bench.protocols.tuning.finetune
+    original = bench.protocols.finetune.finetune
 
     def dies_in_the_second_trial(*a, **k):
         calls["n"] += 1
@@ -100,13 +101,13 @@ def test_an_interrupted_study_resumes_from_its_storage(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # stands in for a kill in the middle of trial 1
         return original(*a, **k)
 
-    monkeypatch.setattr(bench.tuning, "finetune", dies_in_the_second_trial)
+    monkeypatch.setattr(bench.protocols.finetune, "finetune", dies_in_the_second_trial)
     assert run(tmp_path, *args) == 130  # interrupted: exit 130, resumable
     ((name, trials),) = studies(tmp_path).items()
     first = trials[0]
     assert first.state == optuna.trial.TrialState.COMPLETE and len(trials) == 2
 
-    monkeypatch.setattr(bench.tuning, "finetune", original)
+    monkeypatch.setattr(bench.protocols.finetune, "finetune", original)
     assert run(tmp_path, *args) == 0
     ((name2, trials),) = studies(tmp_path).items()
     assert name2 == name
@@ -147,19 +148,19 @@ def test_a_study_depends_on_the_label_seed_only_not_on_which_seed_asks_first(tmp
 
 def test_a_kill_during_the_defaults_trial_is_redone_on_rerun(tmp_path, monkeypatch):
     args = ["seeds=[0]", "budgets=[48]", "tuning.protocols=['finetune']"]
-    original = bench.protocols.tuning.finetune
+    original = bench.protocols.finetune.finetune
 
     def killed(*a, **k):
         raise SystemExit(137)  # not caught by Optuna: the trial stays RUNNING, as after a SIGKILL
 
-    monkeypatch.setattr(bench.tuning, "finetune", killed)
+    monkeypatch.setattr(bench.protocols.finetune, "finetune", killed)
     with pytest.raises(SystemExit):
         run(tmp_path, *args)
     (trials,) = studies(tmp_path).values()
     assert [t.state for t in trials] == [optuna.trial.TrialState.RUNNING]
     defaults = trials[0].system_attrs["fixed_params"]
 
-    monkeypatch.setattr(bench.tuning, "finetune", original)
+    monkeypatch.setattr(bench.protocols.finetune, "finetune", original)
     assert run(tmp_path, *args) == 0
     (trials,) = studies(tmp_path).values()
     assert sum(t.state in bench.protocols.tuning.DONE for t in trials) == 3

@@ -16,8 +16,10 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+from bench.config.sections import TuningConfig
 from bench.config.suite import Suite, check_tracking_uri
 from bench.errors import ConfigError
+from bench.registry import PROTOCOLS, TASKS
 
 
 def parse_value(text: str) -> Any:
@@ -51,15 +53,36 @@ def _model_of(annotation: Any) -> Any:
     return None
 
 
+def table_model(loc: tuple) -> type[BaseModel] | None:
+    """The model of the table at ``loc`` (a key path), the registered tables included: a protocol's
+    ``[<name>]``, a task's ``[tasks.<name>]``, a protocol's ``[tuning.space.<name>]``."""
+    model: Any = Suite
+    parts = list(loc)
+    while parts and model is not None:
+        part = parts.pop(0)
+        if model is Suite and part not in Suite.model_fields and part in PROTOCOLS:
+            model = PROTOCOLS[part].Config
+        elif (model is Suite and part == "tasks") or (model is TuningConfig and part == "space"):
+            if not parts:
+                return None
+            name = parts.pop(0)
+            registry = TASKS if part == "tasks" else PROTOCOLS
+            if name not in registry:
+                return None
+            model = registry[name].Config if part == "tasks" else registry[name].Space
+        else:
+            field = model.model_fields.get(part)
+            model = _model_of(field.annotation) if field is not None else None
+    return model
+
+
 def _allowed_keys(loc: tuple) -> list[str]:
     """The keys allowed at ``loc`` (a pydantic error location), for 'unknown key' messages."""
-    model: Any = Suite
-    for part in loc:
-        field = model.model_fields.get(part) if model else None
-        if field is None or _model_of(field.annotation) is None:
-            break
-        model = _model_of(field.annotation)
-    return sorted(model.model_fields) if model else []
+    model = table_model(loc)
+    if model is None:
+        return []
+    extra = PROTOCOLS.names() if model is Suite else []
+    return sorted(set(model.model_fields) | set(extra))
 
 
 def format_error(err: ValidationError, source: str) -> str:

@@ -1,20 +1,21 @@
-"""config: config.sections."""
+"""The tables of a suite: dataset, encoder, pretraining, evaluation, tuning, execution, and what every task's own
+table has (``TaskConfig``). A protocol's table is defined with the protocol (``bench.protocols``)."""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Any, Literal
 
-from pydantic import (
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from bench.config.settings import Budget, LogRange, Seed, Strict
-from bench.tasks.base import Protocol
+from bench.config.settings import Budget, ProtocolName, Seed, Settings, Strict, validate_tables
+from bench.registry import DATASETS, ENCODERS, PROTOCOLS
 
-DATASET_CLASSES = {"cifar10": 10, "cifar100": 100, "stl10": 10, "svhn": 10}
+
+class TaskConfig(Settings):
+    """Options every task has; a task's own Config adds its hyperparameters with the paper's defaults."""
+
+    protocols: list[ProtocolName] | None = None  # evaluate this task with only these of the suite's protocols
 
 
 class SyntheticConfig(Strict):
@@ -27,7 +28,7 @@ class SyntheticConfig(Strict):
 
 
 class DatasetConfig(Strict):
-    name: Literal["cifar10", "cifar100", "stl10", "svhn", "imagefolder", "synthetic"] = "cifar10"
+    name: str = "cifar10"  # a name in bench.registry.DATASETS (`bench list`)
     root: str | None = None  # else $BENCH_DATA, else ~/.cache/bench
     pool_size: int | None = Field(None, gt=0)  # unlabelled images used for pretraining (seeded subset)
     train_size: int | None = Field(None, gt=0)  # labelled pool, stratified subset (quick experiments only)
@@ -37,6 +38,17 @@ class DatasetConfig(Strict):
     flip: bool = True
     synthetic: SyntheticConfig = SyntheticConfig()
 
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in DATASETS:
+            raise ValueError(f"unknown dataset {name!r}; registered: {', '.join(DATASETS.names())}")
+        return name
+
+    def classes(self) -> int | None:
+        """The number of classes, where it is known before the data is read."""
+        return self.synthetic.classes if self.name == "synthetic" else DATASETS[self.name].classes
+
 
 class EncoderConfig(Strict):
     name: str = "resnet18_cifar"
@@ -44,10 +56,8 @@ class EncoderConfig(Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        from bench.models.encoders import ENCODERS
-
         if name not in ENCODERS:
-            raise ValueError(f"unknown encoder {name!r}; registered: {', '.join(sorted(ENCODERS))}")
+            raise ValueError(f"unknown encoder {name!r}; registered: {', '.join(ENCODERS.names())}")
         return name
 
 
@@ -88,30 +98,6 @@ class PretrainConfig(Strict):
 SPEED_ONLY = {"checkpoint_every_s", "workers"}
 
 
-class LinearConfig(Strict):
-    l2_grid: list[Annotated[float, Field(gt=0)]] = Field([1e-5, 1e-4, 1e-3, 1e-2, 1e-1], min_length=1)
-    max_iter: int = Field(100, gt=0)  # L-BFGS iterations per fit
-    val_fraction: float = Field(0.2, gt=0, lt=1)  # of the budget, stratified, for choosing L2
-
-
-class KNNConfig(Strict):
-    """Weighted kNN of Wu et al. 2018 (InstDisc, arXiv:1805.01978): cosine similarity, weights exp(s / T)."""
-
-    k: int = Field(200, gt=0)  # capped by the number of labelled images
-    temperature: float = Field(0.1, gt=0)
-    chunk: int = Field(1024, gt=0)  # test images per similarity block: memory stays O(chunk x labelled)
-
-
-class FinetuneConfig(Strict):
-    epochs: int = Field(30, gt=0)
-    min_steps: int = Field(300, ge=0)  # small budgets still get this many optimiser steps
-    batch_size: int = Field(128, ge=2)
-    lr: float = Field(0.05, gt=0)  # encoder learning rate
-    head_lr: float | None = Field(None, gt=0)  # the new linear head's; None: the same as lr
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
-
-
 class EvaluationConfig(Strict):
     """How every protocol receives an encoder, the same for every task and baseline."""
 
@@ -125,34 +111,13 @@ class EvaluationConfig(Strict):
     bn_recalibration_images: int = Field(10000, gt=0)  # seeded subset of the pool
 
 
-class FinetuneSpace(Strict):
-    lr: LogRange = (1e-3, 0.3)
-    head_lr: LogRange = (1e-3, 1.0)
-    weight_decay: LogRange = (1e-6, 1e-2)
-
-
-class LinearSpace(Strict):
-    l2: LogRange = (1e-6, 1.0)
-
-
-class KNNSpace(Strict):
-    k: LogRange = (5, 200)  # integers
-    temperature: LogRange = (0.02, 1.0)
-
-
-class SearchSpace(Strict):
-    finetune: FinetuneSpace = FinetuneSpace()
-    linear: LinearSpace = LinearSpace()
-    knn: KNNSpace = KNNSpace()
-
-
 class TuningConfig(Strict):
     """Optuna studies, one per (task, protocol, budget), with the same number of trials for every task and
     baseline, on validation labels drawn from inside the budget."""
 
     enabled: bool = False
     trials: int = Field(8, gt=0)  # finished (complete or pruned) trials per study
-    protocols: list[Protocol] = Field(["finetune"], min_length=1)  # the others keep their configured values
+    protocols: list[ProtocolName] = Field(["finetune"], min_length=1)  # the others keep their configured values
     budgets: list[Budget] | None = None  # tune only these budgets (None: all); the others keep their values
     sampler_seed: Seed = 0  # TPE
     label_seed: Seed | None = None  # whose labelled subset and encoder the study uses; None: the first seed
@@ -161,7 +126,37 @@ class TuningConfig(Strict):
     start_from_defaults: bool = True  # trial 0 of every study is the configured values: tuning can only
     # replace them with something that did better on validation
     prune: bool = True  # median pruning of fine-tuning trials from intermediate validation accuracy
-    space: SearchSpace = SearchSpace()
+    # protocol -> its search space (the protocol's Space table): bench's own protocols, the tuned ones and any
+    # written here
+    space: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _spaces_of_the_protocols(cls, data: Any, handler: Any) -> TuningConfig:
+        if not isinstance(data, dict):
+            return handler(data)
+        data, errors = dict(data), []
+        written = data.get("space") or {}
+        if not isinstance(written, dict):
+            return handler(data)
+        tuned = data.get("protocols", cls.model_fields["protocols"].default)
+        names = set(written) | {n for n in PROTOCOLS.names() if PROTOCOLS.module_of(n).startswith("bench.")}
+        names |= {n for n in tuned if isinstance(n, str) and n in PROTOCOLS}
+        unknown = sorted(n for n in written if n not in PROTOCOLS)
+        for n in unknown:
+            message = f"unknown protocol {n!r}; registered: {', '.join(PROTOCOLS.names())}"
+            errors.append({"type": "value_error", "loc": ("space", n), "input": written[n], "ctx": {"error": message}})
+        spaces = {n: PROTOCOLS[n].Space for n in sorted(names - set(unknown)) if PROTOCOLS[n].Space is not None}
+        tables = {n: written.get(n, {}) for n in spaces}
+        data["space"], space_errors = validate_tables(tables, spaces, ("space",))
+        errors += space_errors
+        try:
+            model = handler(data)
+        except ValidationError as e:
+            errors += e.errors()
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return model
 
 
 class Resources(Strict):

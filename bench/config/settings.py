@@ -15,7 +15,7 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class Settings(BaseModel):
@@ -61,3 +61,42 @@ def digest(obj: Any, n: int = 16) -> str:
     """Stable short hash of JSON-able data (sorted keys): the identity of a cell."""
     text = json.dumps(obj, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def _registered_protocol(name: str) -> str:
+    from bench.registry import PROTOCOLS
+
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {name!r}; registered: {', '.join(PROTOCOLS.names())}")
+    return name
+
+
+ProtocolName = Annotated[str, AfterValidator(_registered_protocol)]  # a name in bench.registry.PROTOCOLS
+
+
+def line_errors(error: ValidationError, prefix: tuple) -> list[dict]:
+    """``error``'s entries with ``prefix`` put before each location, to raise again as one ValidationError of the
+    enclosing model (``ValidationError.from_exception_data``)."""
+    out = []
+    for e in error.errors():
+        entry = {"type": e["type"], "loc": (*prefix, *e["loc"]), "input": e["input"]}
+        if "ctx" in e:
+            entry["ctx"] = e["ctx"]
+        out.append(entry)
+    return out
+
+
+def validate_tables(tables: dict[str, Any], models: dict[str, type[BaseModel]], prefix: tuple) -> tuple[dict, list]:
+    """Each ``tables[name]`` (a TOML table, or an already validated model) validated by ``models[name]``; returns
+    (name -> model, line errors located under ``prefix + (name,)``)."""
+    values, errors = {}, []
+    for name, table in tables.items():
+        model = models[name]
+        if isinstance(table, model):
+            values[name] = table
+            continue
+        try:
+            values[name] = model.model_validate({} if table is None else table)
+        except ValidationError as e:
+            errors += line_errors(e, (*prefix, name))
+    return values, errors

@@ -10,67 +10,93 @@ import re
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
+    PrivateAttr,
+    SerializeAsAny,
+    ValidationError,
     ValidationInfo,
-    create_model,
     field_validator,
+    model_validator,
 )
 
 from bench.config.sections import (
-    DATASET_CLASSES,
     DatasetConfig,
     EncoderConfig,
     EvaluationConfig,
     ExecutionConfig,
-    FinetuneConfig,
-    KNNConfig,
-    LinearConfig,
     PretrainConfig,
+    TaskConfig,
     TuningConfig,
 )
-from bench.config.settings import Budget, Seed, Strict
-from bench.tasks import TASKS
-from bench.tasks.base import Protocol
+from bench.config.settings import Budget, ProtocolName, Seed, Settings, Strict, validate_tables
+from bench.registry import PROTOCOLS, TASKS
 
-PROTOCOLS: dict[str, str] = {
-    "linear": "frozen features, multinomial logistic regression (L-BFGS), L2 chosen on validation labels",
-    "knn": "frozen L2-normalised features, similarity-weighted kNN (InstDisc: k=200, T=0.1)",
-    "finetune": "whole network trained on the labelled subset with flip and crop augmentation",
-}
 # A suite's name is a folder under results_dir and an MLflow experiment: letters, digits, '.', '_', '-', no path
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
-
-
-# One optional table per registered task: `[tasks.rotation]` selects rotation with its own validated config.
-TasksConfig = create_model(
-    "TasksConfig",
-    __config__=ConfigDict(extra="forbid", frozen=True, validate_default=True),
-    **{name: (task.Config | None, None) for name, task in sorted(TASKS.items())},
-)
 DEFAULT_TASKS = {"rotation": {}, "scratch": {}, "random": {}}
 
 
 class Suite(Strict):
+    """A validated suite. Besides the fields below, a suite holds one table per registered protocol (``[linear]``,
+    ``[finetune]``, ...; ``protocol(name)``), and ``tasks`` maps each selected task to its own validated table:
+    both are validated through the registries (``bench.registry``), importing only the tasks and protocols the
+    suite names."""
+
     name: str = "suite"
     dataset: DatasetConfig = DatasetConfig()
-    encoder: EncoderConfig = EncoderConfig()
-    tasks: TasksConfig = TasksConfig(**DEFAULT_TASKS)
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)  # made when used: it imports the encoders
+    # `[tasks.rotation]` selects rotation with its own table (the task's Config); default: rotation and both
+    # baselines
+    tasks: dict[str, SerializeAsAny[TaskConfig]] = Field(default_factory=lambda: dict(DEFAULT_TASKS))
     budgets: list[Budget] = Field([100, 1000, "full"], min_length=1)
     seeds: list[Seed] = Field([0, 1, 2], min_length=1)
-    protocols: list[Protocol] = Field(["linear", "finetune"], min_length=1)
+    protocols: list[ProtocolName] = Field(["linear", "finetune"], min_length=1)
     pretrain: PretrainConfig = PretrainConfig()
-    linear: LinearConfig = LinearConfig()
-    knn: KNNConfig = KNNConfig()
-    finetune: FinetuneConfig = FinetuneConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
-    tuning: TuningConfig = TuningConfig()
+    tuning: TuningConfig = Field(default_factory=TuningConfig)  # made when used: it imports the protocols
     execution: ExecutionConfig = ExecutionConfig()
     device: Literal["auto", "cpu", "cuda"] = "auto"
     tracking_uri: str | None = None  # else $MLFLOW_TRACKING_URI, else sqlite:///<results_dir>/mlflow.db
     results_dir: str = "results"
+    _protocol_tables: dict[str, Settings] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _registered_tables(cls, data: Any, handler: Any) -> Suite:
+        """Tasks and protocol tables validated by the registered classes' own models, their errors located
+        like every other key's."""
+        if not isinstance(data, dict):
+            return handler(data)
+        data, errors = dict(data), []
+        written = {n: data.pop(n) for n in PROTOCOLS.names() if n in data and n not in cls.model_fields}
+        tables, table_errors = validate_tables(written, {n: PROTOCOLS[n].Config for n in written}, ())
+        errors += table_errors
+        tasks = data.get("tasks", DEFAULT_TASKS)
+        if isinstance(tasks, dict):
+            known = {n: t for n, t in tasks.items() if n in TASKS}
+            for n in tasks:
+                if n not in TASKS:
+                    message = f"unknown task {n!r}; registered: {', '.join(TASKS.names())}"
+                    errors.append(
+                        {"type": "value_error", "loc": ("tasks", n), "input": tasks[n], "ctx": {"error": message}}
+                    )
+            valid, task_errors = validate_tables(known, {n: TASKS[n].Config for n in known}, ("tasks",))
+            data["tasks"] = {n: valid.get(n, TaskConfig()) for n in tasks}  # a bad table is no missing task
+            errors += task_errors
+        try:
+            suite = handler(data)
+        except ValidationError as e:
+            errors += e.errors()
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        suite._protocol_tables = tables
+        return suite
+
+    def protocol(self, name: str) -> Settings:
+        """The validated ``[<name>]`` table of a registered protocol (its defaults where the suite has none)."""
+        table = self._protocol_tables.get(name)
+        return table if table is not None else PROTOCOLS[name].Config()
 
     @field_validator("name")
     @classmethod
@@ -102,7 +128,7 @@ class Suite(Strict):
         dataset = info.data.get("dataset")
         if dataset is None:
             return budgets
-        classes = dataset.synthetic.classes if dataset.name == "synthetic" else DATASET_CLASSES.get(dataset.name)
+        classes = dataset.classes()
         small = [b for b in budgets if classes and b != "full" and b < classes]
         if small:
             raise ValueError(
@@ -128,9 +154,9 @@ class Suite(Strict):
 
     @field_validator("tasks")
     @classmethod
-    def _some_task(cls, tasks: BaseModel) -> BaseModel:
-        if not any(getattr(tasks, n) is not None for n in TASKS):
-            raise ValueError(f"at least one task is needed; registered: {', '.join(sorted(TASKS))}")
+    def _some_task(cls, tasks: dict) -> dict:
+        if not tasks:
+            raise ValueError(f"at least one task is needed; registered: {', '.join(TASKS.names())}")
         return tasks
 
     @field_validator("seeds", "budgets")
@@ -144,7 +170,7 @@ class Suite(Strict):
     @classmethod
     def _pretraining_has_epochs(cls, pretrain: PretrainConfig, info: ValidationInfo) -> PretrainConfig:
         tasks = info.data.get("tasks")
-        pretraining = [n for n, c in (tasks or []) if c is not None and TASKS[n].pretrains]
+        pretraining = [n for n in (tasks or {}) if n in TASKS and TASKS[n].pretrains]  # unknown: reported already
         if pretrain.epochs == 0 and pretraining:
             raise ValueError(
                 f"pretrain.epochs = 0, but {', '.join(pretraining)} pretrain{'s' if len(pretraining) == 1 else ''}; "
@@ -163,7 +189,7 @@ class Suite(Strict):
 
     def selected_tasks(self) -> dict[str, Any]:
         """Task name -> its validated config, in file order."""
-        return {n: c for n, c in self.tasks if c is not None}
+        return dict(self.tasks)
 
     def sorted_budgets(self) -> list[Budget]:
         return sorted(self.budgets, key=lambda b: float("inf") if b == "full" else b)
@@ -173,12 +199,9 @@ class Suite(Strict):
         cfg = self.tuning
         return cfg.enabled and protocol in cfg.protocols and (cfg.budgets is None or budget in cfg.budgets)
 
-    def protocol_settings(self, protocol: str, params: dict) -> BaseModel:
+    def protocol_settings(self, protocol: str, params: dict) -> Settings:
         """The protocol's configured settings with tuned values put in."""
-        settings = getattr(self, protocol)
-        if protocol == "linear" and "l2" in params:
-            return settings.model_copy(update={"l2_grid": [params["l2"]]})
-        return settings.model_copy(update=params)
+        return PROTOCOLS[protocol].with_params(self.protocol(protocol), params)
 
 
 def check_tracking_uri(uri: str) -> str:

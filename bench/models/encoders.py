@@ -5,10 +5,13 @@ tasks with a dense decoder (colorization, inpainting)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torchvision
 from torch import nn
+
+from bench.registry import ENCODERS
 
 
 class ResNet18(nn.Module):
@@ -58,20 +61,23 @@ class SmallCNN(nn.Module):
         return self.features(x).mean((2, 3))
 
 
-ENCODERS: dict[str, tuple[Callable[[], nn.Module], str]] = {
-    "resnet18_cifar": (
-        lambda: ResNet18(cifar_stem=True),
-        "ResNet-18, 3x3 stem, no max-pool, 512-d (32-64 px)",
-    ),
-    "resnet18": (lambda: ResNet18(cifar_stem=False), "ResNet-18, ImageNet stem, 512-d (96 px and larger)"),
-    "small_cnn": (SmallCNN, "4-block conv-BN-ReLU CNN, 128-d; for CPU suites"),
-}
+class Encoder(NamedTuple):
+    build: Callable[[], nn.Module]  # a fresh, randomly initialised encoder with an ``out_dim`` attribute
+    summary: str  # one line for `bench list`
+
+
+ENCODERS.register(
+    "resnet18_cifar", Encoder(lambda: ResNet18(cifar_stem=True), "ResNet-18, 3x3 stem, no max-pool, 512-d (32-64 px)")
+)
+ENCODERS.register(
+    "resnet18", Encoder(lambda: ResNet18(cifar_stem=False), "ResNet-18, ImageNet stem, 512-d (96 px and larger)")
+)
+ENCODERS.register("small_cnn", Encoder(SmallCNN, "4-block conv-BN-ReLU CNN, 128-d; for CPU suites"))
 
 
 def build_encoder(name: str, seed: int) -> nn.Module:
     """A freshly initialised encoder; the same seed gives the same weights on every machine."""
-    if name not in ENCODERS:
-        raise KeyError(f"unknown encoder {name!r}; registered: {', '.join(sorted(ENCODERS))}")
+    build = ENCODERS[name].build  # an unknown name: UnknownName, listing the registered ones
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return ENCODERS[name][0]()
+        return build()

@@ -77,15 +77,3 @@ def cross_validated(fit, inputs: torch.Tensor, labels: torch.Tensor, folds) -> f
         fit_idx, val_idx = torch.as_tensor(fit_idx), torch.as_tensor(val_idx)
         scores.append(accuracy(fit(inputs[fit_idx], labels[fit_idx]), inputs[val_idx], labels[val_idx]))
     return float(np.mean(scores))
-
-
-def _predictor(model: nn.Module, device: torch.device, prepare: Prepare = to_input, batch: int = 1024) -> Predictor:
-    @torch.no_grad()
-    def predict(images: torch.Tensor) -> torch.Tensor:
-        out = []
-        for i in range(0, len(images), batch):
-            with autocast(device):
-                out.append(model(prepare(images[i : i + batch].to(device))).argmax(1))
-        return torch.cat(out)
-
-    return predict

@@ -1,15 +1,30 @@
-"""evaluate: protocols.linear."""
+"""The linear probe: multinomial logistic regression (L-BFGS, full batch) on the frozen encoder's standardised
+features, its L2 penalty chosen on validation labels drawn from inside the budget."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
-from bench.config.sections import LinearConfig
+from bench.config.settings import LogRange, Strict
+from bench.protocols.base import Labelled, Protocol, Watch
 from bench.protocols.features import Fitted, Predictor, cross_validated
 from bench.protocols.validation import validation_folds
+
+
+class LinearConfig(Strict):
+    l2_grid: list[Annotated[float, Field(gt=0)]] = Field([1e-5, 1e-4, 1e-3, 1e-2, 1e-1], min_length=1)
+    max_iter: int = Field(100, gt=0)  # L-BFGS iterations per fit
+    val_fraction: float = Field(0.2, gt=0, lt=1)  # of the budget, stratified, for choosing L2
+
+
+class LinearSpace(Strict):
+    l2: LogRange = (1e-6, 1.0)
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float, max_iter: int) -> nn.Linear:
@@ -56,3 +71,35 @@ def linear_probe(feats: torch.Tensor, labels: torch.Tensor, classes: int, cfg: L
     best = max(cfg.l2_grid, key=lambda l2: (scores[l2], l2))  # ties: the stronger regulariser
     chosen = {"l2": best, "val_scores": scores, "validation": f"{len(folds)}-fold" if len(folds) > 1 else "hold-out"}
     return Fitted(fit_linear(feats, labels, classes, best, cfg.max_iter), scores[best], chosen)
+
+
+class Linear(Protocol):
+    name = "linear"
+    summary = "frozen features, multinomial logistic regression (L-BFGS), L2 chosen on validation labels"
+    Config = LinearConfig
+    Space = LinearSpace
+    frozen = True
+
+    @classmethod
+    def fit(cls, settings: LinearConfig, data: Labelled) -> Fitted:
+        return linear_probe(data.features, data.labels, data.classes, settings, data.seed)
+
+    @classmethod
+    def score(cls, settings: LinearConfig, data: Labelled, folds: list, watch: Watch) -> float:
+        l2 = settings.l2_grid[0]  # a trial's settings hold its one L2 (with_params)
+        fit = lambda a, b: fit_linear(a, b, data.classes, l2, settings.max_iter)  # noqa: E731
+        return cross_validated(fit, data.features, data.labels, folds)
+
+    @classmethod
+    def suggest(cls, trial, space: LinearSpace) -> dict:
+        return {"l2": trial.suggest_float("l2", *space.l2, log=True)}
+
+    @classmethod
+    def configured(cls, settings: LinearConfig) -> dict:
+        return {"l2": sorted(settings.l2_grid)[len(settings.l2_grid) // 2]}
+
+    @classmethod
+    def with_params(cls, settings: LinearConfig, params: dict) -> LinearConfig:
+        if "l2" in params:  # a tuned L2 is a grid of one
+            return settings.model_copy(update={"l2_grid": [params["l2"]]})
+        return settings.model_copy(update=params)

@@ -14,23 +14,19 @@ import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import optuna
 import torch
 from torch import nn
 
-from bench.config.sections import KNNConfig
 from bench.config.settings import digest
 from bench.config.suite import Suite
 from bench.data.budgets import budget_indices
 from bench.data.datasets import Dataset
 from bench.errors import ConfigError
-from bench.protocols.features import accuracy, cross_validated, extract_features
-from bench.protocols.finetune import finetune
-from bench.protocols.knn import knn_classifier
-from bench.protocols.linear import fit_linear
+from bench.protocols.base import Labelled, Watch
+from bench.protocols.features import extract_features
 from bench.protocols.validation import validation_folds
-from bench.tasks import TASKS
+from bench.registry import PROTOCOLS, TASKS
 from bench.train.optim import NonFiniteLoss
 
 DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -148,7 +144,7 @@ class Tuner:
         identity = {
             "tuning": self.cfg.model_dump(exclude={"storage", "enabled", "trials"}),
             "source": self.source_for(task, self.seed),
-            "settings": getattr(self.suite, protocol).model_dump(),
+            "settings": self.suite.protocol(protocol).model_dump(),
             "seed": self.seed,
             "flip": self.suite.dataset.flip,
         }
@@ -183,24 +179,27 @@ class Tuner:
 
     def _defaults(self, protocol: str) -> dict:
         """The protocol's configured values, clipped into the search space."""
-        space, s = getattr(self.cfg.space, protocol), getattr(self.suite, protocol)
-        if protocol == "finetune":
-            values = {"lr": s.lr, "head_lr": s.head_lr or s.lr, "weight_decay": s.weight_decay}
-        elif protocol == "linear":
-            values = {"l2": sorted(s.l2_grid)[len(s.l2_grid) // 2]}
-        else:
-            values = {"k": s.k, "temperature": s.temperature}
+        space = self.cfg.space[protocol]
+        values = PROTOCOLS[protocol].configured(self.suite.protocol(protocol))
         return {k: type(v)(min(max(v, getattr(space, k)[0]), getattr(space, k)[1])) for k, v in values.items()}
 
-    def _objective(self, task: str, protocol: str, budget, folds, study_name: str):
+    def _labelled(self, task: str, protocol: str) -> Labelled:
+        """The whole labelled pool as the protocol's input (folds index into it): frozen features for a frozen
+        protocol (extracted once per task), the uint8 images otherwise."""
         encoder = self.encoder_for(task, self.seed)
-        space = getattr(self.cfg.space, protocol)
         x, y = self.data.train_x, self.data.train_y
-        classes = self.data.num_classes
-        if protocol in ("linear", "knn"):
+        images, features, labels = x, None, y
+        if PROTOCOLS[protocol].frozen:
             if task not in self.features:
                 self.features[task] = extract_features(encoder, x, self.device, prepare=TASKS[task].eval_input)
-            feats, labels = self.features[task], y.to(self.device)
+            images, features, labels = None, self.features[task], y.to(self.device)
+        prepare, flip = TASKS[task].eval_input, self.suite.dataset.flip
+        return Labelled(encoder, images, features, labels, self.data.num_classes, self.seed, prepare, flip)
+
+    def _objective(self, task: str, protocol: str, budget, folds, study_name: str):
+        kind = PROTOCOLS[protocol]
+        space = self.cfg.space[protocol]
+        data = self._labelled(task, protocol)
 
         def objective(trial: optuna.Trial) -> float:
             try:
@@ -210,17 +209,7 @@ class Tuner:
                 raise
 
         def evaluate(trial: optuna.Trial) -> float:
-            if protocol == "finetune":
-                params = {
-                    k: trial.suggest_float(k, *getattr(space, k), log=True) for k in ("lr", "head_lr", "weight_decay")
-                }
-            elif protocol == "linear":
-                params = {"l2": trial.suggest_float("l2", *space.l2, log=True)}
-            else:
-                params = {
-                    "k": trial.suggest_int("k", int(space.k[0]), int(space.k[1]), log=True),
-                    "temperature": trial.suggest_float("temperature", *space.temperature, log=True),
-                }
+            params = kind.suggest(trial, space)
             tags = {
                 "kind": "trial",
                 "task": task,
@@ -233,21 +222,16 @@ class Tuner:
             name = trial_name(task, protocol, budget, trial.number)
             with self.trials.trial(name, tags, params) as record:
                 settings = self.suite.protocol_settings(protocol, params)
+
+                def report(progress: float, acc: float) -> None:
+                    record.metric("val_acc_during", acc, step=round(100 * progress))  # % of the schedule
+                    trial.report(acc, step=round(100 * progress))
+                    if trial.should_prune():
+                        raise optuna.TrialPruned()
+
+                watch = Watch(report if self.cfg.prune else None, record, self.device)
                 try:
-                    if protocol == "finetune":
-                        score = self._finetune_score(task, encoder, settings, folds, trial, record)
-                    elif protocol == "linear":
-                        score = cross_validated(
-                            lambda a, b: fit_linear(a, b, classes, params["l2"], settings.max_iter),
-                            feats,
-                            labels,
-                            folds,
-                        )
-                    else:
-                        knn = KNNConfig(**params, chunk=self.suite.knn.chunk)
-                        score = cross_validated(
-                            lambda a, b: knn_classifier(a, b, classes, knn).predict, feats, labels, folds
-                        )
+                    score = kind.score(settings, data, folds, watch)
                 except optuna.TrialPruned:
                     pruned, score = True, float("nan")
                 except NonFiniteLoss:  # a diverging setting is a legitimate, bad outcome
@@ -261,36 +245,3 @@ class Tuner:
             return score
 
         return objective
-
-    def _finetune_score(self, task: str, encoder: nn.Module, settings, folds, trial: optuna.Trial, record) -> float:
-        x, y = self.data.train_x, self.data.train_y
-        scores = []
-        for i, (fit_idx, val_idx) in enumerate(folds):
-            fit_x, fit_y = x[fit_idx].to(self.device), y[fit_idx].to(self.device)
-            val_x, val_y = x[val_idx].to(self.device), y[val_idx].to(self.device)
-
-            def report(progress: float, predict, val_x=val_x, val_y=val_y) -> None:
-                acc = accuracy(predict, val_x, val_y)
-                record.metric("val_acc_during", acc, step=round(100 * progress))  # % of the schedule
-                trial.report(acc, step=round(100 * progress))
-                if trial.should_prune():
-                    raise optuna.TrialPruned()
-
-            watch = self.cfg.prune and i == 0  # the pruner watches the first fold's learning curve
-            fitted = finetune(
-                encoder,
-                fit_x,
-                fit_y,
-                self.data.num_classes,
-                settings,
-                self.seed,
-                on_checkpoint=report if watch else None,
-                checkpoints=3 if watch else 0,
-                prepare=TASKS[task].eval_input,
-                flip=self.suite.dataset.flip,
-            )
-            scores.append(accuracy(fitted.predict, val_x, val_y))
-            if i == 0:
-                record.history(fitted.history, prefix="finetune_")
-                record.metric("train_acc", fitted.chosen["train_acc"])
-        return float(np.mean(scores))

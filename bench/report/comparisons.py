@@ -11,7 +11,7 @@ from bench.report.stats import (
     min_blocks,
     paired,
 )
-from bench.report.tidy import BASELINES, FROZEN, references
+from bench.report.tidy import BASELINES, REFERENCE, frozen_protocols, references
 
 
 def comparisons(df: pd.DataFrame) -> pd.DataFrame:
@@ -60,7 +60,7 @@ def comparisons(df: pd.DataFrame) -> pd.DataFrame:
 
 def protocol_order(df: pd.DataFrame) -> list[str]:
     """Frozen protocols first, then fine-tuning, then any other, each once."""
-    known = [p for p in (*FROZEN, "finetune") if p in set(df.protocol)]
+    known = [p for p in (*frozen_protocols(), REFERENCE[1]) if p in set(df.protocol)]
     return known + [p for p in df.protocol.unique() if p not in known]
 
 

@@ -25,7 +25,7 @@ from bench.report import palette
 from bench.report.comparisons import budget_order, protocol_order, rank_blocks, rank_note, title
 from bench.report.stats import ALPHA, friedman_nemenyi, interval
 from bench.report.tables import TEXT, interval_sentence
-from bench.report.tidy import BASELINES, FROZEN, REFERENCE
+from bench.report.tidy import BASELINES, REFERENCE, frozen_protocols
 
 
 def _partial(df: pd.DataFrame) -> str:
@@ -83,7 +83,7 @@ def label_efficiency(df: pd.DataFrame) -> plt.Figure | None:
 def _panels(comp: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """(panel title, comparisons) per frozen protocol against random, then every protocol against scratch."""
     out = []
-    for protocol in FROZEN:
+    for protocol in frozen_protocols():
         sub = comp[(comp.protocol == protocol) & (comp.baseline == "random")]
         if len(sub):
             out.append((f"{protocol}: task − random+{protocol}", sub.assign(entry=sub.task)))

@@ -16,7 +16,7 @@ from bench.report.stats import (
     min_sign_flip_p,
     seeds_needed,
 )
-from bench.report.tidy import FROZEN, REFERENCE
+from bench.report.tidy import REFERENCE, is_frozen
 
 # ---------------------------------------------------------------------------------------------- table cells
 
@@ -143,7 +143,7 @@ def caption(df: pd.DataFrame, comp: pd.DataFrame, protocol: str, sym: dict) -> s
         f"{protocol}: test accuracy{unit}, {_tex(title(df)) if tex else title(df)}, mean over seeds (n per cell).",
         interval_sentence({iv.method for iv in ivs}, sym, "Brackets"),
         family_sentence(comp, protocol, sym),
-        family_sentence(comp, protocol, sym, "random") if protocol in FROZEN else "",
+        family_sentence(comp, protocol, sym, "random") if is_frozen(protocol) else "",
         "Best per column in bold.",
     ]
     if partial:

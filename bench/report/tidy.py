@@ -5,9 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from bench.registry import PROTOCOLS
+
 BASELINES = ("scratch", "random")
 REFERENCE = ("scratch", "finetune")  # the labels-only reference
-FROZEN = ("linear", "knn")
+
+
+def is_frozen(protocol: str) -> bool:
+    """Whether ``protocol`` keeps the encoder frozen (its registered class says; a name no registry holds, from an
+    older store, counts as not frozen)."""
+    return protocol in PROTOCOLS and PROTOCOLS[protocol].frozen
+
+
+def frozen_protocols() -> list[str]:
+    """The registered frozen protocols, bench's own first (linear, knn), then any other, by name."""
+    names = [n for n in PROTOCOLS.names() if is_frozen(n)]
+    return sorted(names, key=lambda n: (not PROTOCOLS.module_of(n).startswith("bench."), n != "linear", n))
 
 
 def _experiment_name(tracker) -> str:
@@ -95,5 +108,5 @@ def tidy(tracker, cells) -> pd.DataFrame:
 def references(protocol: str, df: pd.DataFrame) -> list[tuple[str, str]]:
     """The (baseline, baseline protocol) pairs a task under ``protocol`` is tested against."""
     present = set(zip(df.task, df.protocol, strict=True))
-    refs = [("random", protocol)] if protocol in FROZEN else []
+    refs = [("random", protocol)] if is_frozen(protocol) else []
     return [r for r in refs + [REFERENCE] if r in present]

@@ -16,20 +16,20 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
+from bench.config.settings import Settings
 from bench.config.suite import Suite
 from bench.data.budgets import budget_indices
 from bench.data.datasets import Dataset
 from bench.errors import ConfigError, LeaseLost, StoreError
 from bench.files import is_environmental
 from bench.models.encoders import build_encoder
-from bench.protocols.features import extract_features, recalibrate_bn
-from bench.protocols.finetune import finetune
-from bench.protocols.knn import knn_classifier
-from bench.protocols.linear import linear_probe
+from bench.protocols.base import Labelled
+from bench.protocols.features import Fitted, extract_features, recalibrate_bn
+from bench.registry import PROTOCOLS, TASKS
 from bench.run.plan import Cell
 from bench.store.checkpoints import CheckpointUnusable, checkpoint_path, load_encoder, save_encoder
 from bench.store.client import store_failure
-from bench.tasks import TASKS, Task
+from bench.tasks.base import Task
 from bench.train.health import HealthHook, health_sample
 from bench.train.loop import EpochStats, pretrain
 
@@ -94,19 +94,32 @@ def prepare_encoder(encoder: torch.nn.Module, suite: Suite, data: Dataset, devic
     return recalibrate_bn(encoder, pool, device, TASKS[task].eval_input)
 
 
-def fit(cell: Cell, suite: Suite, data: Dataset, encoder, features, idx, settings, train_x: torch.Tensor, device):
-    """The classifier of one evaluation cell from its budget's labels, and the test inputs it predicts from."""
-    train_y = data.train_y[idx].to(device)
-    if cell.protocol in ("linear", "knn"):
-        train_feats, test_inputs = features
-        if cell.protocol == "linear":
-            return linear_probe(train_feats[idx], train_y, data.num_classes, settings, cell.seed), test_inputs
-        return knn_classifier(train_feats[idx], train_y, data.num_classes, settings), test_inputs
-    prepare = TASKS[cell.task].eval_input
-    fitted = finetune(
-        encoder, train_x[idx], train_y, data.num_classes, settings, cell.seed, prepare=prepare, flip=suite.dataset.flip
+def fit(
+    cell: Cell,
+    suite: Suite,
+    data: Dataset,
+    encoder: torch.nn.Module,
+    features: tuple[torch.Tensor, torch.Tensor] | None,
+    idx: np.ndarray,
+    settings: Settings,
+    train_x: torch.Tensor,
+    device: torch.device,
+) -> tuple[Fitted, torch.Tensor]:
+    """The classifier of one evaluation cell from its budget's labels (``idx`` into the labelled pool), and the
+    test inputs it predicts from. ``features``: (train, test) frozen features, for a frozen protocol."""
+    protocol = PROTOCOLS[cell.protocol]
+    train_feats, test_feats = features if protocol.frozen else (None, None)
+    labelled = Labelled(
+        encoder,
+        None if protocol.frozen else train_x[idx],
+        None if train_feats is None else train_feats[idx],
+        data.train_y[idx].to(device),
+        data.num_classes,
+        cell.seed,
+        TASKS[cell.task].eval_input,
+        suite.dataset.flip,
     )
-    return fitted, data.test_x
+    return protocol.fit(settings, labelled), protocol.test_inputs(test_feats, data.test_x)
 
 
 def is_fatal(e: BaseException) -> bool:
@@ -174,7 +187,7 @@ class GroupRun:
         for cell in evals:
             self.progress.update(self.bar, description=cell.label)
             try:
-                if cell.protocol in ("linear", "knn") and features is None:
+                if PROTOCOLS[cell.protocol].frozen and features is None:
                     start = time.perf_counter()
                     features = (
                         extract_features(encoder, self.train_x, self.device, prepare=prepare),
@@ -244,7 +257,7 @@ class GroupRun:
         with self.runner.tracker.eval_run(cell, suite, settings, hparams, hp_source, idx) as log:
             start = time.perf_counter()
             seconds = {}
-            if features is not None and cell.protocol in ("linear", "knn"):
+            if features is not None and PROTOCOLS[cell.protocol].frozen:
                 seconds["feature_extract_s"] = features[2]
             fitted, test_inputs = fit(
                 cell, suite, data, encoder, features and features[:2], idx, settings, self.train_x, self.device

@@ -95,9 +95,9 @@ def case_data() -> dict:
 
 def case_pretrain(name: str, augment: str = "device") -> dict:
     from bench.protocols.features import extract_features
+    from bench.registry import TASKS
     from bench.run.cells import build_task, health_hooks, trained_encoder
     from bench.store.checkpoints import save_encoder
-    from bench.tasks import TASKS
     from bench.train.loop import pretrain
 
     s = suite(tasks={name: {}}, pretrain=BASE["pretrain"] | {"augment": augment, "workers": 0})
@@ -120,9 +120,9 @@ def case_pretrain(name: str, augment: str = "device") -> dict:
 def case_protocol(protocol: str, recalibrate: bool = False) -> dict:
     from bench.data.budgets import budget_indices
     from bench.protocols.features import extract_features
+    from bench.registry import TASKS
     from bench.run.cells import fit, prepare_encoder, trained_encoder
     from bench.run.plan import Cell
-    from bench.tasks import TASKS
 
     evaluation = {"bn_recalibration": recalibrate, "bn_recalibration_images": 32}
     s = suite(tasks={"scratch": {}}, protocols=[protocol], evaluation=evaluation)
@@ -166,7 +166,7 @@ def case_tuning() -> dict:
 
 def cases() -> dict[str, tuple[Callable[[], dict], set[str], Suite]]:
     """case -> (run it, the parts it exercises directly, a suite whose cells those are)."""
-    from bench.tasks import TASKS
+    from bench.registry import TASKS
 
     pretrain = suite(pretrain=BASE["pretrain"])
     out: dict[str, tuple[Callable[[], dict], set[str], Suite]] = {"data": (case_data, {"data", "cells"}, pretrain)}

@@ -64,6 +64,7 @@ PARTS = (
         "protocols",
         1,
         (
+            "bench.protocols.base",
             "bench.protocols.features",
             "bench.protocols.finetune",
             "bench.protocols.knn",
@@ -90,6 +91,7 @@ NOT_NUMERIC = {
     "bench.tasks.__init__": "the task registry",
     "bench.augment.__init__": "package",
     "bench.data.__init__": "package",
+    "bench.data.catalog": "the datasets' names, class counts and descriptions",
     "bench.models.__init__": "package",
     "bench.train.__init__": "package",
     "bench.protocols.__init__": "the protocol registry",
@@ -117,7 +119,7 @@ def task_part(task: type) -> Part:
 
 
 def all_parts() -> dict[str, Part]:
-    from bench.tasks import TASKS
+    from bench.registry import TASKS
 
     parts = {p.name: p for p in PARTS}
     parts |= {f"task.{t.name}": task_part(t) for t in TASKS.values()}

@@ -16,8 +16,8 @@ from bench.config.sections import SPEED_ONLY
 from bench.config.settings import digest
 from bench.config.suite import Suite
 from bench.errors import ConfigError
+from bench.registry import TASKS
 from bench.run.identity import TUNING_LIBRARIES, cell_parts, library_versions, uses
-from bench.tasks import TASKS
 
 KEY_VERSION = 4  # the layout of the key itself; code changes are covered by the parts' versions
 
@@ -109,7 +109,7 @@ def build_plan(suite: Suite, data_identity: str, environment: dict | None = None
                 source, source_config, _ = keys(origin | {"init": True}, uses({"encoders"}), environment)
             for budget in suite.sorted_budgets():
                 for protocol in protocols:
-                    settings = getattr(suite, protocol).model_dump()
+                    settings = suite.protocol(protocol).model_dump()
                     is_tuned = suite.tuned(protocol, budget)
                     if is_tuned:
                         settings = {"base": settings, "tuning": tuning_settings(suite)}

@@ -24,6 +24,7 @@ from bench.data.datasets import load_dataset
 from bench.errors import DataError
 from bench.files import check_writable, inside
 from bench.protocols.tuning import Tuner
+from bench.registry import TASKS
 from bench.report.publish import publish
 from bench.report.summary import render_summary
 from bench.run.cells import GroupRun, draw_labels, prepare_encoder, resolve_device, trained_encoder
@@ -33,7 +34,6 @@ from bench.run.staleness import stale_reasons
 from bench.store.lease import Lease, acquire
 from bench.store.runlog import MlflowTrials
 from bench.store.tracking import Tracker
-from bench.tasks import TASKS
 
 __all__ = ["Executor", "LocalExecutor", "Outcome", "Runner", "resolve_device"]
 

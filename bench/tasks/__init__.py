@@ -1,14 +1,6 @@
-"""Task registry: every module in this package is imported, and each Task subclass with a name registers."""
+"""Pretext tasks and baselines, one file each. A module here that defines a ``Task`` subclass with a ``name``
+provides that task: ``bench.registry.TASKS`` finds it without importing it, and imports it when it is used."""
 
-import importlib
-import pkgutil
+from bench.registry import TASKS
 
-from bench.tasks.base import REGISTRY, Task, TaskConfig
-
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "base":
-        importlib.import_module(f"{__name__}.{_module.name}")
-
-TASKS: dict[str, type[Task]] = dict(sorted(REGISTRY.items()))
-
-__all__ = ["TASKS", "Task", "TaskConfig"]
+__all__ = ["TASKS"]

@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from bench.augment.ops import to_input
-from bench.config.settings import Settings
+from bench.config.sections import TaskConfig
+from bench.registry import TASKS
 
-Protocol = Literal["linear", "knn", "finetune"]
-REGISTRY: dict[str, type[Task]] = {}
-
-
-class TaskConfig(Settings):
-    """Options every task has; a task's own Config adds its hyperparameters with the paper's defaults."""
-
-    protocols: list[Protocol] | None = None  # evaluate this task with only these of the suite's protocols
+__all__ = ["Task", "TaskConfig"]
 
 
 class Task(nn.Module):
@@ -46,7 +40,7 @@ class Task(nn.Module):
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
-            REGISTRY[cls.name] = cls
+            TASKS.register(cls.name, cls)
 
     def __init__(self, encoder: nn.Module, cfg: TaskConfig, image_size: int) -> None:
         super().__init__()

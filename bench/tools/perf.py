@@ -22,11 +22,12 @@ import torch
 from PIL import Image
 
 from bench.augment.reference import PilImages
+from bench.errors import ConfigError
 from bench.files import write_atomic
 from bench.models.encoders import build_encoder
 from bench.protocols.features import extract_features
 from bench.protocols.linear import fit_linear
-from bench.tasks import TASKS
+from bench.registry import TASKS
 from bench.train.optim import autocast
 
 CIFAR10_TRAIN = 50_000
@@ -169,7 +170,7 @@ def run_perf(
     missing = [t for t in tasks if t not in TASKS or not TASKS[t].has_reference_path()]
     if missing:
         have = sorted(n for n, t in TASKS.items() if t.pretrains and t.has_reference_path())
-        raise ValueError(f"no reference pipeline for {', '.join(missing)}; tasks with one: {', '.join(have)}")
+        raise ConfigError(f"no reference pipeline for {', '.join(missing)}; tasks with one: {', '.join(have)}")
     if cuda:
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats()
