@@ -132,9 +132,12 @@ def cmd_server(args: argparse.Namespace, console: Console) -> int:
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     from bench.registry import DATASETS, ENCODERS, PROTOCOLS, TASKS
 
+    def supported(task) -> list[str]:
+        return [p for p in PROTOCOLS if task.evaluates_with(PROTOCOLS[p])]
+
     sections = {
         "tasks": {
-            n: f"{t.summary} [dim]({t.reference}; protocols: {', '.join(t.protocols)}"
+            n: f"{t.summary} [dim]({t.reference}; protocols: {', '.join(supported(t))}"
             + (f"; images of at least {t.min_image_size} px" if t.min_image_size > 1 else "")
             + ")[/]"
             for n, t in TASKS.items()

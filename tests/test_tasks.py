@@ -28,8 +28,8 @@ def make(name: str, seed: int = 0):
 @pytest.mark.parametrize("name", list(TASKS))
 def test_task_is_described(name):
     task = TASKS[name]
-    assert task.summary and task.protocols and sys.modules[task.__module__].__doc__
-    assert set(task.protocols) <= {"linear", "knn", "finetune"}
+    assert task.summary and task.evaluated_by and sys.modules[task.__module__].__doc__
+    assert set(task.evaluated_by) <= {"frozen", "trained"}
     if task.pretrains:  # a pretext task names its paper and arXiv id, in the docstring and for `bench list`
         assert "arXiv:" in task.reference and "arXiv:" in sys.modules[task.__module__].__doc__
     else:

@@ -9,7 +9,9 @@ the one score on the test set. Recording (MLflow), the lease and progress go thr
 from __future__ import annotations
 
 import time
+import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,13 +31,27 @@ from bench.registry import PROTOCOLS, TASKS
 from bench.run.plan import Cell
 from bench.store.checkpoints import CheckpointUnusable, checkpoint_path, load_encoder, save_encoder
 from bench.store.client import store_failure
+from bench.store.tracking import Tracker
 from bench.tasks.base import Task
 from bench.train.health import HealthHook, health_sample
 from bench.train.loop import EpochStats, pretrain
 
-if TYPE_CHECKING:  # the runner and the tuner are passed in; neither decides what a cell computes
+if TYPE_CHECKING:  # the tuner is passed in; it decides no number of the cell it serves
     from bench.protocols.tuning import Tuner
-    from bench.run.runner import Runner
+
+
+class Host(typing.Protocol):
+    """What a group of cells needs from whoever runs it (``bench.run.runner.Runner``, a Ray worker's runner):
+    the suite, the tracking store, the checkpoint cache, the plan, the lease and the prepared encoders."""
+
+    suite: Suite
+    tracker: Tracker
+    cache: Path
+    cells: list[Cell]
+
+    def check_lease(self) -> None: ...
+
+    def prepared_encoder(self, task: str, seed: int) -> torch.nn.Module: ...
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -138,7 +154,7 @@ class GroupRun:
     """Runs the cells of one (task, seed): pretraining at most once, features at most once. Failed cells are
     recorded in ``failed`` (label -> reason) and the group goes on; fatal errors (``is_fatal``) propagate."""
 
-    runner: Runner
+    runner: Host
     data: Dataset
     train_x: torch.Tensor
     labels: dict

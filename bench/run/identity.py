@@ -118,11 +118,24 @@ def task_part(task: type) -> Part:
     return Part(f"task.{task.name}", task.version, (task.__module__,), task.summary)
 
 
+def protocol_part(name: str) -> str:
+    """The part a protocol's cells use for it: ``protocols`` for bench's own (their modules are that part), else
+    ``protocol.<name>``, versioned by the class's ``version`` (a protocol from a user's package)."""
+    from bench.registry import PROTOCOLS
+
+    module = PROTOCOLS.module_of(name)
+    return "protocols" if any(module in p.modules for p in PARTS) else f"protocol.{name}"
+
+
 def all_parts() -> dict[str, Part]:
-    from bench.registry import TASKS
+    from bench.registry import PROTOCOLS, TASKS
 
     parts = {p.name: p for p in PARTS}
     parts |= {f"task.{t.name}": task_part(t) for t in TASKS.values()}
+    for name in PROTOCOLS:
+        if protocol_part(name) != "protocols":
+            cls = PROTOCOLS[name]
+            parts[f"protocol.{name}"] = Part(f"protocol.{name}", cls.version, (cls.__module__,), cls.summary)
     return parts
 
 
@@ -197,9 +210,10 @@ def uses(names: set[str], parts: dict[str, Part] | None = None) -> dict[str, int
     return {n: parts[n].version for n in sorted(seen)}
 
 
-def cell_parts(suite, kind: str, task: type, tuned: bool = False) -> set[str]:
+def cell_parts(suite, kind: str, task: type, tuned: bool = False, protocol: str | None = None) -> set[str]:
     """The parts a cell calls directly. A pretraining: the loop, its task, health if measured. An evaluation:
-    the protocols, its task's evaluation input, tuning if its hyperparameters come from a study."""
+    the protocols (and its own protocol's part, where it comes from outside bench), its task's evaluation input,
+    tuning if its hyperparameters come from a study."""
     direct = {"cells", "data", "encoders", "checkpoints", f"task.{task.name}"}
     if kind == "pretrain":
         direct |= {"train"} | ({"health"} if suite.pretrain.health_every else set())
@@ -207,6 +221,8 @@ def cell_parts(suite, kind: str, task: type, tuned: bool = False) -> set[str]:
             direct.add("reference")
     else:
         direct |= {"protocols"} | ({"tuning"} if tuned else set())
+        if protocol is not None:
+            direct.add(protocol_part(protocol))
     return direct
 
 

@@ -16,7 +16,7 @@ from bench.config.sections import SPEED_ONLY
 from bench.config.settings import digest
 from bench.config.suite import Suite
 from bench.errors import ConfigError
-from bench.registry import TASKS
+from bench.registry import PROTOCOLS, TASKS
 from bench.run.identity import TUNING_LIBRARIES, cell_parts, library_versions, uses
 
 KEY_VERSION = 4  # the layout of the key itself; code changes are covered by the parts' versions
@@ -63,10 +63,11 @@ def data_config(suite: Suite) -> dict:
 
 def task_protocols(suite: Suite, name: str) -> list[str]:
     cfg, task = suite.selected_tasks()[name], TASKS[name]
-    chosen = [p for p in suite.protocols if p in task.protocols and (cfg.protocols is None or p in cfg.protocols)]
+    supported = [p for p in PROTOCOLS if task.evaluates_with(PROTOCOLS[p])]
+    chosen = [p for p in suite.protocols if p in supported and (cfg.protocols is None or p in cfg.protocols)]
     if not chosen:
         raise ConfigError(
-            f"task {name!r} supports protocols {list(task.protocols)}, but the suite asks for {suite.protocols}"
+            f"task {name!r} supports protocols {supported}, but the suite asks for {suite.protocols}"
             + (f" and tasks.{name}.protocols for {cfg.protocols}" if cfg.protocols else "")
         )
     return chosen
@@ -123,7 +124,7 @@ def build_plan(suite: Suite, data_identity: str, environment: dict | None = None
                         "evaluation": suite.evaluation.model_dump(),
                         "seed": seed,
                     }
-                    parts = uses(cell_parts(suite, "eval", task, is_tuned))
+                    parts = uses(cell_parts(suite, "eval", task, is_tuned, protocol))
                     env = tuned_environment if is_tuned else environment
                     key, _, identity = keys(content | {"source_key": source}, parts, env)
                     cells.append(Cell("eval", name, seed, key, source, budget, protocol, digest(content), identity))

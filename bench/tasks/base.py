@@ -29,7 +29,9 @@ class Task(nn.Module):
     reference: ClassVar[str]  # paper and arXiv id, or "baseline"
     Config: ClassVar[type[TaskConfig]] = TaskConfig
     pretrains: ClassVar[bool] = True  # False: the checkpoint is the seeded random initialisation
-    protocols: ClassVar[tuple[str, ...]] = ("linear", "knn", "finetune")
+    # Which protocols evaluate the task: the frozen ones (linear, kNN, ...), those that train the encoder
+    # (fine-tuning, ...), or both. A random encoder trained on the labels is scratch; scratch frozen is random.
+    evaluated_by: ClassVar[tuple[str, ...]] = ("frozen", "trained")
     # For the registry contract test (20 steps on one batch of 8): config overrides under which that tiny
     # setting is meaningful, and whether the loss is an objective the student alone can lower there.
     contract_overrides: ClassVar[dict] = {}
@@ -72,6 +74,11 @@ class Task(nn.Module):
     def loss_views(self, *views: torch.Tensor) -> torch.Tensor:
         """The loss of views that are already augmented and normalised: the model step alone."""
         raise NotImplementedError(f"task {self.name!r} has no separate model step")
+
+    @classmethod
+    def evaluates_with(cls, protocol: type) -> bool:
+        """Whether ``protocol`` (a ``bench.protocols.base.Protocol`` subclass) evaluates this task."""
+        return ("frozen" if protocol.frozen else "trained") in cls.evaluated_by
 
     @classmethod
     def has_reference_path(cls) -> bool:

@@ -9,4 +9,4 @@ class RandomInit(Task):
     summary = "baseline: frozen random-init encoder (frozen-feature protocols only)"
     reference = "baseline"
     pretrains = False
-    protocols = ("linear", "knn")
+    evaluated_by = ("frozen",)

@@ -10,4 +10,4 @@ class Scratch(Task):
     summary = "baseline: supervised from random init on the labelled subset (fine-tune only)"
     reference = "baseline"
     pretrains = False
-    protocols = ("finetune",)
+    evaluated_by = ("trained",)
