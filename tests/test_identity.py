@@ -6,7 +6,7 @@ import json
 import pytest
 
 from bench.config.load import load_suite
-from bench.run import golden, identity
+from bench.run import golden, identity, lock
 from bench.run.identity import plan_environment
 from bench.run.plan import build_plan
 from bench.tasks import TASKS
@@ -27,7 +27,7 @@ def changed(before: dict, after: dict) -> set[str]:
 
 
 def test_the_lock_agrees_with_the_code_and_every_module_is_classified():
-    assert identity.check_lock() == [], "python -m bench identity says what to do"
+    assert lock.check_lock() == [], "python -m bench identity says what to do"
     assert identity.unclassified() == []
 
 
@@ -63,23 +63,23 @@ class Rotation:
 def test_the_normalised_digest_ignores_docstrings_comments_formatting_and_the_version():
     same = SOURCE.replace('"""Docstring."""', '"""Another docstring."""').replace("# a comment", "# other")
     same = same.replace("x * X", "x  *  X").replace("version = 1", "version = 7") + "\n# appended comment\n"
-    assert identity.normalised(same) == identity.normalised(SOURCE)
-    assert identity.normalised(SOURCE.replace("X = 4", "X = 5")) != identity.normalised(SOURCE)
-    assert identity.normalised(SOURCE.replace("x * X", "x + X")) != identity.normalised(SOURCE)
+    assert lock.normalised(same) == lock.normalised(SOURCE)
+    assert lock.normalised(SOURCE.replace("X = 4", "X = 5")) != lock.normalised(SOURCE)
+    assert lock.normalised(SOURCE.replace("x * X", "x + X")) != lock.normalised(SOURCE)
 
 
 def test_a_moved_digest_with_the_same_version_fails_the_pin_and_says_what_to_do(tmp_path):
-    lock = tmp_path / "identity.lock"
-    parts = identity.current_lock()
+    path = tmp_path / "identity.lock"
+    parts = lock.current_lock()
     parts["task.rotation"]["digest"] = "0" * 16
-    lock.write_text(json.dumps({"parts": parts}))
-    (problem,) = identity.check_lock(lock)
+    path.write_text(json.dumps({"parts": parts}))
+    (problem,) = lock.check_lock(path)
     assert "part task.rotation (bench/tasks/rotation.py) changed since the lock but is still version 1" in problem
     assert "bump its version (`version` of the task class in rotation.py)" in problem
     assert "python -m bench identity --update" in problem and "nothing goes stale" in problem
-    parts["task.rotation"] = identity.current_lock()["task.rotation"] | {"version": 0}
-    lock.write_text(json.dumps({"parts": parts}))
-    assert "is version 1, the lock has 0" in identity.check_lock(lock)[0]
+    parts["task.rotation"] = lock.current_lock()["task.rotation"] | {"version": 0}
+    path.write_text(json.dumps({"parts": parts}))
+    assert "is version 1, the lock has 0" in lock.check_lock(path)[0]
 
 
 def test_a_task_version_renews_exactly_that_tasks_cells(monkeypatch):

@@ -54,9 +54,7 @@ def scan_folder(root: Path) -> Listing:
     for split, per_class in files.items():
         for c, these in zip(train, per_class):
             if not these:
-                raise DataError(
-                    f"{root / split / c}: class folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
-                )
+                raise DataError(f"{root / split / c}: class folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     unlabeled = _images(root / "unlabeled") if (root / "unlabeled").is_dir() else []
     manifest = [[f"{split}/{c}/", 0, 0] for split in ("train", "test") for c in train]
     for path in [p for per_class in files.values() for these in per_class for p in these] + unlabeled:

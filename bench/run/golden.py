@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from bench.config.suite import Suite
-from bench.run import identity
+from bench.run import identity, lock
 
 RECORD = Path(__file__).resolve().parent / "golden.json"
 SYNTHETIC = {"name": "synthetic", "synthetic": {"classes": 4, "train": 64, "test": 32, "size": 32}}
@@ -264,5 +264,5 @@ def update(progress: Callable[[str], None] = lambda _: None) -> tuple[bool, list
     if refused:
         return False, refused
     write(found)
-    identity.write_lock()
+    lock.write_lock()
     return True, [f"{name}: {verdict}" for name, verdict in verdicts.items() if verdict != "same"]

@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import ast
 import functools
-import hashlib
 import importlib.util
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1]  # bench/
-LOCK = Path(__file__).resolve().parent / "identity.lock"
 
 
 @dataclass(frozen=True)
@@ -52,7 +49,7 @@ PARTS = (
     Part(
         "data",
         1,
-        ("bench.data.budgets", "bench.data.datasets", "bench.data.imagefolder"),
+        ("bench.data.budgets", "bench.data.datasets", "bench.data.imagefolder", "bench.data.sources"),
         "decoding, pool, subsets and nested label budgets",
     ),
     Part("encoders", 1, ("bench.models.encoders",), "encoder architectures and their seeded initialisation"),
@@ -83,6 +80,7 @@ NOT_NUMERIC = {
     "bench.__init__": "public names and the version string",
     "bench.__main__": "command line",
     "bench.cli": "command line",
+    "bench.commands": "what each command does",
     "bench.errors": "the kinds of error and their exit codes",
     "bench.files": "how files are written, not what they hold",
     "bench.registry": "finds tasks, protocols, encoders and datasets by name",
@@ -250,100 +248,6 @@ def plan_environment(suite, threads: int | None = None) -> dict:
     if device == "cpu":
         env["threads"] = threads or torch.get_num_threads()
     return env | {"libraries": library_versions(LIBRARIES)}
-
-
-# ---------------------------------------------------------------------------------------------- digests
-
-
-class _Normalise(ast.NodeTransformer):
-    """Docstrings out, and a task class's own ``version = N`` (the version is pinned beside the digest)."""
-
-    def _body(self, node):
-        self.generic_visit(node)
-        body = node.body
-        if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
-            if isinstance(body[0].value.value, str):
-                body = body[1:]
-        if isinstance(node, ast.ClassDef):
-            body = [s for s in body if not _is_version(s)]
-        node.body = body or [ast.Pass()]
-        return node
-
-    visit_Module = visit_ClassDef = visit_FunctionDef = visit_AsyncFunctionDef = _body
-
-
-def _is_version(statement: ast.stmt) -> bool:
-    targets = statement.targets if isinstance(statement, ast.Assign) else [getattr(statement, "target", None)]
-    return isinstance(statement, (ast.Assign, ast.AnnAssign)) and [getattr(t, "id", "") for t in targets] == ["version"]
-
-
-def normalised(source: str) -> str:
-    """The syntax tree of ``source`` without docstrings, comments, formatting or a class's ``version``."""
-    return ast.dump(_Normalise().visit(ast.parse(source)), include_attributes=False)
-
-
-def part_digest(part: Part) -> str:
-    text = "\n".join(f"{m}\n{normalised(module_path(m).read_text())}" for m in sorted(part.modules))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------------------------- the lock
-
-
-def current_lock() -> dict:
-    return {
-        name: {"version": p.version, "digest": part_digest(p), "modules": list(p.modules)}
-        for name, p in sorted(all_parts().items())
-        if all(m.startswith("bench.") for m in p.modules)  # a plug-in's source is its own identity
-    }
-
-
-def read_lock(path: Path = LOCK) -> dict:
-    return json.loads(path.read_text())["parts"] if path.exists() else {}
-
-
-def write_lock(path: Path = LOCK) -> dict:
-    parts = current_lock()
-    text = json.dumps({"parts": parts}, indent=1, sort_keys=True) + "\n"
-    path.write_text(text)
-    return parts
-
-
-HOW = (
-    "if its outputs changed, bump its version ({where}): the cells using it go stale; if `nox -s golden` shows "
-    "every output unchanged (a refactor), record the new digest with `python -m bench identity --update`: "
-    "nothing goes stale"
-)
-
-
-def where(name: str) -> str:
-    if name.startswith("task."):
-        return f"`version` of the task class in {module_path(all_parts()[name].modules[0]).name}"
-    return f"Part({name!r}, ...) in bench/run/identity.py"
-
-
-def check_lock(path: Path = LOCK) -> list[str]:
-    """What differs between the code and the lock, one line each, with what to do; empty when they agree."""
-    locked, now = read_lock(path), current_lock()
-    problems = []
-    for name in sorted(set(locked) | set(now)):
-        old, new = locked.get(name), now.get(name)
-        if old is None:
-            problems.append(f"part {name} is new: record it with `python -m bench identity --update`")
-        elif new is None:
-            problems.append(f"part {name} is gone: `python -m bench identity --update` drops it from the lock")
-        elif new["version"] != old["version"]:
-            problems.append(
-                f"part {name} is version {new['version']}, the lock has {old['version']}: record it with "
-                "`python -m bench identity --update` (and the golden outputs it changed)"
-            )
-        elif new["digest"] != old["digest"] or new["modules"] != old["modules"]:
-            modules = ", ".join(str(module_path(m).relative_to(PACKAGE.parent)) for m in new["modules"])
-            problems.append(
-                f"part {name} ({modules}) changed since the lock but is still version {new['version']}: "
-                + HOW.format(where=where(name))
-            )
-    return problems
 
 
 def unclassified() -> list[str]:

@@ -1,0 +1,198 @@
+"""What each ``bench`` command does (``bench.cli`` parses the command line and reports errors): run, report,
+parity, perf, server, list, identity, golden. Each imports what it needs when it runs, so ``bench --help`` stays
+light."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.errors import ConfigError
+
+SUITES = Path("suites")
+
+
+def suite_file(name_or_path: str) -> Path:
+    """A suite file, given as a path or as the name of a file in suites/ (``quick`` -> suites/quick.toml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    named = SUITES / f"{name_or_path}.toml"
+    if named.is_file():
+        return named
+    known = ", ".join(sorted(p.stem for p in SUITES.glob("*.toml"))) or "none"
+    raise ConfigError(f"no suite {name_or_path!r}: neither a file nor {named} (suites in {SUITES}/: {known})")
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from bench.config import load_suite
+    from bench.run.runner import Runner
+
+    path = suite_file(args.suite)
+    suite = load_suite(path, args.set)
+    executor = None  # the runner's default: every cell in this process
+    if suite.execution.backend == "ray":
+        from bench.cluster.executor import RayExecutor
+
+        executor = RayExecutor()
+    outcome = Runner(suite, path, console, executor).run(dry_run=args.dry_run, wait_s=args.wait)
+    if outcome.failed:
+        console.print(f"[red]finished with {len(outcome.failed)} failed cell(s); rerun to retry them[/]")
+        return 1
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from bench.config import load_suite
+    from bench.run.runner import Runner
+
+    path = suite_file(args.suite)
+    Runner(load_suite(path, args.set), path, console).report()
+    return 0
+
+
+def cmd_parity(args: argparse.Namespace, console: Console) -> int:
+    from bench.tools.parity import run_parity
+
+    run_parity(args.suite, args.set, console)
+    return 0
+
+
+def cmd_perf(args: argparse.Namespace, console: Console) -> int:
+    from pathlib import Path
+
+    from bench.run.runner import resolve_device
+    from bench.tools.perf import run_perf
+
+    device = resolve_device(args.device)
+    r = run_perf(
+        args.tasks,
+        args.encoder,
+        args.batch,
+        args.steps,
+        args.workers,
+        device,
+        Path(args.out),
+        args.compile,
+        say=lambda message: console.print(f"[dim]measuring {message}[/]"),
+    )
+    console.print(f"{r['device']}, {r['encoder']}, batch {r['batch']}, {r['workers']} DataLoader workers")
+    for task, m in r["tasks"].items():
+        console.print(
+            f"  {task:9s} images/s: (a) model step only {m['a_model_step_only']:,.0f}  (b) on-device "
+            f"{m['b_on_device']:,.0f}  (c) reference {m['c_reference']:,.0f}  b/c {m['ratio_b_over_c']:.2f}"
+            f"  b/a {m['ratio_b_over_a']:.2f}  (CIFAR-10 epoch {m['cifar10_epoch_s']:.1f} s)"
+        )
+        if "b_on_device_compiled" in m:
+            console.print(
+                f"  {'':9s} compiled: (b) {m['b_on_device_compiled']:,.0f} images/s, b/a "
+                f"{m['ratio_b_compiled_over_a']:.2f}, CIFAR-10 epoch {m['cifar10_epoch_s_compiled']:.1f} s "
+                f"(compiling took {m['compile_s']:.0f} s)"
+            )
+    v = r["view_generation"]
+    console.print(
+        f"  two SimCLR views: batched {v['batched_images_per_s']:,.0f} images/s, lightly per-image "
+        f"{v['lightly_images_per_s']:,.0f} images/s, ratio {v['ratio']:.1f}"
+    )
+    p = r["probes"]
+    console.print(
+        f"  feature extraction {p['feature_extract_images_per_s']:,.0f} images/s, linear probe fit "
+        f"{p['linear_probe_fit_s']:.2f} s; peak memory {r['peak_memory_mb']:,.0f} MiB"
+    )
+    console.print(f"  written: {r['path']}")
+    return 0
+
+
+def cmd_server(args: argparse.Namespace, console: Console) -> int:
+    import time
+
+    from bench.cluster.server import Services
+
+    services = Services(Path(args.dir), args.host, args.pg_port, args.port, args.workers)
+    console.print(f"starting PostgreSQL and the MLflow server in {args.dir} ...", highlight=False)
+    with services.running():
+        console.print(services.describe(), highlight=False, soft_wrap=True)
+        console.print("Ctrl-C stops both", highlight=False)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            console.print("stopping the MLflow server and PostgreSQL", highlight=False)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    from bench.registry import DATASETS, ENCODERS, PROTOCOLS, TASKS
+
+    def supported(task) -> list[str]:
+        return [p for p in PROTOCOLS if task.evaluates_with(PROTOCOLS[p])]
+
+    sections = {
+        "tasks": {
+            n: f"{t.summary} [dim]({t.reference}; protocols: {', '.join(supported(t))}"
+            + (f"; images of at least {t.min_image_size} px" if t.min_image_size > 1 else "")
+            + ")[/]"
+            for n, t in TASKS.items()
+        },
+        "encoders": {n: e.summary for n, e in ENCODERS.items()},
+        "datasets": {n: d.summary for n, d in DATASETS.items()},
+        "protocols": {n: p.summary for n, p in PROTOCOLS.items()},
+    }
+    for title, rows in sections.items():
+        table = Table(title=title, title_justify="left", show_header=False, box=None)
+        for name, text in rows.items():
+            table.add_row(f"[bold]{name}[/]", text)
+        console.print(table)
+    return 0
+
+
+def cmd_identity(args: argparse.Namespace, console: Console) -> int:
+    from bench.run import golden, identity, lock
+
+    if args.update:
+        say = lambda name: console.print(f"  golden {name}", highlight=False)  # noqa: E731
+        ok, lines = golden.update(say)
+        for line in lines:
+            console.print(("" if ok else "[red]refused[/]: ") + line, highlight=False, soft_wrap=True)
+        if ok:
+            console.print(f"recorded {lock.LOCK.name} and {golden.RECORD.name}", highlight=False)
+        return 0 if ok else 1
+    problems = lock.check_lock() + [
+        f"module {m} is in no part of bench/run/identity.py and not in NOT_NUMERIC: add it to one"
+        for m in identity.unclassified()
+    ]
+    for line in problems:
+        console.print(f"[red]{line}[/]", highlight=False, soft_wrap=True)
+    if not problems:
+        console.print(f"{len(lock.read_lock())} parts; the lock agrees with the code", highlight=False)
+    return 1 if problems else 0
+
+
+def cmd_golden(args: argparse.Namespace, console: Console) -> int:
+    from bench.run import golden
+
+    elsewhere = golden.comparable()
+    if elsewhere:
+        console.print(f"[yellow]{elsewhere}[/]: nothing to compare bitwise on this machine", highlight=False)
+        return 0
+    only = set(args.case) if args.case else None
+    known = set(golden.cases())
+    if only and only - known:
+        raise ConfigError(f"unknown golden case {sorted(only - known)[0]!r}; cases: {', '.join(sorted(known))}")
+    found = golden.run(only, progress=lambda name: console.print(f"  {name}", highlight=False))
+    recorded = {k: v for k, v in golden.read().items() if only is None or k in only}
+    verdicts = golden.compare(found, recorded)
+    for name, verdict in verdicts.items():
+        style = "green" if verdict == "same" else "red"
+        console.print(f"[{style}]{verdict:>10}[/]  {name}", highlight=False)
+    bad = [n for n, v in verdicts.items() if v != "same"]
+    if bad:
+        console.print(
+            f"[red]{len(bad)} of {len(verdicts)} golden cases differ from {golden.RECORD.name}[/]; "
+            "`python -m bench identity --update` records them where a version moved, and refuses where none did",
+            highlight=False,
+        )
+    return 1 if bad else 0
