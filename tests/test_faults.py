@@ -175,7 +175,7 @@ BAD_SETTINGS = [
     ("pretrain.warmup_epochs=3", "warmup_epochs = 3 is longer than training (epochs = 1)"),
     ("budgets=[2, 'full']", "key 'budgets': budget 2 is smaller than the 4 classes"),
     ("budgets=[8, 8]", "key 'budgets': values must be unique"),
-    ("tasks.rotaton={}", "key 'tasks.rotaton': unknown key"),
+    ("tasks.rotaton={}", "key 'tasks.rotaton': unknown task 'rotaton'; registered: barlowtwins"),
     ("encoder.name=vit_huge", "unknown encoder 'vit_huge'"),
     ("pretrain.epochs=0", "pretrain.epochs = 0, but rotation pretrains"),
     ("tracking_uri='foo://x'", "unknown scheme 'foo'"),

@@ -49,20 +49,21 @@ def test_comments_docstrings_and_a_moved_function_renew_no_key(smoke_store, tmp_
     root = copy_package(tmp_path)
     for module in (root / "bench").rglob("*.py"):
         module.write_text(module.read_text() + "\n# a comment line appended to every module\n")
-    edit(root / "bench" / "evaluate.py", "Protocols that turn", "The protocols that turn")  # a docstring
-    # a moved function: default_workers from reference.py to pretrain.py, its one caller
-    reference = root / "bench" / "reference.py"
+    edit(root / "bench" / "protocols" / "features.py", "Protocols that turn", "The protocols that turn")  # a docstring
+    # a moved function: default_workers from augment/reference.py to train/loop.py, its one caller
+    reference = root / "bench" / "augment" / "reference.py"
     source = reference.read_text()
     start = source.index("def default_workers()")
     end = source.index("\n\n\n", start) + 3
     moved, rest = source[start:end], source[:start] + source[end:]
     reference.write_text(rest)
+    loop = root / "bench" / "train" / "loop.py"
     edit(
-        root / "bench" / "pretrain.py",
-        "from bench.reference import default_workers, epoch_batches",
-        "from bench.reference import epoch_batches",
+        loop,
+        "from bench.augment.reference import default_workers, epoch_batches",
+        "from bench.augment.reference import epoch_batches",
     )
-    edit(root / "bench" / "pretrain.py", "\n\nclass NonFiniteLoss", "\n\n" + moved + "\nclass NonFiniteLoss")
+    edit(loop, "\n\n@dataclass\nclass EpochStats", "\n\n" + moved + "\n@dataclass\nclass EpochStats")
     assert "0 to run" in dry_run(root, smoke_store.sets)
     assert "0 to run" in dry_run(root, smoke_store.sets, "--set=pretrain.warmup_epochs=0")
     pin = bench(root, "identity")

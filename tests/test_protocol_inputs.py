@@ -132,7 +132,7 @@ def test_protocols_get_the_saved_checkpoint_whether_or_not_pretraining_ran_in_th
         seen.append({k: v.clone() for k, v in encoder.state_dict().items()})
         return real(encoder, images, device, **kw)
 
-    monkeypatch.setattr(bench.cells, "extract_features", watched)
+    monkeypatch.setattr(bench.run.cells, "extract_features", watched)
     args = [*store, "seeds=[0]", "budgets=[8]", "pretrain.epochs=1"]
     assert main(["run", str(SMOKE), *(f"--set={s}" for s in args)]) == 0
     suite = load_suite(SMOKE, args)

@@ -82,7 +82,8 @@ class Suite(Strict):
                         {"type": "value_error", "loc": ("tasks", n), "input": tasks[n], "ctx": {"error": message}}
                     )
             valid, task_errors = validate_tables(known, {n: TASKS[n].Config for n in known}, ("tasks",))
-            data["tasks"] = {n: valid.get(n, TaskConfig()) for n in tasks}  # a bad table is no missing task
+            # by name, the order cells run and are reported in; a bad table is no missing task
+            data["tasks"] = {n: valid.get(n, TaskConfig()) for n in sorted(tasks)}
             errors += task_errors
         try:
             suite = handler(data)
@@ -188,7 +189,7 @@ class Suite(Strict):
         return pretrain
 
     def selected_tasks(self) -> dict[str, Any]:
-        """Task name -> its validated config, in file order."""
+        """Task name -> its validated config, by name."""
         return dict(self.tasks)
 
     def sorted_budgets(self) -> list[Budget]:

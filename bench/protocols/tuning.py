@@ -183,7 +183,7 @@ class Tuner:
         values = PROTOCOLS[protocol].configured(self.suite.protocol(protocol))
         return {k: type(v)(min(max(v, getattr(space, k)[0]), getattr(space, k)[1])) for k, v in values.items()}
 
-    def _labelled(self, task: str, protocol: str) -> Labelled:
+    def _protocol_input(self, task: str, protocol: str) -> Labelled:
         """The whole labelled pool as the protocol's input (folds index into it): frozen features for a frozen
         protocol (extracted once per task), the uint8 images otherwise."""
         encoder = self.encoder_for(task, self.seed)
@@ -199,7 +199,7 @@ class Tuner:
     def _objective(self, task: str, protocol: str, budget, folds, study_name: str):
         kind = PROTOCOLS[protocol]
         space = self.cfg.space[protocol]
-        data = self._labelled(task, protocol)
+        data = self._protocol_input(task, protocol)
 
         def objective(trial: optuna.Trial) -> float:
             try:
