@@ -14,7 +14,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from bench.version import version
+
+__version__ = version()
 
 PUBLIC = {
     "load_suite": "bench.api",

@@ -82,6 +82,7 @@ NOT_NUMERIC = {
     "bench.cli": "command line",
     "bench.commands": "what each command does",
     "bench.errors": "the kinds of error and their exit codes",
+    "bench.version": "the version string",
     "bench.files": "how files are written, not what they hold",
     "bench.registry": "finds tasks, protocols, encoders and datasets by name",
     "bench.api": "the public functions: load a suite, run it, write its report",

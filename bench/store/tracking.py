@@ -32,10 +32,10 @@ import torch
 from mlflow.utils.git_utils import get_git_commit
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
-import bench
 from bench.store import ui
 from bench.store.client import open_client
 from bench.store.runlog import EvalLog, PretrainLog, ended
+from bench.version import version
 
 # bench names each run's place in the UI itself (ui_hint); MLflow would print a line per run against a server
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
@@ -62,10 +62,10 @@ def environment_tags(device: torch.device) -> dict[str, str]:
     """Versions, device, and the git commit of bench's own source under MLflow's tag for it. MLflow fills that
     tag from the entry script's folder (``sys.argv[0]``), which is not bench's source under an installed
     ``bench`` script or pytest, so it is given here from the package's folder, with MLflow's own git helper."""
-    commit = get_git_commit(str(Path(bench.__file__).resolve().parent))
+    commit = get_git_commit(str(Path(__file__).resolve().parents[1]))  # bench/
     return {
         MLFLOW_GIT_COMMIT: commit or "unknown",
-        "bench_version": bench.__version__,
+        "bench_version": version(),
         "torch_version": torch.__version__,
         "mlflow_version": mlflow.__version__,
         "python_version": platform.python_version(),
