@@ -41,6 +41,17 @@ def test_docs_build_strict_with_a_generated_configuration_reference(tmp_path: Pa
         for key in list(fields[section].annotation.model_fields)[:3]:
             assert f"<code>{key}</code>" in page, f"key {section}.{key} is missing from the configuration reference"
 
+    from bench.registry import PROTOCOLS, TASKS
+
+    for name in PROTOCOLS:  # the registered tables, which are not fields of the Suite model
+        assert f"[{name}]" in page and f"[tuning.space.{name}]" in page, f"protocol {name}'s tables are missing"
+        for key in PROTOCOLS[name].Config.model_fields:
+            assert f"<code>{key}</code>" in page, f"key {name}.{key} is missing from the configuration reference"
+    assert all(f"[tasks.{name}]" in page for name in TASKS), "a task's table is missing"
+    api = (site / "reference" / "api" / "index.html").read_text(encoding="utf-8")
+    for name in ("run_suite", "write_report", "UserError", "Registry", "Protocol", "evaluates_with"):
+        assert name in api, f"{name} is missing from the API reference"
+
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(readme.splitlines()) <= 200, "README.md is a quickstart: at most 200 lines (the manual is docs/)"
     assert "nox -s tests" in readme, "README.md must keep the test command CI runs: nox -s tests"
