@@ -49,7 +49,8 @@ def test_comments_docstrings_and_a_moved_function_renew_no_key(smoke_store, tmp_
     root = copy_package(tmp_path)
     for module in (root / "bench").rglob("*.py"):
         module.write_text(module.read_text() + "\n# a comment line appended to every module\n")
-    edit(root / "bench" / "protocols" / "features.py", "Protocols that turn", "The protocols that turn")  # a docstring
+    features = root / "bench" / "protocols" / "features.py"
+    edit(features, "What the protocols share", "What protocols share")  # a docstring
     # a moved function: default_workers from augment/reference.py to train/loop.py, its one caller
     reference = root / "bench" / "augment" / "reference.py"
     source = reference.read_text()

@@ -1,4 +1,4 @@
-"""How long a suite takes on N workers, from the measured costs of its cells: ``python -m bench.capacity SUITE
+"""How long a suite takes on N workers, from the measured costs of its cells: ``python -m bench.cluster.capacity SUITE
 --workers 1 8 64``.
 
 The units are the Ray tasks of ``bench.cluster``: one per pretraining cell, one per evaluation group (every
@@ -19,6 +19,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlflow.entities import Run
+
+from bench.cell import Cell
 from bench.config.load import load_suite
 
 
@@ -29,7 +32,7 @@ class Unit:
     after: str | None  # the unit that must finish first
 
 
-def units_from_runs(cells, finished: dict) -> list[Unit]:
+def units_from_runs(cells: list[Cell], finished: dict[str, Run]) -> list[Unit]:
     """Units of a plan with their measured costs (``finished``: cell key -> FINISHED run)."""
     pre: dict[tuple, float] = {}
     evals: dict[tuple, float] = defaultdict(float)
@@ -120,7 +123,7 @@ def describe(estimate: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     from bench.run.runner import Runner
 
-    parser = argparse.ArgumentParser(prog="python -m bench.capacity", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.cluster.capacity", description=__doc__.split("\n\n")[0])
     parser.add_argument("suite", help="suite file whose cells to schedule")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for bench run")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 8, 64])

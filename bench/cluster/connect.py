@@ -1,4 +1,5 @@
-"""cluster: cluster.connect."""
+"""Reaching Ray and shared stores: importing Ray with one clear error, which stores every node can reach, the
+polling and heartbeat periods, and the environment cells on Ray are planned for."""
 
 from __future__ import annotations
 

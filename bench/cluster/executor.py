@@ -28,13 +28,13 @@ import mlflow
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bench.cell import Cell
 from bench.cluster.connect import RayPlanning, _ray, is_shared
 from bench.cluster.studies import SharedTuner
 from bench.cluster.worker import _REMOTE
 from bench.config.load import tracking_uri
 from bench.errors import ConfigError
 from bench.run.cells import failure_reason, is_fatal
-from bench.run.plan import Cell
 from bench.run.runner import Runner
 
 

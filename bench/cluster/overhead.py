@@ -1,12 +1,12 @@
 """What the cluster path costs beyond the cells themselves, measured in one invocation:
-``python -m bench.overhead [--out results/cluster/overhead.json]``.
+``python -m bench.cluster.overhead [--out results/cluster/overhead.json]``.
 
 - Dispatch: the smoke suite's cells in this process and as Ray tasks on a local Ray instance, alternately, each
   into a fresh sqlite store, with the same torch threads and one task at a time (so the cells compute the same
   thing at the same speed); the difference per cell is Ray's dispatch, a worker's setup and the worker's own
   store connection. Ray's start is timed apart.
-- Tracking server: metric writes per second to an MLflow server on PostgreSQL (``bench.server``), from 1 and from
-  8 client threads, each write one REST call, as a pretraining epoch makes.
+- Tracking server: metric writes per second to an MLflow server on PostgreSQL (``bench.cluster.server``), from 1
+  and from 8 client threads, each write one REST call, as a pretraining epoch makes.
 - PostgreSQL connections the server and one Optuna client hold while working.
 Services run on 127.0.0.1 (run it inside ``unshare -n`` when Ray must not see other interfaces).
 """
@@ -153,7 +153,7 @@ def describe(record: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     from bench.cluster.server import Services, free_port
 
-    parser = argparse.ArgumentParser(prog="python -m bench.overhead", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.cluster.overhead", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=2, help="runs of each backend (the fastest counts)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--out", default="results/cluster/overhead.json")

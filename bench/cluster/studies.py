@@ -1,4 +1,5 @@
-"""cluster: cluster.studies."""
+"""Optuna studies shared by several Ray workers: exactly the planned number of finished trials, trials of dead
+workers failed and retried, surplus trials stopped."""
 
 from __future__ import annotations
 

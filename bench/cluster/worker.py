@@ -1,4 +1,5 @@
-"""cluster: cluster.worker."""
+"""A Ray worker: the driver's suite, data and environment checked, then the cells and studies it is sent run
+under the driver's lease and parent run, with the local code of ``bench.run.cells``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""config: config.load."""
+"""Reading a suite: the TOML file, ``--set`` overrides, and validation errors turned into lines that name the
+file, the key, the bad value and the allowed keys or values. Also the tracking URI a suite resolves to."""
 
 from __future__ import annotations
 

@@ -78,7 +78,7 @@ class PretrainConfig(Strict):
     checkpoint_every_s: float = Field(60, ge=0)  # training state saved this often, for resume
     workers: int | None = Field(None, ge=0)  # DataLoader workers for augment = "lightly"; None: up to 8
     compile: bool = False  # torch.compile the encoder for pretraining (fused kernels round otherwise: in the key)
-    # label-free health (bench.health: RankMe, collapse signal) every health_every epochs and at the last, on
+    # label-free health (bench.train.health: RankMe, collapse signal) every health_every epochs and at the last, on
     # health_images images of the pool; measured from the training loop, published in health.md: in the key.
     # 0 turns it off
     health_every: int = Field(5, ge=0)
@@ -104,9 +104,8 @@ class EvaluationConfig(Strict):
     # Label-free BatchNorm recalibration: before any protocol, each encoder's BN running statistics are
     # recomputed on whole images of the unlabelled pool (its task's evaluation input), for every task and
     # baseline alike. Pretraining on tiles, patches or lightness leaves statistics that do not match whole
-    # images. Off by default: on suites/quick_all.toml it changed linear-probe accuracy by -0.04 / +0.39 / -0.21
-    # points on average at 100 / 1000 / all labels, with no consistent sign for any task, the tile and patch
-    # tasks included (README); off keeps the protocol every published linear probe uses.
+    # images. Off by default, the protocol every published linear probe uses; what it changes is measured in the
+    # manual (The report: BatchNorm recalibration).
     bn_recalibration: bool = False
     bn_recalibration_images: int = Field(10000, gt=0)  # seeded subset of the pool
 

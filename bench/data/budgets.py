@@ -1,4 +1,4 @@
-"""data: data.budgets."""
+"""Label budgets: seeded, class-balanced and nested subsets of the labelled pool."""
 
 from __future__ import annotations
 

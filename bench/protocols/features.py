@@ -1,7 +1,8 @@
-"""Protocols that turn an encoder into a classifier using only a budget's labels.
+"""What the protocols share: frozen features, BatchNorm recalibration, accuracy, cross-validation over
+in-budget folds, and ``Fitted``, the classifier a protocol returns.
 
-Each protocol receives the labelled training data and returns a ``Predictor`` plus what it chose; it never
-sees test labels. The runner applies the predictor to the test images and scores it, once per cell.
+A protocol turns an encoder into a classifier using only a budget's labels: it returns a ``Predictor`` plus what
+it chose, and never sees test labels. The cell applies the predictor to the test inputs and scores it, once.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Hyperparameter tuning that is fair to the baselines: one Optuna study per (task, protocol, budget), the same
 number of finished trials for every task and baseline, validation accuracy on labels drawn from inside the budget
-(hold-out or k-fold, ``bench.validation``), never the test set.
+(hold-out or k-fold, ``bench.protocols.validation``), never the test set.
 
 Each study uses one seed's labelled subset and encoder (``tuning.label_seed``, default the first seed); its best
 hyperparameters are then used for the final evaluation of every seed and recorded on those runs. Studies live in
@@ -84,7 +84,7 @@ def redo_interrupted(study: optuna.Study) -> list[int]:
 
 
 class TrialRecord:
-    """Where a trial's parameters, tags and metrics go (``bench.tracking.MlflowTrials`` in a run); this one keeps
+    """Where a trial's parameters, tags and metrics go (``bench.store.tracking.MlflowTrials`` in a run); this one keeps
     nothing (the golden check, tests)."""
 
     @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""report: report.comparisons."""
+"""Each task against each baseline, per protocol and budget: paired differences over seeds, exact sign-flip p,
+Holm within a family, the order of protocols and budgets, and the rank blocks of the Friedman test."""
 
 from __future__ import annotations
 

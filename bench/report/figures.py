@@ -1,7 +1,7 @@
 """The report's figures, drawn with matplotlib from the tidy table and the comparisons of :mod:`bench.report`.
 
-Every interval drawn is :func:`bench.stats.interval`, the one the tables print, and every title says which it is
-and names the suite and dataset. Colours, markers and line styles come from :mod:`bench.palette`; PDFs embed
+Every interval drawn is :func:`bench.report.stats.interval`, the one the tables print, and every title says which it is
+and names the suite and dataset. Colours, markers and line styles come from :mod:`bench.report.palette`; PDFs embed
 TrueType fonts.
 """
 

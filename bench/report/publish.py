@@ -13,6 +13,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+from bench.cell import Cell
+from bench.config.suite import Suite
+from bench.data.datasets import Dataset
 from bench.errors import ConfigError
 from bench.files import check_writable, inside
 from bench.report.tidy import tidy
@@ -32,7 +35,7 @@ REPORT_STEMS = {
 }
 
 
-def publish(tracker: Tracker, cells: list, suite, data, console: Console) -> list[Path]:
+def publish(tracker: Tracker, cells: list[Cell], suite: Suite, data: Dataset, console: Console) -> list[Path]:
     """Write results/<suite>/ from the suite's finished runs and attach it to the latest parent run. A suite
     without any finished evaluation is an error (nothing is written, nothing is created in the store)."""
     df = tidy(tracker, cells)

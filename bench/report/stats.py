@@ -133,8 +133,8 @@ def holm(pvalues) -> np.ndarray:
 
     The step-down of statsmodels' ``multipletests(method="holm")``, with the same arithmetic (sorted p times
     m, m-1, ..., 1, running maximum, capped at 1), so the values are bitwise its values (tested). Written here
-    because statsmodels runs a full ``gc.collect()`` on every Holm call, 0.1 s each in a process that holds torch
-    and MLflow, and a report makes dozens of calls."""
+    because statsmodels runs a full ``gc.collect()`` on every Holm call, which is slow in a process that holds
+    torch and MLflow, and a report makes dozens of calls (the cost is in the CHANGELOG)."""
     p = np.asarray(pvalues, dtype=float)
     out = np.full_like(p, np.nan)
     ok = ~np.isnan(p)

@@ -10,9 +10,11 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from bench.cell import Cell
 from bench.report.comparisons import budget_label, budget_order, comparisons, protocol_order
 from bench.report.tables import TEXT, best_per_column, caption, cell_text, partial_note, table_cells
 from bench.report.tidy import tidy
+from bench.store.tracking import Tracker
 
 
 def summary_renderables(df: pd.DataFrame) -> list[RenderableType]:
@@ -60,11 +62,11 @@ def render(console: Console, df: pd.DataFrame) -> str:
     return recorder.export_text()
 
 
-def render_summary(console: Console, tracker, cells: list) -> str:
+def render_summary(console: Console, tracker: Tracker, cells: list[Cell]) -> str:
     """Print the summary of the finished evaluation runs of ``cells`` to ``console``; return it as plain text."""
     return render(console, tidy(tracker, cells))
 
 
-def summary_tables(tracker, cells: list) -> str:
+def summary_tables(tracker: Tracker, cells: list[Cell]) -> str:
     """The summary as plain text, printed nowhere."""
     return render(Console(file=io.StringIO(), width=160), tidy(tracker, cells))

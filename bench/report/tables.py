@@ -1,4 +1,4 @@
-"""report: report.tables."""
+"""The report's tables: cell text with n and interval, markers and their captions, in Markdown and LaTeX."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def _tex(text: str) -> str:
 
 
 def interval_sentence(methods: set[str], sym: dict, what: str = "brackets", bounds: str = "[0, 1]") -> str:
-    """What the interval shown is, for the methods present (from :func:`bench.stats.interval`)."""
+    """What the interval shown is, for the methods present (from :func:`bench.report.stats.interval`)."""
     parts = []
     if "t" in methods:
         parts.append(f"{what}: 95% Student-t confidence interval over seeds, clipped to {bounds}")

@@ -1,11 +1,14 @@
-"""report: report.tidy."""
+"""MLflow runs to one tidy table: a row per planned evaluation cell, with its score, status, health and
+identity; which baselines each row is compared against."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from bench.cell import Cell
 from bench.registry import PROTOCOLS
+from bench.store.tracking import Tracker
 
 BASELINES = ("scratch", "random")
 REFERENCE = ("scratch", "finetune")  # the labels-only reference
@@ -58,7 +61,7 @@ def _health_cost(tracker, run, costs: dict) -> float:
     return costs[run.info.run_id]
 
 
-def tidy(tracker, cells) -> pd.DataFrame:
+def tidy(tracker: Tracker, cells: list[Cell]) -> pd.DataFrame:
     """One row per planned evaluation cell: its identity, and test_acc (NaN when it has no finished run). The
     ``suite`` column is the MLflow experiment's name, ``dataset`` the runs' ``dataset.name`` param."""
     finished = tracker.finished()

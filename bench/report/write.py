@@ -1,6 +1,6 @@
 """MLflow runs -> one tidy table -> results/<suite>/: tables (Markdown, LaTeX), statistics, figures.
 
-Every number carries its n and its interval (:func:`bench.stats.interval`, the same in tables, console and
+Every number carries its n and its interval (:func:`bench.report.stats.interval`, the same in tables, console and
 figures); a partial sweep says so in every output. Tasks are tested against ``scratch``+``finetune`` (training on
 the labels alone) in every protocol, and tasks under a frozen protocol also against ``random`` under the same
 protocol. The Holm family is the tasks against one baseline within one protocol at one budget: each budget

@@ -1,7 +1,7 @@
 """What one cell computes: a pretraining (task, seed) or the evaluations of one (task, seed), given the data, the
 device and the runner that records them.
 
-Everything here that decides a number is part ``cells`` of a cell's identity (``bench.identity``): how a task is
+Everything here that decides a number is part ``cells`` of a cell's identity (``bench.run.identity``): how a task is
 built and seeded, the labels a budget draws, the encoder every protocol receives, which protocol fits what, and
 the one score on the test set. Recording (MLflow), the lease and progress go through the runner passed in.
 """
@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from mlflow.entities import Run
 from rich.progress import Progress
 
+from bench.cell import Cell
 from bench.config.settings import Settings
 from bench.config.suite import Suite
 from bench.data.budgets import budget_indices
@@ -28,7 +30,6 @@ from bench.models.encoders import build_encoder
 from bench.protocols.base import Labelled
 from bench.protocols.features import Fitted, extract_features, recalibrate_bn
 from bench.registry import PROTOCOLS, TASKS
-from bench.run.plan import Cell
 from bench.store.checkpoints import CheckpointUnusable, checkpoint_path, load_encoder, save_encoder
 from bench.store.client import store_failure
 from bench.store.tracking import Tracker
@@ -87,7 +88,9 @@ def health_hooks(suite: Suite, task: Task, pool: torch.Tensor, seed: int) -> lis
     return [HealthHook(sample, cfg.health_every, cfg.epochs, type(task).eval_input)]
 
 
-def trained_encoder(suite: Suite, task: str, seed: int, source: str, cache, run=None) -> torch.nn.Module:
+def trained_encoder(
+    suite: Suite, task: str, seed: int, source: str, cache: Path, run: Run | None = None
+) -> torch.nn.Module:
     """The encoder (task, seed) produced: its finished pretraining's checkpoint (``run``: that pretraining's
     MLflow run, whose artifact is the fallback copy), or the seeded initialisation for baselines."""
     if not TASKS[task].pretrains:
@@ -97,7 +100,9 @@ def trained_encoder(suite: Suite, task: str, seed: int, source: str, cache, run=
     return load_encoder(cache, source, suite.encoder.name, run)
 
 
-def prepare_encoder(encoder: torch.nn.Module, suite: Suite, data: Dataset, device, task: str, seed: int):
+def prepare_encoder(
+    encoder: torch.nn.Module, suite: Suite, data: Dataset, device: torch.device, task: str, seed: int
+) -> torch.nn.Module:
     """The encoder every protocol of (task, seed) receives: as trained (or initialised), with BatchNorm statistics
     recalibrated on whole images of the pool if ``evaluation.bn_recalibration``, the same for every task."""
     cfg = suite.evaluation

@@ -6,7 +6,7 @@ Each case runs on synthetic data, on the CPU, with one thread: a pretraining of 
 the health measures, a digest of the features after a save and load of the checkpoint), the reference data
 path, every protocol (test accuracy and a digest of the predictions, with and without BatchNorm
 recalibration), a tuning study, and the data pipeline (pool, subsets, nested budgets). A case records the part
-versions it ran under (``bench.identity``), so the check decides what a change of source is:
+versions it ran under (``bench.run.identity``), so the check decides what a change of source is:
 
 - every output unchanged: a refactor; ``python -m bench identity --update`` records the new digests;
 - an output changed where some part it uses has a new version: expected; ``--update`` records the new outputs;
@@ -118,11 +118,11 @@ def case_pretrain(name: str, augment: str = "device") -> dict:
 
 
 def case_protocol(protocol: str, recalibrate: bool = False) -> dict:
+    from bench.cell import Cell
     from bench.data.budgets import budget_indices
     from bench.protocols.features import extract_features
     from bench.registry import TASKS
     from bench.run.cells import fit, prepare_encoder, trained_encoder
-    from bench.run.plan import Cell
 
     evaluation = {"bn_recalibration": recalibrate, "bn_recalibration_images": 32}
     s = suite(tasks={"scratch": {}}, protocols=[protocol], evaluation=evaluation)

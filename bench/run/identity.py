@@ -7,7 +7,7 @@ version of a part it uses moves; a comment, a docstring, a refactor or a moved f
 What keeps this honest is the lock (``bench/run/identity.lock``), which pins each part's normalised digest (its
 modules' syntax trees without docstrings, comments and formatting) beside its version. ``check_lock`` fails when
 a digest moved while its version stayed, and says what to do: bump the version (behaviour changed: the cells
-using that part go stale), or, when the golden check (``bench.golden``) shows every output unchanged, record
+using that part go stale), or, when the golden check (``bench.run.golden``) shows every output unchanged, record
 the new digest with ``python -m bench identity --update`` (a refactor: nothing goes stale).
 
 Which parts a cell uses: the parts it calls directly (``cell_parts``), and every part their modules import,
@@ -23,6 +23,8 @@ import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from bench.config.suite import Suite
 
 PACKAGE = Path(__file__).resolve().parents[1]  # bench/
 
@@ -81,6 +83,7 @@ NOT_NUMERIC = {
     "bench.__main__": "command line",
     "bench.cli": "command line",
     "bench.commands": "what each command does",
+    "bench.cell": "what a cell is: its kind, task, seed and key (computed by bench.run.plan)",
     "bench.errors": "the kinds of error and their exit codes",
     "bench.version": "the version string",
     "bench.files": "how files are written, not what they hold",
@@ -209,7 +212,7 @@ def uses(names: set[str], parts: dict[str, Part] | None = None) -> dict[str, int
     return {n: parts[n].version for n in sorted(seen)}
 
 
-def cell_parts(suite, kind: str, task: type, tuned: bool = False, protocol: str | None = None) -> set[str]:
+def cell_parts(suite: Suite, kind: str, task: type, tuned: bool = False, protocol: str | None = None) -> set[str]:
     """The parts a cell calls directly. A pretraining: the loop, its task, health if measured. An evaluation:
     the protocols (and its own protocol's part, where it comes from outside bench), its task's evaluation input,
     tuning if its hyperparameters come from a study."""
@@ -238,7 +241,7 @@ def library_versions(names: tuple[str, ...]) -> dict[str, str]:
     return {name: minor(version(name)) for name in names}
 
 
-def plan_environment(suite, threads: int | None = None) -> dict:
+def plan_environment(suite: Suite, threads: int | None = None) -> dict:
     """What decides numbers about where cells run: device kind and precision (bf16 autocast on CUDA), the CPU
     thread count (CPU reductions depend on it), and the numeric libraries' versions. ``device = "auto"``
     resolves on this machine; "cuda" plans for CUDA even where there is none (a report from a laptop)."""

@@ -1,7 +1,7 @@
 """A suite's plan: its cells, each with a deterministic key over everything that decides its result.
 
 A key covers the resolved config, the data's identity (a digest of the decoded images, ``Dataset.identity``),
-the versions of the code parts the cell uses (``bench.identity``) and the environment that decides numbers
+the versions of the code parts the cell uses (``bench.run.identity``) and the environment that decides numbers
 (device, precision, threads, numeric library versions). A finished cell is reused only under the same key. Each
 cell also carries a ``config_key`` (the same identity without parts, environment and data), so a dry run can
 say of a cell whose key is new that an earlier result exists and what changed since.
@@ -9,9 +9,7 @@ say of a cell whose key is new that an earlier result exists and what changed si
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-
+from bench.cell import Cell
 from bench.config.sections import SPEED_ONLY
 from bench.config.settings import digest
 from bench.config.suite import Suite
@@ -20,36 +18,6 @@ from bench.registry import PROTOCOLS, TASKS
 from bench.run.identity import TUNING_LIBRARIES, cell_parts, library_versions, uses
 
 KEY_VERSION = 4  # the layout of the key itself; code changes are covered by the parts' versions
-
-
-@dataclass(frozen=True)
-class Cell:
-    kind: str  # "pretrain" or "eval"
-    task: str
-    seed: int
-    key: str
-    source: str  # key of the encoder the cell starts from (a pretraining cell's own key, or the random init)
-    budget: int | str | None = None
-    protocol: str | None = None
-    config_key: str = ""  # the key without parts, environment and data: the same experiment elsewhere
-    # {"parts": {part: version}, "environment": {...}, "data": digest}: what besides the config the key holds
-    identity: dict = field(default_factory=dict, compare=False)
-
-    @property
-    def label(self) -> str:
-        if self.kind == "pretrain":
-            return f"pretrain {self.task} seed={self.seed}"
-        return f"{self.task}+{self.protocol} budget={self.budget} seed={self.seed}"
-
-    def tags(self) -> dict[str, str]:
-        tags = {"kind": self.kind, "task": self.task, "seed": str(self.seed), "cell_key": self.key}
-        tags |= {"source_key": self.source, "config_key": self.config_key}
-        tags["data_identity"] = self.identity.get("data", "")
-        tags["parts"] = json.dumps(self.identity.get("parts", {}), sort_keys=True)
-        tags["environment"] = json.dumps(self.identity.get("environment", {}), sort_keys=True)
-        if self.kind == "eval":
-            tags |= {"budget": str(self.budget), "protocol": str(self.protocol)}
-        return tags
 
 
 def data_config(suite: Suite) -> dict:
@@ -85,7 +53,7 @@ def tuning_settings(suite: Suite) -> dict:
 
 def build_plan(suite: Suite, data_identity: str, environment: dict | None = None) -> list[Cell]:
     """Every cell of ``suite`` on data whose identity is ``data_identity`` (``Dataset.identity``), to run where
-    ``environment`` says (``bench.identity.plan_environment``; None: an empty one, for tests of the plan)."""
+    ``environment`` says (``bench.run.identity.plan_environment``; None: an empty one, for tests of the plan)."""
     environment = environment or {}
     tuned_environment = environment | {"tuning_libraries": library_versions(TUNING_LIBRARIES)}
     cells = []

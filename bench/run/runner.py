@@ -18,6 +18,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bench.cell import Cell
 from bench.config.load import tracking_uri
 from bench.config.suite import Suite
 from bench.data.datasets import load_dataset
@@ -29,7 +30,7 @@ from bench.report.publish import publish
 from bench.report.summary import render_summary
 from bench.run.cells import GroupRun, draw_labels, prepare_encoder, resolve_device, trained_encoder
 from bench.run.identity import plan_environment
-from bench.run.plan import Cell, build_plan
+from bench.run.plan import build_plan
 from bench.run.staleness import stale_reasons
 from bench.store.lease import Lease, acquire
 from bench.store.runlog import MlflowTrials
@@ -40,7 +41,7 @@ __all__ = ["Executor", "LocalExecutor", "Outcome", "Runner", "resolve_device"]
 
 class Executor(Protocol):
     """Where a runner's cells run. ``execute`` runs ``todo`` (cells not yet done) for ``runner`` and returns the
-    failed cells (label -> one-line reason). Every executor computes each cell with ``bench.cells`` (GroupRun),
+    failed cells (label -> one-line reason). Every executor computes each cell with ``bench.run.cells`` (GroupRun),
     so the keys and the numbers are the same whichever runs them."""
 
     def environment(self, suite: Suite) -> dict:
@@ -209,7 +210,7 @@ class Runner:
         return trained_encoder(self.suite, task, seed, source, self.cache, self.tracker.finished().get(source))
 
     def prepared_encoder(self, task: str, seed: int) -> torch.nn.Module:
-        """The encoder every protocol of (task, seed) receives (``bench.cells.prepare_encoder``), one at a time."""
+        """The encoder every protocol of (task, seed) receives (``bench.run.cells.prepare_encoder``), one at a time."""
         if (task, seed) not in self._prepared:
             encoder = prepare_encoder(self._encoder(task, seed), self.suite, self.data, self.device, task, seed)
             self._prepared = {(task, seed): encoder}  # one at a time: encoders can be large

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 
-from bench.run.plan import Cell
+from mlflow.entities import Run
+
+from bench.cell import Cell
+from bench.store.tracking import Tracker
 
 IDENTITY_TAGS = ("kind", "task", "seed", "budget", "protocol")
 
@@ -31,7 +34,7 @@ def _changes(old: dict, new: dict) -> list[str]:
     ]
 
 
-def explain(run, cell: Cell) -> str:
+def explain(run: Run, cell: Cell) -> str:
     tags = run.data.tags
     if "config_key" not in tags:
         return "its result was made by an older bench that recorded no code or data identity"
@@ -51,7 +54,7 @@ def explain(run, cell: Cell) -> str:
     return "; ".join(reasons) + f" since run {run.info.run_id[:8]}"
 
 
-def stale_reasons(tracker, todo: list[Cell]) -> dict[str, str]:
+def stale_reasons(tracker: Tracker, todo: list[Cell]) -> dict[str, str]:
     """cell key -> why an earlier finished result of the same experiment is not reused, for cells in ``todo``."""
     runs = tracker.runs("attributes.status = 'FINISHED'")
     by_config: dict[str, list] = {}

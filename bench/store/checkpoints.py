@@ -16,6 +16,7 @@ from pathlib import Path
 
 import mlflow
 import torch
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from torch import nn
 
@@ -75,7 +76,7 @@ def _verified(path: Path, expected: dict[str, str] | None, encoder_name: str) ->
     return encoder
 
 
-def load_encoder(cache: Path, key: str, encoder_name: str, run=None) -> nn.Module:
+def load_encoder(cache: Path, key: str, encoder_name: str, run: Run | None = None) -> nn.Module:
     """The pretrained encoder of cell ``key``: the verified cache copy, else the verified artifact of ``run`` (the
     pretraining's MLflow run; it then replaces the cache copy); else CheckpointUnusable naming what was tried."""
     path = checkpoint_path(cache, key)

@@ -1,14 +1,18 @@
-"""tracking: store.runlog."""
+"""What a run logs and how it ends: per-epoch pretraining metrics, an evaluation's scores and choices, tuning
+trials as nested runs, and FINISHED / FAILED / KILLED by how the body ended."""
 
 from __future__ import annotations
 
 import contextlib
 import time
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import mlflow
 from mlflow.entities import Metric
+
+from bench.train.loop import EpochStats
 
 
 @contextlib.contextmanager
@@ -39,11 +43,11 @@ def _end(run: mlflow.ActiveRun, status: str) -> None:
 
 
 class PretrainLog:
-    """Per-epoch metrics of a pretraining run, the label-free health measures (``bench.health``) among them,
+    """Per-epoch metrics of a pretraining run, the label-free health measures (``bench.train.health``) among them,
     stepped by epoch."""
 
     @staticmethod
-    def epoch(stats) -> None:
+    def epoch(stats: EpochStats) -> None:
         metrics = {"train_loss": stats.loss, "images_per_s": stats.images_per_s, "epoch_s": stats.seconds}
         mlflow.log_metrics(metrics | stats.measures, stats.epoch)
 
@@ -54,9 +58,17 @@ class PretrainLog:
         mlflow.log_metrics({"wall_s": wall_s, "mean_images_per_s": mean_images_per_s})
 
 
+class Result(typing.Protocol):
+    """What an evaluation logs of the classifier a protocol fitted (``bench.protocols.features.Fitted``)."""
+
+    val_acc: float | None
+    chosen: dict
+    history: list[dict]
+
+
 class EvalLog:
     @staticmethod
-    def done(fitted, test_acc: float, seconds: dict[str, float]) -> None:
+    def done(fitted: Result, test_acc: float, seconds: dict[str, float]) -> None:
         metrics = {"test_acc": test_acc, **seconds}
         if fitted.val_acc is not None:
             metrics["val_acc"] = fitted.val_acc
@@ -80,8 +92,9 @@ def log_history(history: list[dict], prefix: str) -> None:
 
 
 class MlflowTrials:
-    """Each tuning trial as a nested run under the active one (``bench.tuning.TrialRecord``): its parameters and
-    tags, the validation accuracy, the fine-tuning curve; it ends FINISHED, FAILED or KILLED like a cell's run."""
+    """Each tuning trial as a nested run under the active one (``bench.protocols.tuning.TrialRecord``): its
+    parameters and tags, the validation accuracy, the fine-tuning curve; it ends FINISHED, FAILED or KILLED like a
+    cell's run."""
 
     @contextlib.contextmanager
     def trial(self, name: str, tags: dict[str, str], params: dict) -> Iterator[MlflowTrials]:

@@ -28,13 +28,19 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import torch
 from mlflow.utils.git_utils import get_git_commit
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
+from bench.cell import Cell
+from bench.config.settings import Settings
+from bench.config.suite import Suite
+from bench.data.datasets import Dataset
 from bench.store import ui
 from bench.store.client import open_client
 from bench.store.runlog import EvalLog, PretrainLog, ended
+from bench.tasks.base import Task
 from bench.version import version
 
 # bench names each run's place in the UI itself (ui_hint); MLflow would print a line per run against a server
@@ -86,14 +92,14 @@ def without_passwords(data: Any) -> Any:
     return data
 
 
-def run_name(cell) -> str:
+def run_name(cell: Cell) -> str:
     """Short enough for the UI's name column; the suite is the experiment, so it is not repeated."""
     if cell.kind == "pretrain":
         return f"{cell.task} pretrain s{cell.seed}"
     return f"{cell.task} {cell.protocol} {cell.budget} s{cell.seed}"
 
 
-def suite_description(suite) -> str:
+def suite_description(suite: Suite) -> str:
     """What the suite compares, for the experiment's description in the UI."""
     tasks = list(suite.selected_tasks())
     budgets = ", ".join(str(b) for b in suite.sorted_budgets())
@@ -177,7 +183,9 @@ class Tracker:
         return self.experiment_id
 
     @contextlib.contextmanager
-    def suite_run(self, suite, suite_path: Path, data, device: torch.device) -> Iterator[mlflow.ActiveRun]:
+    def suite_run(
+        self, suite: Suite, suite_path: Path, data: Dataset, device: torch.device
+    ) -> Iterator[mlflow.ActiveRun]:
         """The parent run of one invocation that has work: the suite file, the resolved suite, the dataset."""
         self._experiment(suite)
         self.env = environment_tags(device)
@@ -217,7 +225,7 @@ class Tracker:
                 raise
 
     @contextlib.contextmanager
-    def pretrain_run(self, cell, task, suite, data) -> Iterator[PretrainLog]:
+    def pretrain_run(self, cell: Cell, task: Task, suite: Suite, data: Dataset) -> Iterator[PretrainLog]:
         params = {
             "task": cell.task,
             "task_cfg": task.cfg.model_dump(),
@@ -231,7 +239,7 @@ class Tracker:
             yield PretrainLog()
         self._source_runs[cell.key] = run.info.run_id
 
-    def source_run_id(self, cell) -> str | None:
+    def source_run_id(self, cell: Cell) -> str | None:
         """The run that pretrained the encoder ``cell`` starts from (None for baselines)."""
         if cell.source not in self._source_runs:
             run = self.finished().get(cell.source)
@@ -241,7 +249,9 @@ class Tracker:
         return self._source_runs[cell.source]
 
     @contextlib.contextmanager
-    def eval_run(self, cell, suite, settings, hparams: dict, hp_source: str, idx) -> Iterator[EvalLog]:
+    def eval_run(
+        self, cell: Cell, suite: Suite, settings: Settings, hparams: dict, hp_source: str, idx: np.ndarray
+    ) -> Iterator[EvalLog]:
         params = {
             "task": cell.task,
             "protocol": cell.protocol,

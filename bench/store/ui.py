@@ -18,8 +18,8 @@ Read from MLflow 3.17's UI bundle (``mlflow/server/js/build/static/js/main.*.js`
   A missing key makes the UI report an error and fall back to the GenAI overview, so the key is only put into a
   URL of an experiment that carries the tag.
 
-``python -m bench.ui urls [STORE]`` prints the runs URL of every experiment in a store;
-``python -m bench.ui screenshot [STORE] EXPERIMENT [-o PNG]`` serves a store and screenshots a runs table.
+``python -m bench.store.ui urls [STORE]`` prints the runs URL of every experiment in a store;
+``python -m bench.store.ui screenshot [STORE] EXPERIMENT [-o PNG]`` serves a store and screenshots a runs table.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def take_screenshot(store_uri: str, experiment: str, out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.ui", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.store.ui", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     urls = sub.add_parser("urls", help="print the runs URL of every experiment in a store")
     urls.add_argument("store", nargs="?", default=DEFAULT_STORE)

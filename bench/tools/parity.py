@@ -3,7 +3,7 @@ lightly's per-image transforms (``pretrain.augment``), everything else equal, th
 
 Fast views that train a different encoder would be a bug, so this runs both as ordinary suite cells (tracked
 in MLflow, resumable) and compares them paired by seed: mean test accuracy of each path, the mean difference
-(lightly minus device) with the report's interval (:func:`bench.stats.interval`: 95% Student-t from 3 seeds, the
+(lightly minus device) with the report's interval (:func:`bench.report.stats.interval`: 95% Student-t from 3 seeds, the
 seeds' range below) and the exact sign-flip test (the paired t-test as an extra column). "Within noise" means the
 interval contains zero; its width says how small a difference the seeds could have detected.
 """

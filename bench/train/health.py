@@ -62,7 +62,7 @@ def measure(encoder: torch.nn.Module, images: torch.Tensor, device: torch.device
 
 
 class HealthHook:
-    """The training loop's hook (``bench.pretrain.EpochHook``): the measures every ``every`` epochs and at the
+    """The training loop's hook (``bench.train.loop.EpochHook``): the measures every ``every`` epochs and at the
     last, of the task's encoder on ``sample``, fed through ``prepare`` (the task's evaluation input)."""
 
     def __init__(self, sample: torch.Tensor, every: int, epochs: int, prepare) -> None:

@@ -29,7 +29,7 @@ class EpochStats:
 
 
 class EpochHook:
-    """Measures taken from the training loop after an epoch (``bench.health``). A hook reads the task; it must
+    """Measures taken from the training loop after an epoch (``bench.train.health``). A hook reads the task; it must
     not change parameters, buffers or random streams. Its measures are saved with the training state, so a
     resumed run reports them for the epochs it replays."""
 

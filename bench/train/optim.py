@@ -1,4 +1,5 @@
-"""pretrain: train.optim."""
+"""Optimisers, the warm-up + cosine schedule and bf16 autocast on CUDA, shared by pretraining and fine-tuning;
+and the error a non-finite loss raises."""
 
 from __future__ import annotations
 
