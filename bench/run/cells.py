@@ -273,7 +273,10 @@ class GroupRun:
         suite, data = self.runner.suite, self.data
         idx = self.labels[(cell.seed, cell.budget)]
         self.runner.check_lease()
-        hparams, hp_source = self.tuner.params(cell.task, cell.protocol, cell.budget)
+        if suite.tuned(cell.protocol, cell.budget):  # from the (task, protocol, budget) study
+            hparams, hp_source = self.tuner.params(cell.task, cell.protocol, cell.budget)
+        else:
+            hparams, hp_source = {}, "default"
         settings = suite.protocol_settings(cell.protocol, hparams)
         with self.runner.tracker.eval_run(cell, suite, settings, hparams, hp_source, idx) as log:
             start = time.perf_counter()
