@@ -356,7 +356,9 @@ def test_trials_of_a_study_spread_over_two_workers_with_exact_counts(services, r
     assert len({t.user_attrs["worker_pid"] for t in done}) == 2  # both workers ran trials
     assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
     suite = load_suite(SMOKE)
-    assert study.trials[0].params["lr"] == pytest.approx(suite.finetune.lr)  # trial 0: the configured values
+    assert study.trials[0].params["lr"] == pytest.approx(
+        suite.protocol("finetune").lr
+    )  # trial 0: the configured values
     assert all(t.user_attrs.get("surplus") for t in study.trials if t not in done)
     runs = cells_of(services.tracking_uri, "tuned")
     (cell,) = [r for r in runs if r.info.status == "FINISHED"]
