@@ -80,7 +80,7 @@ def ui(session: nox.Session) -> None:
             port = args[i + 1]
         elif arg.startswith("--port="):
             port = arg.split("=", 1)[1]
-    session.run("python", "-m", "bench.ui", "urls", STORE_URI, "--base", f"http://127.0.0.1:{port}")
+    session.run("python", "-m", "bench.store.ui", "urls", STORE_URI, "--base", f"http://127.0.0.1:{port}")
     session.run("mlflow", "ui", "--backend-store-uri", STORE_URI, "--host", "127.0.0.1", *session.posargs)
 
 
@@ -89,7 +89,7 @@ def screenshot(session: nox.Session) -> None:
     """A PNG of a suite's runs table in the MLflow UI (needs chromium): -- [STORE_URI] EXPERIMENT [-o PNG]
     (default store sqlite:///results/mlflow.db, default PNG docs/mlflow_ui.png)."""
     session.install("-e", ".")
-    session.run("python", "-m", "bench.ui", "screenshot", *(session.posargs or [STORE_URI, "quick"]))
+    session.run("python", "-m", "bench.store.ui", "screenshot", *(session.posargs or [STORE_URI, "quick"]))
 
 
 @nox.session
