@@ -125,9 +125,11 @@ class TuningConfig(Strict):
     start_from_defaults: bool = True  # trial 0 of every study is the configured values: tuning can only
     # replace them with something that did better on validation
     prune: bool = True  # median pruning of fine-tuning trials from intermediate validation accuracy
-    # protocol -> its search space (the protocol's Space table): bench's own protocols, the tuned ones and any
-    # written here
-    space: dict[str, Any] = Field(default_factory=dict)
+    space: dict[str, Any] = Field(
+        default_factory=dict,
+        description="protocol -> its search space, one [tuning.space.<protocol>] table each (below): bench's own "
+        "protocols, the tuned ones and any written here",
+    )
 
     @model_validator(mode="wrap")
     @classmethod

@@ -46,9 +46,11 @@ class Suite(Strict):
     name: str = "suite"
     dataset: DatasetConfig = DatasetConfig()
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)  # made when used: it imports the encoders
-    # `[tasks.rotation]` selects rotation with its own table (the task's Config); default: rotation and both
-    # baselines
-    tasks: dict[str, SerializeAsAny[TaskConfig]] = Field(default_factory=lambda: dict(DEFAULT_TASKS))
+    tasks: dict[str, SerializeAsAny[TaskConfig]] = Field(
+        default_factory=lambda: dict(DEFAULT_TASKS),
+        description="the selected tasks, one [tasks.<name>] table each (below) with the task's own keys; "
+        "default: rotation and both baselines (scratch, random)",
+    )
     budgets: list[Budget] = Field([100, 1000, "full"], min_length=1)
     seeds: list[Seed] = Field([0, 1, 2], min_length=1)
     protocols: list[ProtocolName] = Field(["linear", "finetune"], min_length=1)
