@@ -28,6 +28,9 @@ class UnknownName(ConfigError, KeyError):
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
 
+    def __reduce__(self) -> tuple:  # pickled as it was made (Ray sends a worker's errors to the driver)
+        return type(self), (self.kind, self.name, self.known)
+
 
 class DataError(UserError, ValueError):
     """The data cannot be found or read, or does not fit the suite (too few images, too few classes)."""
