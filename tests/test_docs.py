@@ -1,9 +1,10 @@
-"""The manual builds without a warning, its configuration reference is generated from the schema, and the README
-stays a quickstart that keeps CI's test command."""
+"""The manual builds without a warning, its configuration reference is generated from the schema, the README
+stays a quickstart that keeps CI's test command, and a verdicts block embedded in a page is the report's file."""
 
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,29 @@ def test_docs_build_strict_with_a_generated_configuration_reference(tmp_path: Pa
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(readme.splitlines()) <= 200, "README.md is a quickstart: at most 200 lines (the manual is docs/)"
     assert "nox -s tests" in readme, "README.md must keep the test command CI runs: nox -s tests"
+
+
+BLOCK = re.compile(r"<!-- (results/[^/\s]+/verdicts\.md) -->\n(.*?)<!-- end -->", re.S)
+
+
+def verdict_blocks(text: str) -> list[tuple[str, str]]:
+    """(path, body) of every ``<!-- results/<suite>/verdicts.md -->`` ... ``<!-- end -->`` block of a page."""
+    return [(m[1], m[2]) for m in BLOCK.finditer(text)]
+
+
+def test_every_embedded_verdicts_block_is_the_reports_file(tmp_path: Path) -> None:
+    from bench.report.write import write_report
+
+    from .test_equivalence import TINY, paired_frame
+
+    write_report(paired_frame({"rotation": TINY}), tmp_path / "results" / "demo")
+    written = (tmp_path / "results" / "demo" / "verdicts.md").read_text(encoding="utf-8")
+    page = f"Prose.\n\n<!-- results/demo/verdicts.md -->\n{written}<!-- end -->\n\nMore prose.\n"
+    assert verdict_blocks(page) == [("results/demo/verdicts.md", written)]  # the file embeds whole, as it is
+    assert "<!--" not in written and written.endswith("\n")
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for path, body in verdict_blocks(page.read_text(encoding="utf-8")):
+            assert (ROOT / path).is_file(), f"{page.name} embeds {path}, which the report did not write"
+            assert body == (ROOT / path).read_text(encoding="utf-8"), (
+                f"{page.name}: the block of {path} differs from the file; paste the file between the markers"
+            )

@@ -188,3 +188,22 @@ class ExecutionConfig(Strict):
         if address in ("local", "auto") or re.fullmatch(r"(ray://)?[\w.\-]+:\d+", address):
             return address
         raise ValueError("expected 'local' (start Ray here), 'auto' (join the running cluster) or ray://host:port")
+
+
+class ReportConfig(Strict):
+    """How the report reads the comparisons (``bench.report``). Not in any cell key: it changes what the report
+    says about finished runs, never what a cell computes."""
+
+    # the equivalence margin m, a difference of test accuracies as a fraction (0.01 = 1 point): a task is
+    # "equivalent" to a baseline when two one-sided tests (TOST) show the mean paired difference inside (-m, +m)
+    equivalence_margin: float = 0.01
+
+    @field_validator("equivalence_margin")
+    @classmethod
+    def _a_fraction(cls, margin: float) -> float:
+        if not 0 < margin < 1:
+            raise ValueError(
+                "the equivalence margin is a difference of accuracies as a fraction, above 0 and below 1 "
+                "(0.01 = 1 point)"
+            )
+        return margin

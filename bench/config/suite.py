@@ -25,6 +25,7 @@ from bench.config.sections import (
     EvaluationConfig,
     ExecutionConfig,
     PretrainConfig,
+    ReportConfig,
     TaskConfig,
     TuningConfig,
 )
@@ -58,6 +59,7 @@ class Suite(Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     tuning: TuningConfig = Field(default_factory=TuningConfig)  # made when used: it imports the protocols
     execution: ExecutionConfig = ExecutionConfig()
+    report: ReportConfig = ReportConfig()  # how the report reads finished runs; in no cell key
     device: Literal["auto", "cpu", "cuda"] = "auto"
     tracking_uri: str | None = None  # else $MLFLOW_TRACKING_URI, else sqlite:///<results_dir>/mlflow.db
     results_dir: str = "results"

@@ -1,5 +1,6 @@
 """Each task against each baseline, per protocol and budget: paired differences over seeds, exact sign-flip p,
-Holm within a family, the order of protocols and budgets, and the rank blocks of the Friedman test."""
+the TOST p of equivalence within the suite's margin, Holm within a family, the verdict of each comparison, the
+order of protocols and budgets, and the rank blocks of the Friedman test."""
 
 from __future__ import annotations
 
@@ -8,16 +9,25 @@ import pandas as pd
 
 from bench.report.stats import (
     ALPHA,
+    MARGIN,
+    equivalence_p,
     holm,
     min_blocks,
     paired,
 )
 from bench.report.tidy import BASELINES, REFERENCE, frozen_protocols, references
 
+VERDICTS = ("better", "worse", "equivalent", "inconclusive")
 
-def comparisons(df: pd.DataFrame) -> pd.DataFrame:
+
+def comparisons(df: pd.DataFrame, margin: float = MARGIN) -> pd.DataFrame:
     """Every non-baseline (task, protocol) against each of its references at every budget, paired by seed; the
-    sign-flip (and t-test, Wilcoxon) p-values Holm-corrected within each family (protocol, baseline, budget)."""
+    sign-flip (and t-test, Wilcoxon) p-values and the TOST p of equivalence within ``margin`` (a difference of
+    accuracies), each Holm-corrected within the family (protocol, baseline, budget).
+
+    ``verdict`` (one of ``VERDICTS``): "better"/"worse" when the sign-flip p is below ``ALPHA`` after Holm (the
+    tables' markers); else "equivalent" (within ``margin``) when the TOST p is below ``ALPHA`` after Holm;
+    else "inconclusive", which says only that neither was shown (also with too few seeds for either test)."""
     rows = []
     ok = df[df.status == "finished"]
     for protocol in protocol_order(df):
@@ -46,6 +56,7 @@ def comparisons(df: pd.DataFrame) -> pd.DataFrame:
                             "p_ttest": r.p_ttest,
                             "p_wilcoxon": r.p_wilcoxon,
                             "p_improve": r.p_improve,
+                            "p_tost": equivalence_p(both.test_acc - both.test_acc_ref, margin),
                         }
                     )
     out = pd.DataFrame(rows)
@@ -56,6 +67,10 @@ def comparisons(df: pd.DataFrame) -> pd.DataFrame:
         out["p_ttest_holm"] = fam.p_ttest.transform(lambda p: holm(p))
         out["p_wilcoxon_holm"] = fam.p_wilcoxon.transform(lambda p: holm(p))
         out["marker"] = np.where(out.p_holm < ALPHA, np.where(out.mean_diff > 0, "up", "down"), "")
+        out["p_tost_holm"] = fam.p_tost.transform(lambda p: holm(p))
+        out["margin"] = margin
+        shown = [out.marker == "up", out.marker == "down", out.p_tost_holm < ALPHA]
+        out["verdict"] = np.select(shown, VERDICTS[:3], VERDICTS[3])
     return out
 
 

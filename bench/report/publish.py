@@ -1,9 +1,9 @@
 """The report where people look: results/<suite>/ on disk, and in MLflow on the latest parent run.
 
-The latest parent run (tag ``kind = suite``) receives the report files as artifacts and the results table as
-its description, so opening it in the UI shows the results. A parent run that held an earlier report is marked
-superseded (tag ``report_status``, and a first line in its description naming the run that replaced it), so an
-old table is never read as the current one.
+The latest parent run (tag ``kind = suite``) receives the report files as artifacts and the results table with
+the verdicts (``verdicts.md``) as its description, so opening it in the UI shows the results and what they show.
+A parent run that held an earlier report is marked superseded (tag ``report_status``, and a first line in its
+description naming the run that replaced it), so an old table is never read as the current one.
 """
 
 from __future__ import annotations
@@ -27,12 +27,15 @@ REPORT_STEMS = {
     "runs",
     "stats",
     "table",
+    "verdicts",
     "health",
+    "cost",
     "label_efficiency",
     "gain_heatmap",
     "cd_diagram",
     "health_vs_accuracy",
 }
+FRONT = ("table.md", "verdicts.md")  # the parent run's description, in this order
 
 
 def publish(tracker: Tracker, cells: list[Cell], suite: Suite, data: Dataset, console: Console) -> list[Path]:
@@ -46,7 +49,7 @@ def publish(tracker: Tracker, cells: list[Cell], suite: Suite, data: Dataset, co
         )
     out = inside(suite.results_dir, suite.name)
     check_writable(out)
-    written = write_report(df, out, suite=suite.name, dataset=data.name)
+    written = write_report(df, out, suite=suite.name, dataset=data.name, margin=suite.report.equivalence_margin)
     for old in out.iterdir():  # a figure an earlier report drew and this one does not (too few seeds now)
         if old.is_file() and old.stem in REPORT_STEMS and old not in written:
             old.unlink()
@@ -58,8 +61,10 @@ def publish(tracker: Tracker, cells: list[Cell], suite: Suite, data: Dataset, co
         run_id = latest.info.run_id
         tracker.client.log_artifacts(run_id, str(out), artifact_path="report")
         # MLflow renders the description as Markdown: "[a, b] (n=2)" would read as a link, so brackets are escaped
-        table = (out / "table.md").read_text().replace("[", "\\[").replace("]", "\\]")
-        tracker.set_note(run_id, f"## Results of {suite.name}\n\n{table}\nReport files: artifacts, `report/`.")
+        table, verdicts = ((out / f).read_text().replace("[", "\\[").replace("]", "\\]") for f in FRONT)
+        tracker.set_note(
+            run_id, f"## Results of {suite.name}\n\n{table}\n{verdicts}\nReport files: artifacts, `report/`."
+        )
         tracker.client.set_tag(run_id, "report_status", "current")
         for old in parents[:-1]:
             if old.data.tags.get("report_status") == "current":

@@ -13,6 +13,10 @@ probability 1 - 2^(1-n), 50% at n = 2, so it is not a 95% interval and is never 
 One test everywhere (:func:`sign_flip_p`): the exact two-sided sign-flip permutation test on the per-seed
 differences (Fisher 1935; Good, *Permutation Tests*, 2000). Its smallest possible p-value is 2 / 2^n for n seeds,
 so 2 seeds give at best p = 0.5 and a constant difference gives a finite p, never NaN or 1e-5.
+
+A test that does not reject shows nothing by itself; equivalence is shown by its own test (:func:`equivalence_p`):
+two one-sided paired t-tests against a margin the suite states (TOST; Schuirmann 1987, J. Pharmacokinet.
+Biopharm. 15:657-680; Lakens 2017, "Equivalence tests", Soc. Psychol. Personal. Sci. 8:355-362).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ MIN_T_SEEDS = 3  # below this the interval is the seeds' range
 EXACT_MAX_SEEDS = 16  # 2^16 sign patterns enumerated exactly; beyond, a seeded Monte Carlo sample of them
 ACCURACY = (0.0, 1.0)
 DIFFERENCE = (-1.0, 1.0)
+MARGIN = 0.01  # equivalence margin, a difference of accuracies (1 point); a suite's [report] equivalence_margin
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,23 @@ def sign_flip_p(differences, seed: int = 0) -> float:
         rng=np.random.default_rng(seed),
     )
     return float(res.pvalue)
+
+
+def equivalence_p(differences, margin: float = MARGIN) -> float:
+    """TOST p-value that the mean of the paired ``differences`` lies inside (-margin, +margin): the larger of
+    the two one-sided paired t-tests' p-values, by statsmodels' ``ttost_paired``. p < alpha exactly when the
+    (1 - 2 alpha) Student-t interval of the mean lies inside the margin. NaN below ``MIN_T_SEEDS`` values (the
+    same threshold as the t-interval: one degree of freedom says nothing); differences without spread give 0
+    strictly inside the margin and 1 otherwise (their interval is the point itself)."""
+    from statsmodels.stats.weightstats import ttost_paired
+
+    d = np.asarray(differences, dtype=float)
+    d = d[~np.isnan(d)]
+    if len(d) < MIN_T_SEEDS:
+        return math.nan
+    if np.ptp(d) == 0:
+        return 0.0 if abs(d[0]) < margin else 1.0
+    return float(ttost_paired(d, np.zeros_like(d), -margin, margin)[0])
 
 
 def min_sign_flip_p(n: int) -> float:

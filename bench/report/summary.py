@@ -1,5 +1,5 @@
 """The end-of-run console summary: the report's tables as rich tables, from the same tidy table, with the same
-intervals, markers and captions as ``table.md`` (:mod:`bench.report`)."""
+intervals, markers and captions as ``table.md``, then the verdicts of ``verdicts.md`` (:mod:`bench.report`)."""
 
 from __future__ import annotations
 
@@ -12,17 +12,20 @@ from rich.text import Text
 
 from bench.cell import Cell
 from bench.report.comparisons import budget_label, budget_order, comparisons, protocol_order
+from bench.report.stats import MARGIN
 from bench.report.tables import TEXT, best_per_column, caption, cell_text, partial_note, table_cells
 from bench.report.tidy import tidy
+from bench.report.verdicts import family_verdicts, legend
 from bench.store.tracking import Tracker
 
 
-def summary_renderables(df: pd.DataFrame) -> list[RenderableType]:
-    """One rich table per protocol (task x budget; best per column in bold), then the partial and provenance
-    notes. Text is never parsed as rich markup."""
+def summary_renderables(df: pd.DataFrame, margin: float = MARGIN) -> list[RenderableType]:
+    """One rich table per protocol (task x budget; best per column in bold), the verdicts (one line per
+    protocol, baseline and budget; ``margin``: the equivalence margin), then the partial and provenance notes.
+    Text is never parsed as rich markup."""
     if df.empty:
         return []
-    comp = comparisons(df)
+    comp = comparisons(df, margin)
     budgets = budget_order(df)
     out: list[RenderableType] = []
     for protocol in protocol_order(df):
@@ -46,15 +49,18 @@ def summary_renderables(df: pd.DataFrame) -> list[RenderableType]:
                 texts.append(Text(cell_text(*row[b], best=False, sym=TEXT), style="bold" if top else ""))
             table.add_row(Text(task), *texts)
         out.append(table)
+    verdicts = family_verdicts(comp, df)
+    if verdicts:
+        out.append(Text("\n".join([f"Verdicts. {legend(margin)}", *(f"- {v}" for v in verdicts)])))
     note = partial_note(df).strip()
     if note:
         out.append(Text(note))
     return out
 
 
-def render(console: Console, df: pd.DataFrame) -> str:
+def render(console: Console, df: pd.DataFrame, margin: float = MARGIN) -> str:
     """Print the summary of ``df`` to ``console``; return the same content as plain text."""
-    items = summary_renderables(df)
+    items = summary_renderables(df, margin)
     recorder = Console(record=True, file=io.StringIO(), width=console.width, color_system=None)
     for item in items:
         console.print(item)
@@ -62,11 +68,11 @@ def render(console: Console, df: pd.DataFrame) -> str:
     return recorder.export_text()
 
 
-def render_summary(console: Console, tracker: Tracker, cells: list[Cell]) -> str:
+def render_summary(console: Console, tracker: Tracker, cells: list[Cell], margin: float = MARGIN) -> str:
     """Print the summary of the finished evaluation runs of ``cells`` to ``console``; return it as plain text."""
-    return render(console, tidy(tracker, cells))
+    return render(console, tidy(tracker, cells), margin)
 
 
-def summary_tables(tracker: Tracker, cells: list[Cell]) -> str:
+def summary_tables(tracker: Tracker, cells: list[Cell], margin: float = MARGIN) -> str:
     """The summary as plain text, printed nowhere."""
-    return render(Console(file=io.StringIO(), width=160), tidy(tracker, cells))
+    return render(Console(file=io.StringIO(), width=160), tidy(tracker, cells), margin)

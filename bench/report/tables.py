@@ -1,4 +1,7 @@
-"""The report's tables: cell text with n and interval, markers and their captions, in Markdown and LaTeX."""
+"""The report's tables: cell text with n and interval, markers and their captions, in Markdown and LaTeX.
+
+A caption says what each family's tests showed: the markers that appear (better, worse, equivalent within the
+suite's margin) and which comparisons are inconclusive (:mod:`bench.report.verdicts`)."""
 
 from __future__ import annotations
 
@@ -17,15 +20,18 @@ from bench.report.stats import (
     seeds_needed,
 )
 from bench.report.tidy import REFERENCE, is_frozen
+from bench.report.verdicts import margin_text, reference, too_few
 
 # ---------------------------------------------------------------------------------------------- table cells
 
-# ▲/▼ against scratch+finetune (labels only); △/▽ against random under the same frozen protocol
+# ▲/▼/≈ against scratch+finetune (labels only); △/▽/≃ against random under the same frozen protocol
 MD = {
     "up": "▲",
     "down": "▼",
+    "equiv": "≈",
     "up_random": "△",
     "down_random": "▽",
+    "equiv_random": "≃",
     "range": "range",
     "lt": "<",
     "partial": "(n=k of m)",
@@ -35,8 +41,10 @@ MD = {
 TEX = {
     "up": "$\\uparrow$",
     "down": "$\\downarrow$",
+    "equiv": "$\\approx$",
     "up_random": "$\\bigtriangleup$",
     "down_random": "$\\bigtriangledown$",
+    "equiv_random": "$\\simeq$",
     "range": "$^{\\dagger}$",
     "lt": "$<$",
     "partial": "$^{*}$",
@@ -44,19 +52,20 @@ TEX = {
     "x": "$\\times$",
 }
 TEXT = MD | {"bold": "{}"}
+SYMBOL = {"better": "up", "worse": "down", "equivalent": "equiv"}  # verdict -> symbol key
 
 
 def table_cells(df: pd.DataFrame, comp: pd.DataFrame, protocol: str) -> dict:
     """{task: {budget: (Interval, planned, markers)}} for one protocol; ``markers`` holds symbol keys separated
-    by spaces: against scratch+finetune ("up", "down") and against random of a frozen protocol ("up_random",
-    "down_random")."""
+    by spaces: against scratch+finetune ("up", "down", "equiv") and against random of a frozen protocol
+    ("up_random", "down_random", "equiv_random")."""
     table = {}
     sub = df[df.protocol == protocol]
     marks: dict = {}
     if len(comp):
-        mine = comp[(comp.protocol == protocol) & comp.marker.astype(bool)]
-        for r in sorted(mine.itertuples(), key=lambda r: r.baseline != REFERENCE[0]):  # ▲/▼ first
-            key = r.marker if r.baseline == REFERENCE[0] else f"{r.marker}_{r.baseline}"
+        mine = comp[(comp.protocol == protocol) & comp.verdict.isin(SYMBOL)]
+        for r in sorted(mine.itertuples(), key=lambda r: r.baseline != REFERENCE[0]):  # ▲/▼/≈ first
+            key = SYMBOL[r.verdict] if r.baseline == REFERENCE[0] else f"{SYMBOL[r.verdict]}_{r.baseline}"
             marks[(r.task, r.budget)] = (marks.get((r.task, r.budget), "") + " " + key).strip()
     for task, grp in sub.groupby("task", sort=False):
         table[task] = {}
@@ -110,27 +119,62 @@ def interval_sentence(methods: set[str], sym: dict, what: str = "brackets", boun
 
 
 def family_sentence(comp: pd.DataFrame, protocol: str, sym: dict, baseline: str = REFERENCE[0]) -> str:
-    """The marker legend for one table: which markers appear, the test, the Holm family, and how many seeds
-    significance needs; only markers that appear are named."""
+    """What one family's tests showed, for one table: the markers that appear (better, worse, equivalent within
+    the margin), the tests, the Holm family, how many seeds significance needs, and which comparisons are
+    inconclusive. Only markers that appear are named."""
     fam = comp[(comp.protocol == protocol) & (comp.baseline == baseline)] if len(comp) else comp
     if fam.empty or fam.p_signflip.isna().all():
         return ""
     m, n = int(fam.family_size.max()), int(fam.n.max())
-    ref = "+".join(REFERENCE) if baseline == REFERENCE[0] else f"{baseline}+{protocol}"
+    ref = reference(baseline, protocol)
     need, floor = seeds_needed(m), min_sign_flip_p(n)
     family = f"Holm over the tasks against {ref} at each budget ({m} per budget)"
     lt = sym["lt"]
     seeds = "one seed" if n == 1 else f"{n} seeds"
     reach = f"with {seeds} the smallest possible p is {floor:.3g}; p {lt} {ALPHA} after Holm needs {need} seeds"
     shown = [k for k in ("up", "down") if (fam.marker == k).any()]
-    keys = {k: k if baseline == REFERENCE[0] else f"{k}_{baseline}" for k in ("up", "down")}
+    keys = {k: k if baseline == REFERENCE[0] else f"{k}_{baseline}" for k in ("up", "down", "equiv")}
+    margin = margin_text(float(fam.margin.iloc[0]))
+    equivalent = bool((fam.verdict == "equivalent").any())
     if not can_reach(n, m):
-        return f"No markers: exact sign-flip test over seeds, {family}; {reach}."
-    if not shown:
-        return f"No task differs from {ref} at p {lt} {ALPHA} (exact sign-flip test over seeds, {family}; {reach})."
-    words = {"up": "better", "down": "worse"}
-    legend = "/".join(sym[keys[k]] for k in shown) + ": " + "/".join(words[k] for k in shown)
-    return f"{legend} than {ref} (exact two-sided sign-flip test over seeds, {family}, p {lt} {ALPHA}; {reach})."
+        none = f"No {sym[keys['up']]}/{sym[keys['down']]} markers" if equivalent else "No markers"
+        parts = [f"{none}: exact sign-flip test over seeds, {family}; {reach}."]
+    elif not shown:
+        parts = [
+            f"No task is shown better or worse than {ref} (exact two-sided sign-flip test over seeds, {family}, "
+            f"p {lt} {ALPHA}; {reach})."
+        ]
+    else:
+        words = {"up": "better", "down": "worse"}
+        legend = "/".join(sym[keys[k]] for k in shown) + ": " + "/".join(words[k] for k in shown)
+        parts = [f"{legend} than {ref} (exact two-sided sign-flip test over seeds, {family}, p {lt} {ALPHA}; {reach})."]
+    if equivalent:
+        parts.append(
+            f"{sym[keys['equiv']]}: equivalent to {ref} within {margin} (two one-sided paired t-tests, TOST, Holm "
+            f"over the same tasks, p {lt} {ALPHA}: the 90% interval of the mean difference lies inside {margin})."
+        )
+    parts.append(inconclusive_sentence(fam, ref, margin))
+    return " ".join(p for p in parts if p)
+
+
+def inconclusive_sentence(fam: pd.DataFrame, ref: str, margin: str) -> str:
+    """The comparisons of one family that showed neither a difference nor equivalence, by task; with too few
+    seeds for either test, that reason instead of the list."""
+    open_ = fam[fam.verdict == "inconclusive"]
+    if open_.empty:
+        return ""
+    if len(open_) == len(fam) and (fam.n < MIN_T_SEEDS).all():
+        reason = too_few(int(fam.n.max()), int(fam.family_size.max()), float(fam.margin.iloc[0]))
+        return f"Inconclusive against {ref}, every task at every budget: {reason}."
+    items = []
+    for task, grp in open_.groupby("task", sort=False):
+        budgets = budget_order(grp)
+        items.append(f"{task} ({', '.join(b if b == 'full' else f'{b} labels' for b in budgets)})")
+    return (
+        f"Inconclusive against {ref} (neither a difference nor equivalence within {margin} shown): "
+        + "; ".join(items)
+        + "."
+    )
 
 
 def caption(df: pd.DataFrame, comp: pd.DataFrame, protocol: str, sym: dict) -> str:
@@ -149,7 +193,7 @@ def caption(df: pd.DataFrame, comp: pd.DataFrame, protocol: str, sym: dict) -> s
     if partial:
         parts.append(f"{sym['partial']}: partial, some seeds missing.")
     text = " ".join(p for p in parts if p)
-    return text.replace("%", "\\%") if tex else text
+    return text.replace("%", "\\%").replace("±", "$\\pm$") if tex else text
 
 
 # ---------------------------------------------------------------------------------------------- tables

@@ -5,7 +5,9 @@ figures); a partial sweep says so in every output. Tasks are tested against ``sc
 the labels alone) in every protocol, and tasks under a frozen protocol also against ``random`` under the same
 protocol. The Holm family is the tasks against one baseline within one protocol at one budget: each budget
 column answers its own question (which task pays off with that many labels), so a column's markers do not depend
-on the other budgets. Baselines are never tested against each other.
+on the other budgets. Baselines are never tested against each other. Each comparison's verdict (better, worse,
+equivalent within the suite's margin, inconclusive) is in the captions, stats.md and stats.csv, and
+verdicts.md says them in sentences (:mod:`bench.report.verdicts`).
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import pandas as pd
 from bench.report.comparisons import comparisons, protocol_order, rank_blocks, rank_note, title
 from bench.report.stats import (
     ALPHA,
+    MARGIN,
     MIN_T_SEEDS,
     min_sign_flip_p,
     seeds_needed,
 )
 from bench.report.tables import TEXT, interval_sentence, latex_table, markdown_table, partial_note
 from bench.report.tidy import REFERENCE
+from bench.report.verdicts import legend, margin_text, verdicts_markdown
 
 
 def stats_markdown(comp: pd.DataFrame, df: pd.DataFrame) -> str:
@@ -39,6 +43,8 @@ def stats_markdown(comp: pd.DataFrame, df: pd.DataFrame) -> str:
         + interval_sentence(set(comp.ci_method) if len(comp) else set(), TEXT, "Intervals", "[-1, 1]"),
         "",
     ]
+    if len(comp):
+        lines += [f"Verdicts. {legend(float(comp.margin.iloc[0]))} In full: verdicts.md.", ""]
     extra = n_max >= MIN_T_SEEDS
     if len(comp) and not extra:
         lines += [
@@ -48,8 +54,8 @@ def stats_markdown(comp: pd.DataFrame, df: pd.DataFrame) -> str:
             "",
         ]
     head = "| budget | task | n | mean diff [interval] | p sign-flip | p Holm |"
-    head += " p t-test (Holm) | p Wilcoxon (Holm) |" if extra else ""
-    head += " P(improve) | |"
+    head += " p t-test (Holm) | p Wilcoxon (Holm) | p TOST (Holm) |" if extra else ""
+    head += " P(improve) | | verdict |"
     for (protocol, base), fam in comp.groupby(["protocol", "baseline"], sort=False) if len(comp) else []:
         ref = "+".join(REFERENCE) if base == REFERENCE[0] else f"{base}+{protocol}"
         m, n = int(fam.family_size.max()), int(fam.n.max())
@@ -62,15 +68,16 @@ def stats_markdown(comp: pd.DataFrame, df: pd.DataFrame) -> str:
             f"p < {ALPHA} after Holm needs {seeds_needed(m)} seeds.",
             "",
             head,
-            "|---|---|---:|---|---:|---:|" + ("---:|---:|" if extra else "") + "---:|---|",
+            "|---|---|---:|---|---:|---:|" + ("---:|---:|---:|" if extra else "") + "---:|---|---|",
         ]
         for r, pw in zip(fam.itertuples(), fam.p_wilcoxon_holm, strict=True):
             label = "range " if r.ci_method == "range" else ""
             ci = f" {label}[{r.ci_low:+.4f}, {r.ci_high:+.4f}]" if r.n > 1 else ""
             cols = [r.budget, r.task, r.n, f"{r.mean_diff:+.4f}{ci}", f"{r.p_signflip:.3g}", f"{r.p_holm:.3g}"]
-            cols += [f"{r.p_ttest_holm:.3g}", f"{pw:.3g}"] if extra else []
+            cols += [f"{r.p_ttest_holm:.3g}", f"{pw:.3g}", f"{r.p_tost_holm:.3g}"] if extra else []
             key = r.marker if base == REFERENCE[0] else f"{r.marker}_{base}"
-            cols += [f"{r.p_improve:.2f}", TEXT[key] if r.marker else ""]
+            verdict = f"equivalent within {margin_text(r.margin)}" if r.verdict == "equivalent" else r.verdict
+            cols += [f"{r.p_improve:.2f}", TEXT[key] if r.marker else "", verdict]
             lines.append("| " + " | ".join(str(c) for c in cols) + " |")
         lines.append("")
     lines += ["## Rank comparison (cd_diagram.png)", ""]
@@ -81,9 +88,12 @@ def stats_markdown(comp: pd.DataFrame, df: pd.DataFrame) -> str:
     return "\n".join(lines) + partial_note(df) + "\n"
 
 
-def write_report(df: pd.DataFrame, out: Path, suite: str | None = None, dataset: str | None = None) -> list[Path]:
+def write_report(
+    df: pd.DataFrame, out: Path, suite: str | None = None, dataset: str | None = None, margin: float = MARGIN
+) -> list[Path]:
     """Write every report file into ``out``; returns the paths written. ``suite`` and ``dataset`` (for titles
-    and captions) override the tidy table's ``suite`` and ``dataset`` columns."""
+    and captions) override the tidy table's ``suite`` and ``dataset`` columns; ``margin`` is the equivalence
+    margin (a difference of accuracies, the suite's ``report.equivalence_margin``)."""
     from bench.files import write_atomic
     from bench.report.figures import write_figures
     from bench.report.health import health_markdown
@@ -94,13 +104,14 @@ def write_report(df: pd.DataFrame, out: Path, suite: str | None = None, dataset:
     if dataset is not None or "dataset" not in df:
         df["dataset"] = dataset or ""
     out.mkdir(parents=True, exist_ok=True)
-    comp = comparisons(df)
+    comp = comparisons(df, margin)
     files = {
         "runs.csv": df.to_csv(index=False),
         "stats.csv": comp.to_csv(index=False),
         "table.md": markdown_table(df, comp) + "\n",
         "table.tex": latex_table(df, comp),
         "stats.md": stats_markdown(comp, df),
+        "verdicts.md": verdicts_markdown(comp, df),
     }
     health = health_markdown(df)
     if health is not None:

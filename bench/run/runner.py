@@ -169,7 +169,7 @@ class Runner:
         if todo:
             failed = self.executor.execute(self, todo, labels)
             self._say_failed(failed)
-        tables = render_summary(self.console, self.tracker, self.cells)
+        tables = render_summary(self.console, self.tracker, self.cells, self.suite.report.equivalence_margin)
         if report:
             self.report()
         self.console.print(self.tracker.ui_hint(), soft_wrap=True, highlight=False)
