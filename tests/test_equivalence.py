@@ -124,6 +124,10 @@ def test_the_margin_decides_equivalence_and_too_few_seeds_say_why(tmp_path):
     write_report(paired_frame({"rotation": TINY[:2]}), tmp_path)
     comp = pd.read_csv(tmp_path / "stats.csv")
     assert comp.verdict.tolist() == ["inconclusive"] and comp.p_tost.isna().all()
+    from bench.report.verdicts import signed
+
+    assert (signed(-0.0004), signed(0.0004), signed(-0.0151)) == ("+0.0", "+0.0", "-1.5")  # never '-0.0'
+
     reason = "with 2 seeds neither a difference nor equivalence within ±1 point can be shown (equivalence needs 3"
     assert reason in (tmp_path / "verdicts.md").read_text() and reason in (tmp_path / "table.md").read_text()
 

@@ -35,8 +35,13 @@ def seeds_text(n: int) -> str:
     return "one seed" if n == 1 else f"{n} seeds"
 
 
+def signed(x: float) -> str:
+    """A difference of accuracies in points, signed, one decimal ('+0.0', never '-0.0')."""
+    return f"{round(100 * x, 1) + 0.0:+.1f}"
+
+
 def _interval(r) -> str:
-    return f"[{100 * r.ci_low:+.1f}, {100 * r.ci_high:+.1f}]"
+    return f"[{signed(r.ci_low)}, {signed(r.ci_high)}]"
 
 
 def too_few(n: int, family_size: int, margin: float) -> str:
@@ -58,7 +63,7 @@ def verdict_phrase(r) -> str:
         size = f" by {abs(100 * r.mean_diff):.1f} points {_interval(r)}"
         return f"{r.task} is {r.verdict}{size}" + (f", a difference within {m}" if within else "")
     if r.verdict == "equivalent":
-        diff = f"{100 * r.mean_diff:+.1f} points {_interval(r)}"
+        diff = f"{signed(r.mean_diff)} points {_interval(r)}"
         return f"{r.task} is equivalent within {m} ({diff}; TOST p = {r.p_tost_holm:.2g} after Holm)"
     if r.n < MIN_T_SEEDS:
         return f"{r.task} is inconclusive: {too_few(r.n, r.family_size, r.margin)}"
