@@ -86,7 +86,7 @@ def test_byol_views_are_asymmetric_as_in_the_paper_and_lightly():
     assert (_blur_prob(c1, 32), _blur_prob(c2, 32), c2.solarization_prob) == (0.0, 0.0, 0.2)  # CIFAR-10 setting
 
 
-def test_dino_freezes_the_last_layer_of_its_head_in_the_first_epoch():
+def test_dino_freezes_the_last_layer_of_its_head_in_its_first_steps():
     task = make("dino")
     opt = torch.optim.AdamW(task.parameters(), lr=1e-2, weight_decay=0.1)  # decay would move frozen weights too
     images, last = random_images(16), task.head.last_layer
@@ -97,14 +97,14 @@ def test_dino_freezes_the_last_layer_of_its_head_in_the_first_epoch():
         loss.backward()
         opt.step()
 
-    task.on_epoch_start(1, 3)
+    task.before_step(1, 100)  # 1% of 100 steps: step 1 frozen
     frozen = [p.detach().clone() for p in last.parameters()]
     others = [p.detach().clone() for p in task.head.layers.parameters()]
     step()
     assert all(torch.equal(a, b) for a, b in zip(frozen, last.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(others, task.head.layers.parameters()))
     direction = last.weight_v.detach().clone()
-    task.on_epoch_start(2, 3)
+    task.before_step(2, 100)
     step()
     assert not torch.equal(direction, last.weight_v)
     assert not last.weight_g.requires_grad  # lightly's normalised last layer keeps its norm fixed throughout

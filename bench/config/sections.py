@@ -65,6 +65,11 @@ class PretrainConfig(Strict):
     """One schedule shared by every task of a suite (same epochs and optimiser: a fair comparison)."""
 
     epochs: int = Field(200, ge=0)
+    # The compute fixed instead of epochs (at most one of the two): total optimiser steps, or total source images
+    # seen (steps = ceil(images / batch_size)). The cosine schedule and the tasks' momentum and freeze schedules
+    # span those steps; the last epoch is cut short. None: epochs x the steps of one epoch
+    steps: int | None = Field(None, gt=0)
+    images: int | None = Field(None, gt=0)
     batch_size: int = Field(512, ge=2)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.06, gt=0)  # for batch_size; not rescaled
@@ -85,17 +90,34 @@ class PretrainConfig(Strict):
     health_images: int = Field(2048, ge=16)
 
     @model_validator(mode="after")
+    def _one_length(self) -> PretrainConfig:
+        if self.steps is not None and self.images is not None:
+            raise ValueError(
+                f"steps = {self.steps} and images = {self.images} are both set; set at most one of them "
+                "(optimiser steps or source images seen)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _warmup_within_training(self) -> PretrainConfig:
-        if self.warmup_epochs > self.epochs:
+        if self.steps is None and self.images is None and self.warmup_epochs > self.epochs:
             raise ValueError(
                 f"warmup_epochs = {self.warmup_epochs:g} is longer than training (epochs = {self.epochs}); "
                 f"use at most {self.epochs}"
             )
         return self
 
+    def key_content(self) -> dict:
+        """What of the schedule enters a pretraining cell's key: every field but ``SPEED_ONLY``, and those of
+        ``LEFT_OUT_UNSET`` only when set (a suite that fixes no compute keeps the keys it had without them)."""
+        content = self.model_dump(exclude=SPEED_ONLY)
+        return {k: v for k, v in content.items() if not (k in LEFT_OUT_UNSET and v is None)}
+
 
 # PretrainConfig fields left out of cell keys: they change speed, never what is trained or measured
 SPEED_ONLY = {"checkpoint_every_s", "workers"}
+# PretrainConfig fields left out of cell keys while None: unset, the run is as long as ``epochs`` says
+LEFT_OUT_UNSET = {"steps", "images"}
 
 
 class EvaluationConfig(Strict):

@@ -176,7 +176,7 @@ class Suite(Strict):
     def _pretraining_has_epochs(cls, pretrain: PretrainConfig, info: ValidationInfo) -> PretrainConfig:
         tasks = info.data.get("tasks")
         pretraining = [n for n in (tasks or {}) if n in TASKS and TASKS[n].pretrains]  # unknown: reported already
-        if pretrain.epochs == 0 and pretraining:
+        if pretrain.epochs == 0 and pretrain.steps is None and pretrain.images is None and pretraining:
             raise ValueError(
                 f"pretrain.epochs = 0, but {', '.join(pretraining)} pretrain{'s' if len(pretraining) == 1 else ''}; "
                 "use at least 1 epoch, or select only the baselines (scratch, random)"

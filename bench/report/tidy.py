@@ -61,10 +61,24 @@ def _health_cost(tracker, run, costs: dict) -> float:
     return costs[run.info.run_id]
 
 
+COST = ("pretrain_steps", "pretrain_images_seen", "pretrain_wall_s", "pretrain_device_s")  # bench.train.loop.cost
+
+
+def _pretrain_cost(source, pretrained: bool) -> dict[str, float]:
+    """The cost columns of an evaluation row: its source pretraining's (NaN when that run did not log them), 0 for
+    a baseline, which does not pretrain."""
+    if not pretrained:
+        return dict.fromkeys(COST, 0.0)
+    metrics = source.data.metrics if source is not None else {}
+    return {k: metrics.get(k, np.nan) for k in COST}
+
+
 def tidy(tracker: Tracker, cells: list[Cell]) -> pd.DataFrame:
-    """One row per planned evaluation cell: its identity, and test_acc (NaN when it has no finished run). The
-    ``suite`` column is the MLflow experiment's name, ``dataset`` the runs' ``dataset.name`` param."""
+    """One row per planned evaluation cell: its identity, and test_acc (NaN when it has no finished run), with its
+    pretraining's health and cost (``COST``). The ``suite`` column is the MLflow experiment's name, ``dataset`` the
+    runs' ``dataset.name`` param."""
     finished = tracker.finished()
+    pretrainings = {c.key for c in cells if c.kind == "pretrain"}
     rows, costs = [], {}
     for c in cells:
         if c.kind != "eval":
@@ -89,9 +103,11 @@ def tidy(tracker: Tracker, cells: list[Cell]) -> pd.DataFrame:
                 "health_images": float(source.data.params.get("pretrain.health_images", np.nan))
                 if "rankme" in health
                 else np.nan,  # the sample RankMe was measured on (at most this many pool images)
+                **_pretrain_cost(source, c.source in pretrainings),
                 "n_labels": _n_labels(run, c),
                 "status": "finished" if run else "missing",
                 "hp_source": tags.get("hp_source", ""),
+                "caveat": tags.get("caveat", ""),  # why the protocol may have stopped short of its optimum
                 "cell_key": c.key,
                 "run_id": run.info.run_id if run else "",
                 "git_commit": _commit(run),

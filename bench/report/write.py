@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.report.comparisons import comparisons, protocol_order, rank_blocks, rank_note, title
+from bench.report.cost import cost_files
 from bench.report.stats import (
     ALPHA,
     MARGIN,
@@ -116,6 +117,7 @@ def write_report(
     health = health_markdown(df)
     if health is not None:
         files["health.md"] = health
+    files |= cost_files(df)
     for name, text in files.items():  # each file whole or not at all: a killed report leaves the previous one
         write_atomic(out / name, text.encode())
     return [out / n for n in files] + write_figures(df, comp, out)

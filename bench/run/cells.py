@@ -35,7 +35,7 @@ from bench.store.client import store_failure
 from bench.store.tracking import Tracker
 from bench.tasks.base import Task
 from bench.train.health import HealthHook, health_sample
-from bench.train.loop import EpochStats, pretrain
+from bench.train.loop import EpochStats, cost, pretrain, run_length
 
 if TYPE_CHECKING:  # the tuner is passed in; it decides no number of the cell it serves
     from bench.protocols.tuning import Tuner
@@ -85,7 +85,7 @@ def health_hooks(suite: Suite, task: Task, pool: torch.Tensor, seed: int) -> lis
     if not cfg.health_every:
         return []
     sample = health_sample(pool, cfg.health_images, seed)
-    return [HealthHook(sample, cfg.health_every, cfg.epochs, type(task).eval_input)]
+    return [HealthHook(sample, cfg.health_every, run_length(cfg, len(pool)).epochs, type(task).eval_input)]
 
 
 def trained_encoder(
@@ -239,7 +239,8 @@ class GroupRun:
         self.progress.update(self.bar, description=cell.label)
         console = self.progress.console
         task = build_task(suite, cell.task, cell.seed, self.data.image_size)
-        epochs = suite.pretrain.epochs
+        length = run_length(suite.pretrain, len(self.data.pool_x))
+        epochs = length.epochs
         tracker = self.runner.tracker
         with tracker.pretrain_run(cell, task, suite, self.data) as log:
 
@@ -262,12 +263,14 @@ class GroupRun:
                 task, pool, suite.pretrain, cell.seed, on_epoch, state_path=partial, say=say, hooks=hooks
             )
             self.runner.check_lease()  # before touching files another holder may now own
-            path, stamp = save_encoder(task.encoder, self.runner.cache, cell.key)
+            encoder = task.evaluated_encoder()  # what the protocols evaluate (DINO: its teacher's encoder)
+            path, stamp = save_encoder(encoder, self.runner.cache, cell.key)
             partial.unlink(missing_ok=True)
             mean_rate = float(np.mean([h.images_per_s for h in history])) if history else 0.0
-            log.done(path, stamp, time.perf_counter() - start, mean_rate)
+            metrics = cost(history, length) | task.records()
+            log.done(path, stamp, time.perf_counter() - start, mean_rate, metrics)
         self.progress.advance(self.bar)
-        return task.encoder
+        return encoder
 
     def _evaluate(self, cell: Cell, encoder: torch.nn.Module, features) -> None:
         suite, data = self.runner.suite, self.data

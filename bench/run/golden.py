@@ -107,7 +107,7 @@ def case_pretrain(name: str, augment: str = "device") -> dict:
         task, data.pool_x, s.pretrain, 0, say=lambda _: None, hooks=health_hooks(s, task, data.pool_x, 0)
     )
     with tempfile.TemporaryDirectory() as folder:
-        save_encoder(task.encoder, Path(folder), "golden")
+        save_encoder(task.evaluated_encoder(), Path(folder), "golden")  # as the pretraining cell saves it
         encoder = trained_encoder(s, name, 0, "golden", Path(folder))
         feats = extract_features(encoder, data.test_x, torch.device("cpu"), prepare=TASKS[name].eval_input)
     return {

@@ -10,7 +10,6 @@ say of a cell whose key is new that an earlier result exists and what changed si
 from __future__ import annotations
 
 from bench.cell import Cell
-from bench.config.sections import SPEED_ONLY
 from bench.config.settings import digest
 from bench.config.suite import Suite
 from bench.errors import ConfigError
@@ -69,7 +68,7 @@ def build_plan(suite: Suite, data_identity: str, environment: dict | None = None
         for seed in suite.seeds:
             origin = {"v": KEY_VERSION, "data": data_config(suite), "encoder": suite.encoder.name, "seed": seed}
             if task.pretrains:
-                schedule = suite.pretrain.model_dump(exclude=SPEED_ONLY)
+                schedule = suite.pretrain.key_content()
                 origin |= {"task": name, "task_cfg": cfg.model_dump(exclude={"protocols"}), "pretrain": schedule}
                 parts = uses(cell_parts(suite, "pretrain", task))
                 source, source_config, identity = keys(origin, parts, environment)

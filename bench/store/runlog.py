@@ -52,10 +52,18 @@ class PretrainLog:
         mlflow.log_metrics(metrics | stats.measures, stats.epoch)
 
     @staticmethod
-    def done(checkpoint: Path, fingerprint: dict[str, str], wall_s: float, mean_images_per_s: float) -> None:
+    def done(
+        checkpoint: Path,
+        fingerprint: dict[str, str],
+        wall_s: float,
+        mean_images_per_s: float,
+        metrics: dict[str, float] | None = None,
+    ) -> None:
+        """``metrics``: what the run cost (``bench.train.loop.cost``: ``pretrain_steps``, ``pretrain_images_seen``,
+        ``pretrain_wall_s``, ``pretrain_device_s``) and the values the task's schedules took (``Task.records``)."""
         mlflow.log_artifact(str(checkpoint))
         mlflow.set_tags(fingerprint)  # size and SHA-256, verified whenever the checkpoint is loaded
-        mlflow.log_metrics({"wall_s": wall_s, "mean_images_per_s": mean_images_per_s})
+        mlflow.log_metrics({"wall_s": wall_s, "mean_images_per_s": mean_images_per_s} | (metrics or {}))
 
 
 class Result(typing.Protocol):
@@ -64,6 +72,7 @@ class Result(typing.Protocol):
     val_acc: float | None
     chosen: dict
     history: list[dict]
+    caveats: list[str]
 
 
 class EvalLog:
@@ -75,6 +84,7 @@ class EvalLog:
         if "train_acc" in fitted.chosen:  # fine-tuning: accuracy on its own training labels
             metrics["train_acc"] = fitted.chosen["train_acc"]
         mlflow.log_metrics(metrics)
+        mlflow.set_tag("caveat", "; ".join(fitted.caveats))  # empty: the protocol reached what it looks for
         log_history(fitted.history, prefix="finetune_")
         mlflow.log_dict(fitted.chosen, "chosen.json")
         mlflow.log_params({f"chosen.{k}": v for k, v in fitted.chosen.items() if not isinstance(v, dict)})

@@ -84,8 +84,22 @@ class Task(nn.Module):
     def has_reference_path(cls) -> bool:
         return cls.reference_transform is not Task.reference_transform
 
+    def before_step(self, step: int, total_steps: int) -> None:
+        """Called before every optimiser step's forward pass (1-based ``step`` of ``total_steps``, the run's real
+        length), resumed runs included: schedules over steps (a layer frozen for a fraction of training) act here."""
+
     def after_step(self, step: int, total_steps: int) -> None:
         """Called after every optimiser step (1-based ``step``): momentum encoders update here."""
+
+    def evaluated_encoder(self) -> nn.Module:
+        """The encoder the protocols evaluate, saved as the pretraining's checkpoint: the trained one, or for a
+        method whose paper evaluates its momentum copy (DINO's teacher), that copy."""
+        return self.encoder
+
+    def records(self) -> dict[str, float]:
+        """Values the task's schedules took in this run (the start momentum a momentum encoder used, the steps a
+        layer stayed frozen), logged with the pretraining run's metrics."""
+        return {}
 
     @classmethod
     def check_data(cls, images: torch.Tensor) -> None:

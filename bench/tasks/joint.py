@@ -1,5 +1,6 @@
 """Shared parts of the joint-embedding tasks (SimCLR, MoCo, BYOL, ...): two augmented views of every image and
-momentum (EMA) copies. Losses, heads, the momentum update and its schedule are lightly's."""
+momentum (EMA) copies. Losses, heads, the momentum update and its cosine schedule are lightly's; the schedule's
+start scales with the run's length (``Momentum``)."""
 
 from __future__ import annotations
 
@@ -52,10 +53,27 @@ class TwoViewTask(Task):
 
 
 class Momentum(nn.Module):
-    """EMA copies of some modules, updated after every optimiser step with a cosine schedule from
-    ``start`` to 1.0 (as in BYOL, DINO and lightly's examples). Never trained by the optimiser."""
+    """EMA copies of some modules, updated after every optimiser step with a cosine schedule from a start momentum
+    to 1.0 (as in BYOL, DINO and lightly's examples). Never trained by the optimiser.
 
-    def __init__(self, *modules: nn.Module, start: float, copies: list[nn.Module] | None = None) -> None:
+    The start momentum scales with the run's length, so that the copies renew as much over the run as in the
+    reference run the configured ``momentum`` comes from (the total renewal sum_t (1 - m_t) is the same):
+    ``1 - start = (1 - momentum) * reference_steps / total_steps``, clipped to [``FLOOR``, ``momentum``] (a run
+    longer than the reference keeps ``momentum``; a very short one starts at the floor). ``reference_steps``
+    None: ``momentum`` is the start, whatever the run's length. Deviation: the reference runs are taken to follow
+    the same cosine to 1.0 (DINO's does; lightly's CIFAR-10 benchmark holds 0.99 constant, which renews twice as
+    much as a cosine from 0.99 over the same steps).
+    """
+
+    FLOOR = 0.9  # the copies average over at least ~1 / (1 - 0.9) = 10 steps, however short the run
+
+    def __init__(
+        self,
+        *modules: nn.Module,
+        momentum: float,
+        reference_steps: int | None,
+        copies: list[nn.Module] | None = None,
+    ) -> None:
         """``copies``: fresh instances of the modules' classes, for modules that cannot be deep-copied (weight
         norm); they are loaded with the online weights here."""
         super().__init__()
@@ -68,9 +86,22 @@ class Momentum(nn.Module):
         self.copies = nn.ModuleList(copies)
         for m in self.copies:
             deactivate_requires_grad(m)
-        self.start = start
+        self.momentum, self.reference_steps = momentum, reference_steps
+        self.start: float | None = None  # the start momentum this run uses, set at its first update
+
+    def start_for(self, total_steps: int) -> float:
+        """The start momentum of a run of ``total_steps`` optimiser steps."""
+        if self.reference_steps is None:
+            return self.momentum
+        renewal = (1 - self.momentum) * self.reference_steps / max(total_steps, 1)
+        return min(max(1 - renewal, min(self.FLOOR, self.momentum)), self.momentum)
+
+    def record(self) -> dict[str, float]:
+        """The start momentum this run used, for the task's ``records``."""
+        return {} if self.start is None else {"momentum_start": self.start}
 
     def update(self, step: int, total_steps: int) -> None:
+        self.start = self.start_for(total_steps)
         m = cosine_schedule(step, max(total_steps, 1), self.start, 1.0)
         for online, ema in zip(self.online, self.copies):
             update_momentum(online, ema, m)
@@ -84,3 +115,9 @@ class Momentum(nn.Module):
 
 def momentum_field(default: float) -> float:
     return Field(default, ge=0, lt=1)
+
+
+def momentum_steps_field(default: int) -> int | None:
+    """The optimiser steps of the reference run a task's ``momentum`` comes from (``Momentum``); None: use the
+    momentum as given, whatever the run's length."""
+    return Field(default, gt=0)

@@ -63,7 +63,8 @@ def measure(encoder: torch.nn.Module, images: torch.Tensor, device: torch.device
 
 class HealthHook:
     """The training loop's hook (``bench.train.loop.EpochHook``): the measures every ``every`` epochs and at the
-    last, of the task's encoder on ``sample``, fed through ``prepare`` (the task's evaluation input)."""
+    last, of the encoder the task is evaluated on (``Task.evaluated_encoder``) on ``sample``, fed through
+    ``prepare`` (the task's evaluation input)."""
 
     def __init__(self, sample: torch.Tensor, every: int, epochs: int, prepare) -> None:
         self.sample, self.every, self.epochs, self.prepare = sample, every, epochs, prepare
@@ -71,5 +72,5 @@ class HealthHook:
     def __call__(self, epoch: int, task) -> dict[str, float]:
         if not (epoch % self.every == 0 or epoch == self.epochs):
             return {}
-        encoder = task.encoder
+        encoder = task.evaluated_encoder()
         return measure(encoder, self.sample, next(encoder.parameters()).device, self.prepare)

@@ -1,8 +1,11 @@
 """The one training loop every pretext task shares: a plain PyTorch loop over a uint8 image tensor that lives on
-the training device, cosine schedule with linear warm-up, bf16 autocast on CUDA, per-epoch callback."""
+the training device, cosine schedule with linear warm-up, bf16 autocast on CUDA, per-epoch callback. A run lasts
+``epochs``, or a fixed compute (``steps`` or ``images``) with the last epoch cut short; what it cost is
+``cost``."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -28,6 +31,55 @@ class EpochStats:
     measures: dict[str, float] = field(default_factory=dict)  # what the hooks measured after this epoch
 
 
+@dataclass(frozen=True)
+class Length:
+    """How long a pretraining run is, in optimiser steps of ``batch`` source images."""
+
+    batch: int
+    steps_per_epoch: int  # full batches of the pool (the last partial batch is dropped)
+    steps: int  # in the whole run
+    epochs: int  # the last one cut short where steps is not a multiple of steps_per_epoch
+
+    def steps_in(self, epoch: int) -> int:
+        """Optimiser steps of (1-based) ``epoch``."""
+        return max(0, min(self.steps_per_epoch, self.steps - (epoch - 1) * self.steps_per_epoch))
+
+    @property
+    def images(self) -> int:
+        """Source images (not views) the run sees."""
+        return self.steps * self.batch
+
+
+def run_length(cfg: PretrainConfig, n: int) -> Length:
+    """The length of a run of ``cfg`` on ``n`` pool images: ``cfg.steps`` steps, ``ceil(cfg.images / batch)`` steps
+    (at least ``images`` images seen, fewer than one batch more), or else ``cfg.epochs`` whole epochs."""
+    batch = min(cfg.batch_size, n)
+    per_epoch = n // batch  # the last partial batch is dropped: BatchNorm and contrastive losses want full batches
+    if cfg.steps is not None:
+        steps = cfg.steps
+    elif cfg.images is not None:
+        steps = math.ceil(cfg.images / batch)
+    else:
+        steps = per_epoch * cfg.epochs
+    return Length(batch, per_epoch, steps, math.ceil(steps / per_epoch))
+
+
+DEVICES = 1  # devices a pretraining cell trains on
+
+
+def cost(history: Sequence[EpochStats], length: Length) -> dict[str, float]:
+    """What a finished run cost: optimiser steps, source images seen, wall seconds of training (the epochs' own
+    seconds, replayed ones included, health measurements not) and device-seconds: the seconds the run held its
+    devices, wall seconds of training x the devices it trained on (``DEVICES``, one per cell)."""
+    wall = float(sum(h.seconds for h in history))
+    return {
+        "pretrain_steps": float(length.steps),
+        "pretrain_images_seen": float(length.images),
+        "pretrain_wall_s": wall,
+        "pretrain_device_s": wall * DEVICES,
+    }
+
+
 class EpochHook:
     """Measures taken from the training loop after an epoch (``bench.train.health``). A hook reads the task; it must
     not change parameters, buffers or random streams. Its measures are saved with the training state, so a
@@ -47,7 +99,9 @@ def pretrain(
     say: Callable[[str], None] = print,
     hooks: Sequence[EpochHook] = (),
 ) -> list[EpochStats]:
-    """Train ``task`` (encoder and head) on uint8 ``images`` (N, 3, H, W), already on the training device.
+    """Train ``task`` (encoder and head) on uint8 ``images`` (N, 3, H, W), already on the training device, for
+    ``run_length(cfg, N)`` optimiser steps; the lr schedule and the task's ``before_step`` / ``after_step`` hooks
+    see that total.
 
     With ``state_path``, the full training state (weights, optimiser, schedule, random generator, history) is
     saved there at most every ``cfg.checkpoint_every_s`` seconds, and a run killed part-way resumes from it:
@@ -60,8 +114,8 @@ def pretrain(
     gen = torch.Generator(device=device).manual_seed(seed)
     task.to(device).to(memory_format=torch.channels_last).train()
     n = len(images)
-    batch = min(cfg.batch_size, n)
-    steps = n // batch  # the last partial batch is dropped: BatchNorm and contrastive losses want full batches
+    length = run_length(cfg, n)
+    batch, steps = length.batch, length.steps_per_epoch
     reference = cfg.augment == "lightly"
     if reference:
         transform = task.reference_transform()
@@ -70,7 +124,7 @@ def pretrain(
         host_images = images.permute(0, 2, 3, 1).cpu().numpy()  # (N, H, W, 3) for PIL
         workers = cfg.workers if cfg.workers is not None else default_workers()
     opt = make_optimizer(task.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
-    sched = warmup_cosine(opt, steps * cfg.epochs, round(cfg.warmup_epochs * steps))
+    sched = warmup_cosine(opt, length.steps, round(cfg.warmup_epochs * steps))
     history: list[EpochStats] = []
     state = _saved_state(state_path, device, say) if state_path is not None else None
     if state is not None:
@@ -86,16 +140,19 @@ def pretrain(
         task.encoder.compile()  # in place: parameter names, checkpoints and momentum copies are unchanged
     try:
         saved_at = time.monotonic()
-        for epoch in range(len(history) + 1, cfg.epochs + 1):
+        for epoch in range(len(history) + 1, length.epochs + 1):
             start = time.perf_counter()
-            task.on_epoch_start(epoch, cfg.epochs)
+            task.on_epoch_start(epoch, length.epochs)
+            taken = length.steps_in(epoch)  # steps; the last epoch of a fixed compute is cut short
             if reference:
-                batches = epoch_batches(host_images, transform, batch, seed, epoch, workers, device.type == "cuda")
+                source = epoch_batches(host_images, transform, batch, seed, epoch, workers, device.type == "cuda")
+                batches = itertools.islice(source, taken)
             else:
                 order = torch.randperm(n, device=device, generator=gen)
-                batches = (images[order[step * batch : (step + 1) * batch]] for step in range(steps))
+                batches = (images[order[step * batch : (step + 1) * batch]] for step in range(taken))
             total = torch.zeros((), device=device)
             for step, item in enumerate(batches):
+                task.before_step((epoch - 1) * steps + step + 1, length.steps)
                 with autocast(device):
                     if reference:
                         loss = task.loss_views(*(v.to(device, non_blocking=True) for v in item))
@@ -105,17 +162,23 @@ def pretrain(
                 loss.backward()
                 opt.step()
                 sched.step()
-                task.after_step((epoch - 1) * steps + step + 1, steps * cfg.epochs)
+                task.after_step((epoch - 1) * steps + step + 1, length.steps)
                 total += loss.detach().float()
-            mean = (total / steps).item()  # one host sync per epoch
+            if reference:
+                source.close()  # now, not when collected: its workers stop and the caller's random state is back
+            mean = (total / taken).item()  # one host sync per epoch
             if not math.isfinite(mean):
                 raise NonFiniteLoss(f"pretraining loss became {mean} in epoch {epoch}")
             seconds = time.perf_counter() - start
             measures: dict[str, float] = {}
             for hook in hooks:
                 measures |= hook(epoch, task)
-            history.append(EpochStats(epoch, mean, seconds, steps * batch / seconds, measures))
-            if state_path is not None and epoch < cfg.epochs and time.monotonic() - saved_at >= cfg.checkpoint_every_s:
+            history.append(EpochStats(epoch, mean, seconds, taken * batch / seconds, measures))
+            if (
+                state_path is not None
+                and epoch < length.epochs
+                and time.monotonic() - saved_at >= cfg.checkpoint_every_s
+            ):
                 _save_state(state_path, task, opt, sched, gen, history)
                 saved_at = time.monotonic()
             if on_epoch:
