@@ -118,8 +118,8 @@ def test_cuda_requested_without_cuda_is_a_clear_error(monkeypatch):
     assert resolve_device("auto").type == "cpu"
 
 
-def test_tuning_label_seed_must_be_one_of_the_seeds(tmp_path):
-    with pytest.raises(ConfigError, match="label_seed = 5 is not one of the suite's seeds"):
+def test_tuning_label_seed_is_refused_each_seed_tunes_on_its_own_labels(tmp_path):
+    with pytest.raises(ConfigError, match="tuning.label_seed': removed: each seed's cells are tuned"):
         load_suite(write(tmp_path, "seeds = [0, 1]\n[tuning]\nenabled = true\nlabel_seed = 5\n"))
     with pytest.raises(ConfigError, match="tuning.protocols"):
         load_suite(write(tmp_path, '[tuning]\nprotocols = ["svm"]\n'))

@@ -171,7 +171,7 @@ BAD_SETTINGS = [
     ("seeds=[18446744073709551616]", "key 'seeds.0': Input should be less than or equal to 4294967295"),
     ("seeds=[4294967296]", "key 'seeds.0'"),
     ("tuning.sampler_seed=-1", "key 'tuning.sampler_seed'"),
-    ("tuning.label_seed=5", "tuning.label_seed = 5 is not one of the suite's seeds"),
+    ("tuning.label_seed=5", "tuning.label_seed': removed: each seed's cells are tuned on that seed's own budget"),
     ("pretrain.warmup_epochs=3", "warmup_epochs = 3 is longer than training (epochs = 1)"),
     ("budgets=[2, 'full']", "key 'budgets': budget 2 is smaller than the 4 classes"),
     ("budgets=[8, 8]", "key 'budgets': values must be unique"),

@@ -86,7 +86,7 @@ def test_protocols_feed_the_encoder_through_the_tasks_evaluation_input(data):
 
 
 def test_finetuning_reports_per_epoch_loss_and_accuracy_and_its_final_training_accuracy(data):
-    cfg = FinetuneConfig(epochs=3, min_steps=0, batch_size=32)
+    cfg = FinetuneConfig(epochs=3, min_steps=0, batch_size=32, check_steps=1)  # a check after every pass
     fitted = finetune(build_encoder("small_cnn", 0), data.train_x, data.train_y, 4, cfg, 0)
     assert [h["epoch"] for h in fitted.history] == [1, 2, 3]
     assert all(0 <= h["train_acc"] <= 1 and h["train_loss"] > 0 for h in fitted.history)

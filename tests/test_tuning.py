@@ -8,6 +8,7 @@ from mlflow.tracking import MlflowClient
 
 import bench.protocols.finetune
 import bench.protocols.tuning
+import bench.store.tracking
 from bench.cli import main
 from bench.data.datasets import Dataset
 
@@ -71,7 +72,7 @@ def test_every_task_and_baseline_gets_the_same_trials_and_test_labels_stay_unrea
     assert datasets[0].test_label_reads == evals  # once per evaluation cell, to score it
 
     found = studies(tmp_path)
-    assert len(found) == 2 * 3  # (random: linear, knn; scratch: finetune) x 2 budgets
+    assert len(found) == 2 * 3 * 2  # (random: linear, knn; scratch: finetune) x 2 budgets x 2 seeds
     done = {name: sum(t.state in bench.protocols.tuning.DONE for t in trials) for name, trials in found.items()}
     assert set(done.values()) == {3}  # the same number of finished trials for every task and baseline
 
@@ -84,10 +85,55 @@ def test_every_task_and_baseline_gets_the_same_trials_and_test_labels_stay_unrea
     assert all(r.data.params["hp_source"].startswith("tuned (3 trials") for r in evals_runs)
     ft = [r for r in evals_runs if r.data.tags["protocol"] == "finetune"]
     assert all({"hp.lr", "hp.head_lr", "hp.weight_decay"} <= set(r.data.params) for r in ft)
-    # the final evaluation of both seeds used the one study's choice for that budget
-    for budget in ("16", "48"):
-        chosen = {r.data.params["hp.lr"] for r in ft if r.data.tags["budget"] == budget}
-        assert len(chosen) == 1
+    # each seed's cell used the choice of its own study
+    for r in ft:
+        assert f":seed{r.data.tags['seed']}:" in r.data.params["hp_source"]
+
+
+def test_every_label_a_cell_depends_on_lies_inside_its_own_budget(tmp_path, monkeypatch):
+    """The labels behind a tuned cell's number: its budget's, which it is fitted on, and those its study
+    validated on. Both must be inside the budget of the cell's own seed."""
+    import re
+
+    from bench.data.budgets import budget_indices
+    from bench.data.datasets import load_dataset
+
+    study_labels: dict[str, set[int]] = {}  # study name -> the label indices of its folds
+    cells: list[tuple] = []
+    original_study, original_folds = bench.protocols.tuning.Tuner._study, bench.protocols.tuning.validation_folds
+    drawn: list[set[int]] = []
+
+    def folds(*a, **k):
+        out = original_folds(*a, **k)
+        drawn.append({int(i) for pair in out for part in pair for i in part})
+        return out
+
+    def study(self, *a, **k):
+        drawn.clear()
+        params, source = original_study(self, *a, **k)
+        name = re.search(r"study (\S+),", source)
+        if name:
+            study_labels.setdefault(name.group(1), set()).update(*drawn)
+        return params, source
+
+    original_eval_run = bench.store.tracking.Tracker.eval_run
+
+    def eval_run(self, cell, suite, settings, hparams, hp_source, idx):
+        cells.append((cell, hp_source, {int(i) for i in idx}, suite))
+        return original_eval_run(self, cell, suite, settings, hparams, hp_source, idx)
+
+    monkeypatch.setattr(bench.protocols.tuning, "validation_folds", folds)
+    monkeypatch.setattr(bench.protocols.tuning.Tuner, "_study", study)
+    monkeypatch.setattr(bench.store.tracking.Tracker, "eval_run", eval_run)
+    assert run(tmp_path, "tuning.protocols=['finetune', 'linear']", "tuning.trials=2") == 0
+    tuned = [c for c in cells if c[1].startswith("tuned")]
+    assert len(tuned) == 2 * 2 * 2  # (random linear, scratch finetune) x 2 budgets x 2 seeds
+    labels = load_dataset(cells[0][3].dataset).train_y.numpy()
+    for cell, source, fitted_on, _ in tuned:
+        budget = set(budget_indices(labels, cell.budget, cell.seed).tolist())
+        validated_on = study_labels[re.search(r"study (\S+),", source).group(1)]
+        assert validated_on and fitted_on == budget
+        assert validated_on <= budget, f"{cell.label}: its study validated on labels outside its budget"
 
 
 def test_an_interrupted_study_resumes_from_its_storage(tmp_path, monkeypatch):
@@ -126,24 +172,14 @@ def test_test_labels_are_counted():
 PRETRAINED = ["tasks.rotation={head_hidden=8}", "pretrain.epochs=1", "pretrain.batch_size=32", "budgets=[48]"]
 
 
-def test_a_study_on_a_later_seed_pretrains_that_seed_first(tmp_path):
-    args = [*PRETRAINED, "tuning.label_seed=1", "tuning.protocols=['finetune']", "tuning.trials=2"]
-    assert run(tmp_path, *args) == 0  # seed 0's cells ask for seed 1's study before seed 1 is pretrained
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    exp = client.get_experiment_by_name("tune")
-    evals = client.search_runs([exp.experiment_id], "tags.kind = 'eval'", max_results=1000)
-    assert {r.data.tags["task"] for r in evals if r.info.status == "FINISHED"} >= {"rotation"}
-    assert all(r.info.status == "FINISHED" for r in evals)
-
-
-def test_a_study_depends_on_the_label_seed_only_not_on_which_seed_asks_first(tmp_path):
-    args = [*PRETRAINED, "tuning.label_seed=1", "tuning.protocols=['finetune']", "tuning.trials=2"]
+def test_extending_a_sweep_to_another_seed_adds_that_seeds_studies_and_keeps_the_others(tmp_path):
+    args = [*PRETRAINED, "tuning.protocols=['finetune']", "tuning.trials=2"]
     assert run(tmp_path, *args, "seeds=[1]") == 0
     first = studies(tmp_path)
     assert run(tmp_path, *args, "seeds=[0, 1]") == 0  # the sweep extended to another seed
     after = studies(tmp_path)
-    assert set(after) == set(first)  # no second study
-    assert {n: len(t) for n, t in after.items()} == {n: len(t) for n, t in first.items()}  # and no new trials
+    assert set(first) < set(after) and all(":seed0:" in n for n in set(after) - set(first))
+    assert {n: len(after[n]) for n in first} == {n: len(t) for n, t in first.items()}  # no new trials for seed 1
 
 
 def test_a_kill_during_the_defaults_trial_is_redone_on_rerun(tmp_path, monkeypatch):

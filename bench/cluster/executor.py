@@ -108,8 +108,8 @@ class RayExecutor(RayPlanning):
 
 
 class _Dispatch:
-    """What may run when, for one invocation: pretraining first, then the studies of the tuning seed, then the
-    evaluation groups; each submitted to Ray as soon as what it needs has finished."""
+    """What may run when, for one invocation: pretraining first, then the studies of each (task, seed), then that
+    seed's evaluation group; each submitted to Ray as soon as what it needs has finished."""
 
     def __init__(self, runner: Runner, job: dict, todo: list[Cell], cluster_has_gpus: bool) -> None:
         self.ray = _ray()
@@ -123,14 +123,11 @@ class _Dispatch:
                 self.evals.setdefault((c.task, c.seed), []).append(c)
         self.failed: dict[str, str] = {}
         self.pretrained = {g for g in self.evals if g not in self.pretrain}
-        # task -> studies still running; a task without tuned cells has none to wait for
-        self.studies: dict[str, set[tuple]] = {
-            task: set() for task, _ in self.evals if not any(self._tuned(c) for c in self._cells_of(task))
+        # (task, seed) -> its studies still running; a group without tuned cells has none to wait for
+        self.studies: dict[tuple[str, int], set[tuple]] = {
+            group: set() for group, cells in self.evals.items() if not any(self._tuned(c) for c in cells)
         }
         self.pending: dict = {}  # ObjectRef -> (kind, what)
-
-    def _cells_of(self, task: str) -> list[Cell]:
-        return [c for (t, _), cells in self.evals.items() if t == task for c in cells]
 
     def _tuned(self, cell: Cell) -> bool:
         return self.runner.suite.tuned(cell.protocol, cell.budget)
@@ -151,9 +148,9 @@ class _Dispatch:
             self.bar = progress.add_task("cells (ray)", total=total)
             for (task, seed), cell in self.pretrain.items():
                 self._submit("cells", (task, seed, [cell]), self.ex.pretrain, task, seed, [cell.key])
-            for task in dict.fromkeys(t for t, _ in self.evals):
-                if (task, self.tuner.seed) not in self.pretrain:
-                    self._start_studies(task)
+            for group in list(self.evals):
+                if group not in self.pretrain and group not in self.studies:
+                    self._start_studies(*group)
             self._dispatch_evaluations()
             try:
                 while self.pending:
@@ -165,22 +162,21 @@ class _Dispatch:
                     self.ray.cancel(ref)  # end KILLED; the next invocation resumes)
         return self.failed
 
-    def _start_studies(self, task: str) -> None:
-        """Each tuned study of ``task`` whose trials are missing, on ``tuning_workers`` tasks at once."""
-        wanted = {(c.protocol, c.budget) for g, cells in self.evals.items() if g[0] == task for c in cells}
+    def _start_studies(self, task: str, seed: int) -> None:
+        """Each tuned study of (``task``, ``seed``) whose trials are missing, on ``tuning_workers`` tasks at
+        once; its encoder has finished pretraining."""
+        wanted = {(c.protocol, c.budget) for c in self.evals.get((task, seed), []) if self._tuned(c)}
         running: set[tuple] = set()
-        tuning_seed = self.pretrain.get((task, self.tuner.seed))
-        if tuning_seed is not None and tuning_seed.label in self.failed:
-            wanted = set()  # no encoder to tune on: the evaluations say so, cell by cell
         for protocol, budget in sorted(wanted, key=str):
-            if self.tuner.prepare(task, protocol, budget):
+            if self.tuner.prepare(task, protocol, budget, seed):
                 running.add((protocol, budget))
+                what = (task, seed, protocol, budget)
                 for worker in range(self.ex.tuning_workers):
-                    self._submit("study", (task, protocol, budget), self.ex.tune, task, protocol, budget, worker)
-        self.studies[task] = running
+                    self._submit("study", what, self.ex.tune, task, protocol, budget, seed, worker)
+        self.studies[(task, seed)] = running
 
     def _dispatch_evaluations(self) -> None:
-        for group in [g for g in self.evals if g in self.pretrained and not self.studies.get(g[0], {0})]:
+        for group in [g for g in self.evals if g in self.pretrained and not self.studies.get(g, {0})]:
             task, seed = group
             cells = self.evals.pop(group)
             self._submit("cells", (task, seed, cells), self.ex.evaluate, task, seed, [c.key for c in cells])
@@ -198,11 +194,11 @@ class _Dispatch:
         except self.ray.exceptions.RayError as e:  # the worker died more often than execution.retries
             failed, reason = None, f"worker lost after {self.ex.retries} retries ({type(e).__name__})"
         if kind == "study":
-            task, protocol, budget = what
-            self.studies[task].discard((protocol, budget))  # the evaluations finish a study that fell short
+            task, seed, protocol, budget = what
+            self.studies[(task, seed)].discard((protocol, budget))  # the evaluations finish a study that fell short
             said = "done" if reason is None else f"a worker stopped: {reason}"
             if reason is not None or not any(k == "study" and w == what for k, w in self.pending.values()):
-                self.progress.console.print(f"  study {task} {protocol} {budget}: {said}", highlight=False)
+                self.progress.console.print(f"  study {task} seed={seed} {protocol} {budget}: {said}", highlight=False)
             return
         task, seed, cells = what
         if reason is not None:
@@ -217,7 +213,5 @@ class _Dispatch:
                     self.progress.advance(self.bar)
             else:
                 self.pretrained.add((task, seed))
-            if seed == self.tuner.seed and task not in self.studies:
-                self._start_studies(task)
-
-
+                if (task, seed) not in self.studies:
+                    self._start_studies(task, seed)

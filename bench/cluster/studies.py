@@ -13,7 +13,6 @@ import optuna
 
 from bench.cluster.connect import HEARTBEAT_S, POLL_S, RUNNING, WAITING
 from bench.protocols.tuning import DONE, Tuner, redo_interrupted
-from bench.protocols.validation import validation_folds
 from bench.store.lease import alive_here, machine_id, process_start
 
 # ---------------------------------------------------------------------------------------------- worker side
@@ -48,12 +47,11 @@ class SharedTuner(Tuner):
                     url, heartbeat_interval=HEARTBEAT_S, grace_period=4 * HEARTBEAT_S, failed_trial_callback=self.retry
                 )
 
-    def _open(self, task: str, protocol: str, budget, create: bool):
-        idx = self._labelled(budget)
-        folds = validation_folds(idx, self.data.train_y.numpy(), self.cfg.val_fraction, self.seed)
+    def _open(self, task: str, protocol: str, budget, seed: int, create: bool):
+        folds = self.folds(budget, seed)
         if not folds:
             return None
-        name = self.study_name(task, protocol, budget)
+        name = self.study_name(task, protocol, budget, seed)
         pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if self.cfg.prune else optuna.pruners.NopPruner()
         sampler = optuna.samplers.TPESampler(seed=self.cfg.sampler_seed + self.worker, constant_liar=True)
         make = optuna.create_study if create else optuna.load_study
@@ -64,17 +62,12 @@ class SharedTuner(Tuner):
             study = None
         return study, folds, name
 
-    def _labelled(self, budget):
-        from bench.data.budgets import budget_indices
-
-        return budget_indices(self.data.train_y.numpy(), budget, self.seed)
-
-    def prepare(self, task: str, protocol: str, budget) -> bool:
+    def prepare(self, task: str, protocol: str, budget, seed: int) -> bool:
         """Driver: create the study with trial 0 (the defaults) and redo trials a killed invocation left; True
         when trials are missing."""
         if not self.suite.tuned(protocol, budget):
             return False
-        opened = self._open(task, protocol, budget, create=True)
+        opened = self._open(task, protocol, budget, seed, create=True)
         if opened is None:
             return False
         study = opened[0]
@@ -83,15 +76,13 @@ class SharedTuner(Tuner):
         redo_interrupted(study)
         return sum(t.state in DONE for t in study.get_trials(deepcopy=False)) < self.cfg.trials
 
-    def _study(self, task: str, protocol: str, budget) -> tuple[dict, str]:
-        opened = self._open(task, protocol, budget, create=False)
+    def _study(self, task: str, protocol: str, budget, seed: int) -> tuple[dict, str]:
+        opened = self._open(task, protocol, budget, seed, create=False)
         if opened is None:  # too few labels to validate on: the base says so without a study
-            return super()._study(task, protocol, budget)
+            return super()._study(task, protocol, budget, seed)
         study, folds, name = opened
         if study is None:
-            raise RuntimeError(
-                f"study {name} was never created: the pretraining of the tuning seed ({self.seed}) has not finished"
-            )
+            raise RuntimeError(f"study {name} was never created: {task} seed={seed} has not finished pretraining")
         target, objective = self.cfg.trials, None
         while True:
             trials = study.get_trials(deepcopy=False)
@@ -106,7 +97,7 @@ class SharedTuner(Tuner):
                     optuna.storages.fail_stale_trials(study)
                 time.sleep(POLL_S)
                 continue
-            objective = objective or self._claimed(self._objective(task, protocol, budget, folds, name), target)
+            objective = objective or self._claimed(self._objective(task, protocol, budget, seed, folds, name), target)
             n = target - done - len(running)
             study.optimize(objective, n_trials=n, catch=(Surplus,), callbacks=[stop_on_surplus])
         best = study.best_trial

@@ -133,15 +133,14 @@ class EvaluationConfig(Strict):
 
 
 class TuningConfig(Strict):
-    """Optuna studies, one per (task, protocol, budget), with the same number of trials for every task and
-    baseline, on validation labels drawn from inside the budget."""
+    """Optuna studies, one per (task, protocol, budget, seed), with the same number of trials for every task and
+    baseline, on validation labels drawn from inside that seed's budget."""
 
     enabled: bool = False
     trials: int = Field(8, gt=0)  # finished (complete or pruned) trials per study
     protocols: list[ProtocolName] = Field(["finetune"], min_length=1)  # the others keep their configured values
     budgets: list[Budget] | None = None  # tune only these budgets (None: all); the others keep their values
     sampler_seed: Seed = 0  # TPE
-    label_seed: Seed | None = None  # whose labelled subset and encoder the study uses; None: the first seed
     storage: str | None = None  # any Optuna storage URL; None: a journal file next to the MLflow store
     val_fraction: float = Field(0.2, gt=0, lt=1)  # of the budget; k-fold when too small to split
     start_from_defaults: bool = True  # trial 0 of every study is the configured values: tuning can only
@@ -159,6 +158,16 @@ class TuningConfig(Strict):
         if not isinstance(data, dict):
             return handler(data)
         data, errors = dict(data), []
+        if "label_seed" in data:
+            message = "removed: each seed's cells are tuned on that seed's own budget labels; delete the key"
+            errors.append(
+                {
+                    "type": "value_error",
+                    "loc": ("label_seed",),
+                    "input": data.pop("label_seed"),
+                    "ctx": {"error": message},
+                }
+            )
         written = data.get("space") or {}
         if not isinstance(written, dict):
             return handler(data)

@@ -145,9 +145,7 @@ class Suite(Strict):
     @field_validator("tuning")
     @classmethod
     def _tuning_refers_to_the_suite(cls, tuning: TuningConfig, info: ValidationInfo) -> TuningConfig:
-        seeds, budgets = info.data.get("seeds"), info.data.get("budgets")
-        if seeds is not None and tuning.label_seed is not None and tuning.label_seed not in seeds:
-            raise ValueError(f"tuning.label_seed = {tuning.label_seed} is not one of the suite's seeds {seeds}")
+        budgets = info.data.get("budgets")
         if budgets is not None and tuning.budgets is not None:
             missing = [b for b in tuning.budgets if b not in budgets]
             if missing:

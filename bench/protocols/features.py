@@ -28,6 +28,9 @@ class Fitted:
     val_acc: float | None = None  # accuracy on the validation labels drawn from the budget, if a choice was made
     chosen: dict = field(default_factory=dict)  # hyperparameters the protocol picked or used
     history: list[dict] = field(default_factory=list)  # per-epoch training diagnostics (fine-tuning)
+    # why the cell's number may sit below the protocol's optimum (a choice at a grid's edge, a run that had not
+    # converged): recorded with the run and marked in the report
+    caveats: list[str] = field(default_factory=list)
 
 
 @torch.no_grad()

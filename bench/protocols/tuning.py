@@ -2,8 +2,10 @@
 number of finished trials for every task and baseline, validation accuracy on labels drawn from inside the budget
 (hold-out or k-fold, ``bench.protocols.validation``), never the test set.
 
-Each study uses one seed's labelled subset and encoder (``tuning.label_seed``, default the first seed); its best
-hyperparameters are then used for the final evaluation of every seed and recorded on those runs. Studies live in
+Each study belongs to one seed: it uses that seed's encoder and validates on that seed's budget labels only, so
+every choice a cell's result depends on is made with the cell's own labels (a study of another seed's labels would
+give each cell a second labelled subset, silently doubling its budget). Its best hyperparameters are used for the
+final evaluation of that seed's cell and recorded on its run. Studies live in
 Optuna storage (a journal file next to the MLflow store by default, any storage URL otherwise) and resume: a
 study that was interrupted runs only its missing trials. Every trial is also a nested MLflow run.
 """
@@ -101,8 +103,8 @@ class TrialRecord:
         pass
 
 
-def trial_name(task: str, protocol: str, budget, number: int) -> str:
-    return f"{task} {protocol} {budget} trial {number}"
+def trial_name(task: str, protocol: str, budget, seed: int, number: int) -> str:
+    return f"{task} {protocol} {budget} seed={seed} trial {number}"
 
 
 class Tuner:
@@ -123,40 +125,43 @@ class Tuner:
         self.trials = trials or TrialRecord()
         self.source_for = source_for
         self.cfg = suite.tuning
-        self.seed = self.cfg.label_seed if self.cfg.label_seed is not None else suite.seeds[0]
         self.storage = storage if storage is not None else storage_for(suite) if self.cfg.enabled else None
         self.results: dict[tuple, tuple[dict, str]] = {}
-        self.features: dict[str, torch.Tensor] = {}
+        self.features: dict[tuple[str, int], torch.Tensor] = {}
+        self.labels_used: dict[tuple, set[int]] = {}  # (task, protocol, budget, seed) -> label indices read
 
-    def params(self, task: str, protocol: str, budget) -> tuple[dict, str]:
-        """(hyperparameters to use, how they were obtained) for the final evaluation of (task, protocol, budget)."""
+    def params(self, task: str, protocol: str, budget, seed: int) -> tuple[dict, str]:
+        """(hyperparameters to use, how they were obtained) for the final evaluation of (task, protocol, budget,
+        seed), chosen on that seed's budget labels."""
         if not self.suite.tuned(protocol, budget):
             return {}, "default"
-        key = (task, protocol, budget)
+        key = (task, protocol, budget, seed)
         if key not in self.results:
-            self.results[key] = self._study(task, protocol, budget)
+            self.results[key] = self._study(task, protocol, budget, seed)
         return self.results[key]
 
-    def study_name(self, task: str, protocol: str, budget) -> str:
-        """A study's identity: the task, protocol and budget, the tuning settings, and the encoder and labels of
-        ``label_seed`` -- never which seed's cell happened to ask first. More trials extend the same study, so
-        the trial count is not part of it."""
+    def study_name(self, task: str, protocol: str, budget, seed: int) -> str:
+        """A study's identity: the task, protocol, budget and seed, the tuning settings, and the seed's encoder
+        and labels. More trials extend the same study, so the trial count is not part of it."""
         identity = {
             "tuning": self.cfg.model_dump(exclude={"storage", "enabled", "trials"}),
-            "source": self.source_for(task, self.seed),
+            "source": self.source_for(task, seed),
             "settings": self.suite.protocol(protocol).model_dump(),
-            "seed": self.seed,
+            "seed": seed,
             "flip": self.suite.dataset.flip,
         }
-        return f"{self.suite.name}:{task}:{protocol}:{budget}:{digest(identity, 12)}"
+        return f"{self.suite.name}:{task}:{protocol}:{budget}:seed{seed}:{digest(identity, 12)}"
 
-    def _study(self, task: str, protocol: str, budget) -> tuple[dict, str]:
-        train_y = self.data.train_y
-        idx = budget_indices(train_y.numpy(), budget, self.seed)
-        folds = validation_folds(idx, train_y.numpy(), self.cfg.val_fraction, self.seed)
+    def folds(self, budget, seed: int) -> list[tuple]:
+        """The (fit, val) splits of ``seed``'s budget labels that every trial of its studies is scored on."""
+        train_y = self.data.train_y.numpy()
+        return validation_folds(budget_indices(train_y, budget, seed), train_y, self.cfg.val_fraction, seed)
+
+    def _study(self, task: str, protocol: str, budget, seed: int) -> tuple[dict, str]:
+        folds = self.folds(budget, seed)
         if not folds:
             return {}, "default (one label per class: nothing to validate on)"
-        name = self.study_name(task, protocol, budget)
+        name = self.study_name(task, protocol, budget, seed)
         pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if self.cfg.prune else optuna.pruners.NopPruner()
         study = optuna.create_study(
             study_name=name,
@@ -171,7 +176,7 @@ class Tuner:
         redo_interrupted(study)
         missing = self.cfg.trials - sum(t.state in DONE for t in study.trials)
         if missing > 0:
-            objective = self._objective(task, protocol, budget, folds, name)
+            objective = self._objective(task, protocol, budget, seed, folds, name)
             study.optimize(objective, n_trials=missing)
         n_done = sum(t.state in DONE for t in study.trials)
         best = study.best_trial
@@ -183,23 +188,28 @@ class Tuner:
         values = PROTOCOLS[protocol].configured(self.suite.protocol(protocol))
         return {k: type(v)(min(max(v, getattr(space, k)[0]), getattr(space, k)[1])) for k, v in values.items()}
 
-    def _protocol_input(self, task: str, protocol: str) -> Labelled:
+    def _protocol_input(self, task: str, protocol: str, seed: int) -> Labelled:
         """The whole labelled pool as the protocol's input (folds index into it): frozen features for a frozen
-        protocol (extracted once per task), the uint8 images otherwise."""
-        encoder = self.encoder_for(task, self.seed)
+        protocol (extracted once per task and seed), the uint8 images otherwise."""
+        encoder = self.encoder_for(task, seed)
         x, y = self.data.train_x, self.data.train_y
         images, features, labels = x, None, y
         if PROTOCOLS[protocol].frozen:
-            if task not in self.features:
-                self.features[task] = extract_features(encoder, x, self.device, prepare=TASKS[task].eval_input)
-            images, features, labels = None, self.features[task], y.to(self.device)
+            if (task, seed) not in self.features:
+                feats = extract_features(encoder, x, self.device, prepare=TASKS[task].eval_input)
+                self.features[(task, seed)] = feats
+            images, features, labels = None, self.features[(task, seed)], y.to(self.device)
         prepare, flip = TASKS[task].eval_input, self.suite.dataset.flip
-        return Labelled(encoder, images, features, labels, self.data.num_classes, self.seed, prepare, flip)
+        return Labelled(encoder, images, features, labels, self.data.num_classes, seed, prepare, flip)
 
-    def _objective(self, task: str, protocol: str, budget, folds, study_name: str):
+    def _objective(self, task: str, protocol: str, budget, seed: int, folds, study_name: str):
         kind = PROTOCOLS[protocol]
         space = self.cfg.space[protocol]
-        data = self._protocol_input(task, protocol)
+        data = self._protocol_input(task, protocol, seed)
+        used = self.labels_used.setdefault((task, protocol, budget, seed), set())
+        for fit_idx, val_idx in folds:
+            used.update(map(int, fit_idx))
+            used.update(map(int, val_idx))
 
         def objective(trial: optuna.Trial) -> float:
             try:
@@ -215,11 +225,12 @@ class Tuner:
                 "task": task,
                 "protocol": protocol,
                 "budget": str(budget),
+                "seed": str(seed),
                 "study": study_name,
                 "trial": str(trial.number),
             }
             pruned = False
-            name = trial_name(task, protocol, budget, trial.number)
+            name = trial_name(task, protocol, budget, seed, trial.number)
             with self.trials.trial(name, tags, params) as record:
                 settings = self.suite.protocol_settings(protocol, params)
 

@@ -25,14 +25,15 @@ def split_train_val(indices: np.ndarray, labels: np.ndarray, val_fraction: float
 
 
 def validation_folds(
-    indices: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int
+    indices: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int, kfold_below: int = 1
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(fit, val) pairs inside ``indices``: one split if the smallest class has at least 1 / val_fraction
-    images, else stratified k-fold with k = min(smallest class, round(1 / val_fraction)), else none."""
+    """(fit, val) pairs inside ``indices``: one split if its validation part holds at least ``kfold_below``
+    (and at least one) images of the smallest class, else stratified k-fold with k = min(smallest class,
+    round(1 / val_fraction)) -- every label of the budget is validated on once --, else none."""
     indices, labels = np.asarray(indices), np.asarray(labels)
     classes, counts = np.unique(labels[indices], return_counts=True)
     smallest = counts.min()
-    if smallest * val_fraction >= 1 - 1e-9:
+    if smallest * val_fraction >= max(kfold_below, 1) - 1e-9:
         return [split_train_val(indices, labels, val_fraction, seed)]
     if smallest < 2:
         return []

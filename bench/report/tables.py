@@ -9,6 +9,7 @@ import re
 
 import pandas as pd
 
+from bench.report.caveats import caveat_sentence, flagged_cells
 from bench.report.comparisons import budget_label, budget_order, protocol_order, title
 from bench.report.provenance import provenance
 from bench.report.stats import (
@@ -37,6 +38,7 @@ MD = {
     "partial": "(n=k of m)",
     "bold": "**{}**",
     "x": "×",
+    "caveat": "†",
 }
 TEX = {
     "up": "$\\uparrow$",
@@ -50,6 +52,7 @@ TEX = {
     "partial": "$^{*}$",
     "bold": "\\textbf{{{}}}",
     "x": "$\\times$",
+    "caveat": "$^{\\ddagger}$",
 }
 TEXT = MD | {"bold": "{}"}
 SYMBOL = {"better": "up", "worse": "down", "equivalent": "equiv"}  # verdict -> symbol key
@@ -58,7 +61,8 @@ SYMBOL = {"better": "up", "worse": "down", "equivalent": "equiv"}  # verdict -> 
 def table_cells(df: pd.DataFrame, comp: pd.DataFrame, protocol: str) -> dict:
     """{task: {budget: (Interval, planned, markers)}} for one protocol; ``markers`` holds symbol keys separated
     by spaces: against scratch+finetune ("up", "down", "equiv") and against random of a frozen protocol
-    ("up_random", "down_random", "equiv_random")."""
+    ("up_random", "down_random", "equiv_random"), and "caveat" where a run of the cell has one
+    (:mod:`bench.report.caveats`)."""
     table = {}
     sub = df[df.protocol == protocol]
     marks: dict = {}
@@ -67,6 +71,9 @@ def table_cells(df: pd.DataFrame, comp: pd.DataFrame, protocol: str) -> dict:
         for r in sorted(mine.itertuples(), key=lambda r: r.baseline != REFERENCE[0]):  # ▲/▼/≈ first
             key = SYMBOL[r.verdict] if r.baseline == REFERENCE[0] else f"{SYMBOL[r.verdict]}_{r.baseline}"
             marks[(r.task, r.budget)] = (marks.get((r.task, r.budget), "") + " " + key).strip()
+    for task, of, budget in flagged_cells(df):
+        if of == protocol:
+            marks[(task, budget)] = (marks.get((task, budget), "") + " caveat").strip()
     for task, grp in sub.groupby("task", sort=False):
         table[task] = {}
         for budget in budget_order(df):
@@ -189,6 +196,7 @@ def caption(df: pd.DataFrame, comp: pd.DataFrame, protocol: str, sym: dict) -> s
         family_sentence(comp, protocol, sym),
         family_sentence(comp, protocol, sym, "random") if is_frozen(protocol) else "",
         "Best per column in bold.",
+        caveat_sentence(df, protocol, sym["caveat"]),
     ]
     if partial:
         parts.append(f"{sym['partial']}: partial, some seeds missing.")

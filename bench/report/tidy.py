@@ -107,6 +107,7 @@ def tidy(tracker: Tracker, cells: list[Cell]) -> pd.DataFrame:
                 "n_labels": _n_labels(run, c),
                 "status": "finished" if run else "missing",
                 "hp_source": tags.get("hp_source", ""),
+                "caveat": tags.get("caveat", ""),  # why the protocol may have stopped short of its optimum
                 "cell_key": c.key,
                 "run_id": run.info.run_id if run else "",
                 "git_commit": _commit(run),

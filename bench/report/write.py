@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.report.caveats import caveats_markdown
 from bench.report.comparisons import comparisons, protocol_order, rank_blocks, rank_note, title
 from bench.report.cost import cost_files
 from bench.report.stats import (
@@ -81,7 +82,7 @@ def stats_markdown(comp: pd.DataFrame, df: pd.DataFrame) -> str:
             cols += [f"{r.p_improve:.2f}", TEXT[key] if r.marker else "", verdict]
             lines.append("| " + " | ".join(str(c) for c in cols) + " |")
         lines.append("")
-    lines += ["## Rank comparison (cd_diagram.png)", ""]
+    lines += [caveats_markdown(df), "## Rank comparison (cd_diagram.png)", ""]
     for protocol in protocol_order(df):
         scores = rank_blocks(df, protocol)
         note = rank_note(scores, protocol)

@@ -276,8 +276,8 @@ class GroupRun:
         suite, data = self.runner.suite, self.data
         idx = self.labels[(cell.seed, cell.budget)]
         self.runner.check_lease()
-        if suite.tuned(cell.protocol, cell.budget):  # from the (task, protocol, budget) study
-            hparams, hp_source = self.tuner.params(cell.task, cell.protocol, cell.budget)
+        if suite.tuned(cell.protocol, cell.budget):  # from the (task, protocol, budget, seed) study
+            hparams, hp_source = self.tuner.params(cell.task, cell.protocol, cell.budget, cell.seed)
         else:
             hparams, hp_source = {}, "default"
         settings = suite.protocol_settings(cell.protocol, hparams)

@@ -155,8 +155,8 @@ def case_tuning() -> dict:
     tuner = Tuner(s, data, torch.device("cpu"), encoder, lambda *_: "i", storage=optuna.storages.InMemoryStorage())
     out = {}
     for protocol in ("linear", "knn", "finetune"):
-        tuner.params("random", protocol, 16)
-        study = optuna.load_study(study_name=tuner.study_name("random", protocol, 16), storage=tuner.storage)
+        tuner.params("random", protocol, 16, 0)
+        study = optuna.load_study(study_name=tuner.study_name("random", protocol, 16, 0), storage=tuner.storage)
         out[protocol] = [
             {"params": {k: float(v).hex() for k, v in sorted(t.params.items())}, "value": float(t.value).hex()}
             for t in study.trials
@@ -177,12 +177,14 @@ def cases() -> dict[str, tuple[Callable[[], dict], set[str], Suite]]:
     lightly = suite(pretrain=BASE["pretrain"] | {"augment": "lightly"})
     rotation = identity.cell_parts(lightly, "pretrain", TASKS["rotation"]) | {"protocols"}
     out["pretrain-lightly/rotation"] = (lambda: case_pretrain("rotation", "lightly"), rotation, lightly)
-    for protocol in ("linear", "knn", "finetune"):
-        parts = identity.cell_parts(pretrain, "eval", TASKS["scratch"])
+    protocols = ("linear", "knn", "finetune")
+    for protocol in protocols:
+        parts = identity.cell_parts(pretrain, "eval", TASKS["scratch"], protocol=protocol)
         out[f"protocol/{protocol}"] = (lambda p=protocol: case_protocol(p), parts, pretrain)
-    parts = identity.cell_parts(pretrain, "eval", TASKS["scratch"])
+    parts = identity.cell_parts(pretrain, "eval", TASKS["scratch"], protocol="linear")
     out["protocol/linear+bn_recalibration"] = (lambda: case_protocol("linear", True), parts, pretrain)
-    out["tuning"] = (case_tuning, identity.cell_parts(pretrain, "eval", TASKS["random"], tuned=True), pretrain)
+    tuned = set().union(*(identity.cell_parts(pretrain, "eval", TASKS["random"], True, p) for p in protocols))
+    out["tuning"] = (case_tuning, tuned, pretrain)
     return out
 
 

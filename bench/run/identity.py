@@ -62,17 +62,18 @@ PARTS = (
     Part(
         "protocols",
         1,
-        (
-            "bench.protocols.base",
-            "bench.protocols.features",
-            "bench.protocols.finetune",
-            "bench.protocols.knn",
-            "bench.protocols.linear",
-            "bench.protocols.validation",
-        ),
-        "linear, kNN, fine-tuning, in-budget validation",
+        ("bench.protocols.base", "bench.protocols.features", "bench.protocols.validation"),
+        "what the protocols share: features, recalibration, in-budget validation folds",
     ),
-    Part("tuning", 1, ("bench.protocols.tuning",), "Optuna studies on in-budget validation labels"),
+    Part("protocol.linear", 2, ("bench.protocols.linear",), "the linear probe: its L2 path and how L2 is chosen"),
+    Part("protocol.knn", 1, ("bench.protocols.knn",), "the weighted kNN classifier"),
+    Part(
+        "protocol.finetune",
+        2,
+        ("bench.protocols.finetune", "bench.protocols.convergence"),
+        "fine-tuning until convergence",
+    ),
+    Part("tuning", 2, ("bench.protocols.tuning",), "Optuna studies, one per seed, on its own budget labels"),
     Part("health", 1, ("bench.train.health",), "RankMe and the collapse signal during pretraining"),
 )
 
@@ -121,12 +122,9 @@ def task_part(task: type) -> Part:
 
 
 def protocol_part(name: str) -> str:
-    """The part a protocol's cells use for it: ``protocols`` for bench's own (their modules are that part), else
-    ``protocol.<name>``, versioned by the class's ``version`` (a protocol from a user's package)."""
-    from bench.registry import PROTOCOLS
-
-    module = PROTOCOLS.module_of(name)
-    return "protocols" if any(module in p.modules for p in PARTS) else f"protocol.{name}"
+    """The part a protocol's cells use for it: ``protocol.<name>``, one of ``PARTS`` for bench's own, else
+    versioned by the class's ``version`` (a protocol from a user's package)."""
+    return f"protocol.{name}"
 
 
 def all_parts() -> dict[str, Part]:
@@ -135,7 +133,7 @@ def all_parts() -> dict[str, Part]:
     parts = {p.name: p for p in PARTS}
     parts |= {f"task.{t.name}": task_part(t) for t in TASKS.values()}
     for name in PROTOCOLS:
-        if protocol_part(name) != "protocols":
+        if protocol_part(name) not in parts:
             cls = PROTOCOLS[name]
             parts[f"protocol.{name}"] = Part(f"protocol.{name}", cls.version, (cls.__module__,), cls.summary)
     return parts

@@ -67,7 +67,7 @@ class LocalExecutor:
         with runner.tracker.suite_run(suite, runner.suite_path, data, device):
             with Progress(*columns, console=runner.console) as progress:
                 bar = progress.add_task("cells", total=len(todo))
-                for (task, seed), cells in runner.groups(todo, tuner.seed):
+                for (task, seed), cells in runner.groups(todo):
                     group = GroupRun(runner, data, train_x, labels, device, progress, bar, failed, tuner)
                     group.run(task, seed, cells)
         return failed
@@ -217,13 +217,10 @@ class Runner:
         return self._prepared[(task, seed)]
 
     @staticmethod
-    def groups(todo: list[Cell], first_seed: int) -> Iterator[tuple[tuple[str, int], list[Cell]]]:
-        """Cells grouped by (task, seed); within a task the tuning study's seed comes first, so its encoder
-        exists before any study asks for it."""
+    def groups(todo: list[Cell]) -> Iterator[tuple[tuple[str, int], list[Cell]]]:
+        """Cells grouped by (task, seed), in plan order: a group's pretraining comes first in it, and its
+        tuning studies use that seed's encoder and labels alone."""
         groups: dict[tuple[str, int], list[Cell]] = {}
         for c in todo:
             groups.setdefault((c.task, c.seed), []).append(c)
-        tasks = list(dict.fromkeys(t for t, _ in groups))
-        order = sorted(groups, key=lambda g: (tasks.index(g[0]), g[1] != first_seed))
-        for g in order:
-            yield g, groups[g]
+        yield from groups.items()

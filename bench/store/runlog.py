@@ -72,6 +72,7 @@ class Result(typing.Protocol):
     val_acc: float | None
     chosen: dict
     history: list[dict]
+    caveats: list[str]
 
 
 class EvalLog:
@@ -83,6 +84,7 @@ class EvalLog:
         if "train_acc" in fitted.chosen:  # fine-tuning: accuracy on its own training labels
             metrics["train_acc"] = fitted.chosen["train_acc"]
         mlflow.log_metrics(metrics)
+        mlflow.set_tag("caveat", "; ".join(fitted.caveats))  # empty: the protocol reached what it looks for
         log_history(fitted.history, prefix="finetune_")
         mlflow.log_dict(fitted.chosen, "chosen.json")
         mlflow.log_params({f"chosen.{k}": v for k, v in fitted.chosen.items() if not isinstance(v, dict)})
