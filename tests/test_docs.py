@@ -58,11 +58,12 @@ def test_docs_build_strict_with_a_generated_configuration_reference(tmp_path: Pa
     assert "nox -s tests" in readme, "README.md must keep the test command CI runs: nox -s tests"
 
 
-BLOCK = re.compile(r"<!-- (results/[^/\s]+/verdicts\.md) -->\n(.*?)<!-- end -->", re.S)
+BLOCK = re.compile(r"<!-- (results/[^/\s]+/(?:table|verdicts)\.md) -->\n(.*?)<!-- end -->", re.S)
 
 
 def verdict_blocks(text: str) -> list[tuple[str, str]]:
-    """(path, body) of every ``<!-- results/<suite>/verdicts.md -->`` ... ``<!-- end -->`` block of a page."""
+    """(path, body) of every ``<!-- results/<suite>/verdicts.md -->`` (or ``table.md``) ... ``<!-- end -->``
+    block of a page."""
     return [(m[1], m[2]) for m in BLOCK.finditer(text)]
 
 
