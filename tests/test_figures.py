@@ -140,22 +140,28 @@ def test_gain_heatmap_panels_against_the_matching_baseline_in_accuracy_points():
     plt.close(fig)
 
 
-def test_rank_blocks_are_seeds_scored_by_mean_accuracy_over_budgets():
+def test_rank_comparisons_are_per_budget_as_the_tables_and_span_every_rank():
     df = sweep(seeds=6, plan=WIDE)
-    scores = rank_blocks(df, "linear")
-    assert scores.shape == (6, 4)  # seeds x (random, rotation, simclr, jigsaw): blocks are seeds, not (budget, seed)
-    by_hand = df[(df.protocol == "linear") & (df.task == "simclr") & (df.seed == 4)].test_acc.mean()
-    assert scores.loc[4, "simclr"] == pytest.approx(by_hand)
+    scores = rank_blocks(df, "linear", "100")
+    assert scores.shape == (6, 4)  # seeds x (random, rotation, simclr, jigsaw) at one budget
+    by_hand = df[(df.protocol == "linear") & (df.task == "simclr") & (df.seed == 4) & (df.budget == "100")]
+    assert scores.loc[4, "simclr"] == pytest.approx(by_hand.test_acc.item())
     dropped = df.drop(
         df[(df.task == "jigsaw") & (df.protocol == "linear") & (df.seed == 5) & (df.budget == "100")].index
     )
-    assert rank_blocks(dropped, "linear").index.tolist() == [0, 1, 2, 3, 4]  # incomplete seed left out
+    assert rank_blocks(dropped, "linear", "100").index.tolist() == [0, 1, 2, 3, 4]  # incomplete seed left out
+    assert rank_blocks(dropped, "linear", "1000").index.tolist() == [0, 1, 2, 3, 4, 5]  # other budgets keep it
+    budgets = sorted(set(df.budget), key=lambda b: float("inf") if b == "full" else int(b))
     cd = figures.cd_diagram(df)
     titles = [ax.get_title() for ax in cd.axes]
-    assert titles[0].startswith("linear: average rank of 4 tasks over 6 seeds (blocks")
+    assert titles[0].startswith(f"linear at {budgets[0]} labels: average rank of 4 tasks over 6 seeds (blocks")
+    assert sum(t.startswith("linear at ") for t in titles) == len(budgets)  # one diagram per budget
     assert "Friedman p" in titles[0] and "demo on cifar10" in cd._suptitle.get_text()
-    assert rank_note(scores, "linear") == "" and figures.cd_diagram(dropped).axes[0].get_title().startswith(
-        "finetune"
-    )  # linear now has 5 blocks: no diagram
-    assert "5 complete seeds" in rank_note(rank_blocks(dropped, "linear"), "linear")
+    for ax in cd.axes:  # every possible rank on the axis, 1 to the number of tasks
+        assert sorted(ax.get_xlim()) == [1, len(ax.get_xticks())]
+    assert rank_note(scores, "linear", "100") == ""
+    titles = [ax.get_title() for ax in figures.cd_diagram(dropped).axes]
+    assert not any(t.startswith("linear at 100 labels") for t in titles)  # 5 blocks at 100 labels: no diagram
+    assert any(t.startswith(f"linear at {budgets[1]} labels") for t in titles)
+    assert "5 complete seeds" in rank_note(rank_blocks(dropped, "linear", "100"), "linear", "100")
     plt.close("all")

@@ -99,25 +99,24 @@ def title(df: pd.DataFrame) -> str:
     return f"{suite} on {dataset}" if dataset else suite
 
 
-def rank_blocks(df: pd.DataFrame, protocol: str) -> pd.DataFrame:
-    """Seeds x tasks scores for a rank comparison under one protocol: one block per seed, scored by the task's
-    mean test accuracy over the budgets (the whole label-efficiency curve). Seeds are the independent units:
-    within a seed every budget reuses the same pretrained encoders and nested label subsets, so (budget, seed)
-    pairs are not independent blocks. A seed missing any planned (task, budget) cell of the protocol is dropped."""
-    sub = df[df.protocol == protocol]
-    planned = pd.MultiIndex.from_frame(sub[["task", "budget"]].drop_duplicates())
-    wide = sub[sub.status == "finished"].pivot_table(index="seed", columns=["task", "budget"], values="test_acc")
-    wide = wide.reindex(columns=planned).dropna()
-    return wide.T.groupby(level="task", sort=False).mean().T
+def rank_blocks(df: pd.DataFrame, protocol: str, budget: str) -> pd.DataFrame:
+    """Seeds x tasks test accuracies for a rank comparison under one protocol at one budget, as the tables compare
+    them (an average over budgets would rank a different question than any column answers). Seeds are the
+    independent blocks; a seed missing any planned task's cell is dropped."""
+    sub = df[(df.protocol == protocol) & (df.budget == budget)]
+    planned = list(dict.fromkeys(sub.task))
+    wide = sub[sub.status == "finished"].pivot_table(index="seed", columns="task", values="test_acc")
+    return wide.reindex(columns=planned).dropna()
 
 
-def rank_note(scores: pd.DataFrame, protocol: str) -> str:
-    """Why no critical-difference diagram is drawn for ``protocol``; empty when one is."""
+def rank_note(scores: pd.DataFrame, protocol: str, budget: str = "") -> str:
+    """Why no critical-difference diagram is drawn for ``protocol`` at ``budget``; empty when one is."""
     blocks, k = scores.shape
     if k >= 3 and blocks >= min_blocks():
         return ""
+    at = f" at {budget}" if budget else ""
     return (
-        f"{protocol}: no critical-difference diagram: {blocks} complete seeds (independent blocks) for {k} tasks; "
+        f"{protocol}{at}: no critical-difference diagram: {blocks} complete seeds (independent blocks) for {k} tasks; "
         f"a rank comparison here needs at least 3 tasks and {min_blocks()} blocks (with fewer blocks even a task "
         f"that wins in every block could not differ from another at p < {ALPHA}: exact sign test, smallest "
         "p = 2/2^n)."

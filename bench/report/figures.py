@@ -22,7 +22,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from bench.files import write_atomic  # noqa: E402
 from bench.report import palette
-from bench.report.comparisons import budget_order, protocol_order, rank_blocks, rank_note, title
+from bench.report.comparisons import budget_label, budget_order, protocol_order, rank_blocks, rank_note, title
 from bench.report.stats import ALPHA, friedman_nemenyi, interval
 from bench.report.tables import TEXT, interval_sentence
 from bench.report.tidy import BASELINES, REFERENCE, frozen_protocols
@@ -136,24 +136,30 @@ def gain_heatmap(df: pd.DataFrame, comp: pd.DataFrame) -> plt.Figure | None:
 
 
 def cd_diagram(df: pd.DataFrame) -> plt.Figure | None:
-    """Critical-difference diagrams (Demšar 2006, JMLR 7:1-30; scikit-posthocs), one per protocol with enough
-    independent blocks (:func:`bench.report.rank_blocks`, :func:`bench.report.rank_note`)."""
+    """Critical-difference diagrams (Demšar 2006, JMLR 7:1-30; scikit-posthocs), one per protocol and budget with
+    enough independent blocks (:func:`bench.report.comparisons.rank_blocks`, ``rank_note``): the question each
+    table column answers. The axis spans every possible rank, 1 to the number of tasks."""
     import scikit_posthocs as sp
 
     drawn = []
     for protocol in protocol_order(df):
-        scores = rank_blocks(df, protocol)
-        if not rank_note(scores, protocol):
-            drawn.append((protocol, scores, friedman_nemenyi(scores)))
+        for budget in budget_order(df):
+            scores = rank_blocks(df, protocol, budget)
+            if not rank_note(scores, protocol, budget):
+                drawn.append((protocol, budget, scores, friedman_nemenyi(scores)))
     if not drawn:
         return None
     fig, axes = plt.subplots(len(drawn), 1, figsize=(8, 2.2 * len(drawn) + 0.6), squeeze=False)
-    for ax, (protocol, scores, (p, ranks, nemenyi)) in zip(axes[:, 0], drawn, strict=True):
+    for ax, (protocol, budget, scores, (p, ranks, nemenyi)) in zip(axes[:, 0], drawn, strict=True):
         colours = {t: palette.colour(t) for t in ranks.index}
         sp.critical_difference_diagram(ranks, nemenyi, ax=ax, color_palette=colours)
+        k = scores.shape[1]
+        low, high = ax.get_xlim()
+        ax.set_xlim((1, k) if low <= high else (k, 1))
+        ax.set_xticks(range(1, k + 1))
         ax.set_title(
-            f"{protocol}: average rank of {scores.shape[1]} tasks over {len(scores)} seeds (blocks; score: mean "
-            f"accuracy over budgets); Friedman p = {p:.3g}; bars: Nemenyi p ≥ {ALPHA}",
+            f"{protocol} at {budget_label(budget, df)}: average rank of {k} tasks over {len(scores)} seeds "
+            f"(blocks); Friedman p = {p:.3g}; bars: Nemenyi p ≥ {ALPHA}",
             fontsize=9,
         )
     fig.suptitle(f"{title(df)}: critical-difference diagram{_partial(df)}", fontsize=10)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.report.caveats import caveats_markdown
-from bench.report.comparisons import comparisons, protocol_order, rank_blocks, rank_note, title
+from bench.report.comparisons import budget_order, comparisons, protocol_order, rank_blocks, rank_note, title
 from bench.report.cost import cost_files
 from bench.report.stats import (
     ALPHA,
@@ -84,9 +84,11 @@ def stats_markdown(comp: pd.DataFrame, df: pd.DataFrame) -> str:
         lines.append("")
     lines += [caveats_markdown(df), "## Rank comparison (cd_diagram.png)", ""]
     for protocol in protocol_order(df):
-        scores = rank_blocks(df, protocol)
-        note = rank_note(scores, protocol)
-        lines.append(f"- {note}" if note else f"- {protocol}: {len(scores)} seeds x {scores.shape[1]} tasks, drawn.")
+        for budget in budget_order(df):
+            scores = rank_blocks(df, protocol, budget)
+            note = rank_note(scores, protocol, budget)
+            drawn = f"{protocol} at {budget}: {len(scores)} seeds x {scores.shape[1]} tasks, drawn."
+            lines.append(f"- {note}" if note else f"- {drawn}")
     return "\n".join(lines) + partial_note(df) + "\n"
 
 

@@ -2,7 +2,6 @@
 docstrings, comments and formatting) beside its version. ``check_lock`` says where code and lock disagree and what
 to do: bump the version (behaviour changed) or record the digest (a refactor the golden check confirms)."""
 
-
 from __future__ import annotations
 
 import ast
