@@ -165,14 +165,14 @@ class _Dispatch:
     def _start_studies(self, task: str, seed: int) -> None:
         """Each tuned study of (``task``, ``seed``) whose trials are missing, on ``tuning_workers`` tasks at
         once; its encoder has finished pretraining."""
-        wanted = {(c.protocol, c.budget) for c in self.evals.get((task, seed), []) if self._tuned(c)}
+        wanted = {(c.protocol, c.budget, c.draw) for c in self.evals.get((task, seed), []) if self._tuned(c)}
         running: set[tuple] = set()
-        for protocol, budget in sorted(wanted, key=str):
-            if self.tuner.prepare(task, protocol, budget, seed):
-                running.add((protocol, budget))
-                what = (task, seed, protocol, budget)
+        for protocol, budget, draw in sorted(wanted, key=str):
+            if self.tuner.prepare(task, protocol, budget, seed, draw):
+                running.add((protocol, budget, draw))
+                what = (task, seed, protocol, budget, draw)
                 for worker in range(self.ex.tuning_workers):
-                    self._submit("study", what, self.ex.tune, task, protocol, budget, seed, worker)
+                    self._submit("study", what, self.ex.tune, task, protocol, budget, seed, worker, draw)
         self.studies[(task, seed)] = running
 
     def _dispatch_evaluations(self) -> None:
@@ -194,11 +194,14 @@ class _Dispatch:
         except self.ray.exceptions.RayError as e:  # the worker died more often than execution.retries
             failed, reason = None, f"worker lost after {self.ex.retries} retries ({type(e).__name__})"
         if kind == "study":
-            task, seed, protocol, budget = what
-            self.studies[(task, seed)].discard((protocol, budget))  # the evaluations finish a study that fell short
+            task, seed, protocol, budget, draw = what
+            # the evaluations finish a study that fell short
+            self.studies[(task, seed)].discard((protocol, budget, draw))
             said = "done" if reason is None else f"a worker stopped: {reason}"
             if reason is not None or not any(k == "study" and w == what for k, w in self.pending.values()):
-                self.progress.console.print(f"  study {task} seed={seed} {protocol} {budget}: {said}", highlight=False)
+                at = "" if draw is None else f" draw={draw}"
+                line = f"  study {task} seed={seed}{at} {protocol} {budget}: {said}"
+                self.progress.console.print(line, highlight=False)
             return
         task, seed, cells = what
         if reason is not None:

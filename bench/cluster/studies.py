@@ -47,11 +47,11 @@ class SharedTuner(Tuner):
                     url, heartbeat_interval=HEARTBEAT_S, grace_period=4 * HEARTBEAT_S, failed_trial_callback=self.retry
                 )
 
-    def _open(self, task: str, protocol: str, budget, seed: int, create: bool):
-        folds = self.folds(budget, seed)
+    def _open(self, task: str, protocol: str, budget, seed: int, create: bool, draw: int | None = None):
+        folds = self.folds(budget, seed, draw)
         if not folds:
             return None
-        name = self.study_name(task, protocol, budget, seed)
+        name = self.study_name(task, protocol, budget, seed, draw)
         pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if self.cfg.prune else optuna.pruners.NopPruner()
         sampler = optuna.samplers.TPESampler(seed=self.cfg.sampler_seed + self.worker, constant_liar=True)
         make = optuna.create_study if create else optuna.load_study
@@ -62,12 +62,12 @@ class SharedTuner(Tuner):
             study = None
         return study, folds, name
 
-    def prepare(self, task: str, protocol: str, budget, seed: int) -> bool:
+    def prepare(self, task: str, protocol: str, budget, seed: int, draw: int | None = None) -> bool:
         """Driver: create the study with trial 0 (the defaults) and redo trials a killed invocation left; True
         when trials are missing."""
         if not self.suite.tuned(protocol, budget):
             return False
-        opened = self._open(task, protocol, budget, seed, create=True)
+        opened = self._open(task, protocol, budget, seed, create=True, draw=draw)
         if opened is None:
             return False
         study = opened[0]
@@ -76,10 +76,10 @@ class SharedTuner(Tuner):
         redo_interrupted(study)
         return sum(t.state in DONE for t in study.get_trials(deepcopy=False)) < self.cfg.trials
 
-    def _study(self, task: str, protocol: str, budget, seed: int) -> tuple[dict, str]:
-        opened = self._open(task, protocol, budget, seed, create=False)
+    def _study(self, task: str, protocol: str, budget, seed: int, draw: int | None = None) -> tuple[dict, str]:
+        opened = self._open(task, protocol, budget, seed, create=False, draw=draw)
         if opened is None:  # too few labels to validate on: the base says so without a study
-            return super()._study(task, protocol, budget, seed)
+            return super()._study(task, protocol, budget, seed, draw)
         study, folds, name = opened
         if study is None:
             raise RuntimeError(f"study {name} was never created: {task} seed={seed} has not finished pretraining")
@@ -97,7 +97,8 @@ class SharedTuner(Tuner):
                     optuna.storages.fail_stale_trials(study)
                 time.sleep(POLL_S)
                 continue
-            objective = objective or self._claimed(self._objective(task, protocol, budget, seed, folds, name), target)
+            if objective is None:
+                objective = self._claimed(self._objective(task, protocol, budget, seed, folds, name, draw), target)
             n = target - done - len(running)
             study.optimize(objective, n_trials=n, catch=(Surplus,), callbacks=[stop_on_surplus])
         best = study.best_trial

@@ -113,9 +113,9 @@ class WorkerRunner(Runner):
             group.run(task, seed, cells)
         return failed
 
-    def run_study(self, task: str, protocol: str, budget, seed: int, worker: int) -> None:
+    def run_study(self, task: str, protocol: str, budget, seed: int, worker: int, draw: int | None = None) -> None:
         with self.under_parent():
-            self.tuner(worker).params(task, protocol, budget, seed)
+            self.tuner(worker).params(task, protocol, budget, seed, draw)
 
 
 _WORKER: dict[str, WorkerRunner] = {}  # this worker process's runner, for the job it serves (data loaded once)
@@ -136,9 +136,9 @@ def run_cells(job: dict, task: str, seed: int, keys: list[str]) -> dict[str, str
     return _worker(job).run_cells(task, seed, keys)
 
 
-def run_study(job: dict, task: str, protocol: str, budget, seed: int, worker: int) -> None:
-    """Ray task: trials of one study until it has all its finished trials."""
-    _worker(job).run_study(task, protocol, budget, seed, worker)
+def run_study(job: dict, task: str, protocol: str, budget, seed: int, worker: int, draw: int | None = None) -> None:
+    """Ray task: trials of one study (of ``draw``'s labels, with draws) until it has all its finished trials."""
+    _worker(job).run_study(task, protocol, budget, seed, worker, draw)
 
 
 _REMOTE = {"cells": run_cells, "study": run_study}

@@ -53,7 +53,17 @@ class Suite(Strict):
         "default: rotation and both baselines (scratch, random)",
     )
     budgets: list[Budget] = Field([100, 1000, "full"], min_length=1)
-    seeds: list[Seed] = Field([0, 1, 2], min_length=1)
+    seeds: list[Seed] = Field(
+        [0, 1, 2],
+        min_length=1,
+        description="pretraining seeds; without draws each also draws the labels (seed s: label draw s)",
+    )
+    draws: list[Seed] | None = Field(
+        None,
+        min_length=1,
+        description="label draws crossed with the seeds: every encoder is evaluated on every draw (nested across "
+        "budgets); a budget of every label has one draw, the first",
+    )
     protocols: list[ProtocolName] = Field(["linear", "finetune"], min_length=1)
     pretrain: PretrainConfig = PretrainConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
@@ -162,10 +172,10 @@ class Suite(Strict):
             raise ValueError(f"at least one task is needed; registered: {', '.join(TASKS.names())}")
         return tasks
 
-    @field_validator("seeds", "budgets")
+    @field_validator("seeds", "budgets", "draws")
     @classmethod
-    def _unique(cls, values: list) -> list:
-        if len(set(map(str, values))) != len(values):
+    def _unique(cls, values: list | None) -> list | None:
+        if values is not None and len(set(map(str, values))) != len(values):
             raise ValueError(f"values must be unique, got {values}")
         return values
 
@@ -196,6 +206,23 @@ class Suite(Strict):
 
     def sorted_budgets(self) -> list[Budget]:
         return sorted(self.budgets, key=lambda b: float("inf") if b == "full" else b)
+
+    @property
+    def crossed(self) -> bool:
+        """Whether label draws are named apart from the pretraining seeds (``draws``)."""
+        return self.draws is not None
+
+    def draws_at(self, budget, seed: int) -> list[int | None]:
+        """The label draws seed ``seed``'s encoder is evaluated on at ``budget``: [None] (the seed's own draw)
+        without ``draws``; else every draw, and only the first where the budget takes every label (all draws
+        are the same labels there)."""
+        if self.draws is None:
+            return [None]
+        return self.draws[:1] if budget == "full" else list(self.draws)
+
+    def label_draws(self) -> list[int]:
+        """Every label draw a budget is drawn for: the draws, else the seeds."""
+        return list(self.draws) if self.draws is not None else list(self.seeds)
 
     def tuned(self, protocol: str, budget) -> bool:
         """Whether (protocol, budget) takes its hyperparameters from an Optuna study."""

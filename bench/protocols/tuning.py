@@ -20,6 +20,7 @@ import optuna
 import torch
 from torch import nn
 
+from bench.cell import eval_seed, label_draw
 from bench.config.settings import digest
 from bench.config.suite import Suite
 from bench.data.budgets import budget_indices
@@ -103,8 +104,9 @@ class TrialRecord:
         pass
 
 
-def trial_name(task: str, protocol: str, budget, seed: int, number: int) -> str:
-    return f"{task} {protocol} {budget} seed={seed} trial {number}"
+def trial_name(task: str, protocol: str, budget, seed: int, number: int, draw: int | None = None) -> str:
+    at = "" if draw is None else f" draw={draw}"
+    return f"{task} {protocol} {budget} seed={seed}{at} trial {number}"
 
 
 class Tuner:
@@ -128,40 +130,43 @@ class Tuner:
         self.storage = storage if storage is not None else storage_for(suite) if self.cfg.enabled else None
         self.results: dict[tuple, tuple[dict, str]] = {}
         self.features: dict[tuple[str, int], torch.Tensor] = {}
-        self.labels_used: dict[tuple, set[int]] = {}  # (task, protocol, budget, seed) -> label indices read
+        self.labels_used: dict[tuple, set[int]] = {}  # (task, protocol, budget, seed, draw) -> label indices read
 
-    def params(self, task: str, protocol: str, budget, seed: int) -> tuple[dict, str]:
+    def params(self, task: str, protocol: str, budget, seed: int, draw: int | None = None) -> tuple[dict, str]:
         """(hyperparameters to use, how they were obtained) for the final evaluation of (task, protocol, budget,
-        seed), chosen on that seed's budget labels."""
+        seed, draw), chosen on that cell's budget labels (``draw``'s; None: the seed's own draw)."""
         if not self.suite.tuned(protocol, budget):
             return {}, "default"
-        key = (task, protocol, budget, seed)
+        key = (task, protocol, budget, seed, draw)
         if key not in self.results:
-            self.results[key] = self._study(task, protocol, budget, seed)
+            self.results[key] = self._study(task, protocol, budget, seed, draw)
         return self.results[key]
 
-    def study_name(self, task: str, protocol: str, budget, seed: int) -> str:
-        """A study's identity: the task, protocol, budget and seed, the tuning settings, and the seed's encoder
-        and labels. More trials extend the same study, so the trial count is not part of it."""
+    def study_name(self, task: str, protocol: str, budget, seed: int, draw: int | None = None) -> str:
+        """A study's identity: the task, protocol, budget, seed and label draw, the tuning settings, and the
+        seed's encoder and the draw's labels. More trials extend the same study, so the trial count is not part
+        of it."""
         identity = {
             "tuning": self.cfg.model_dump(exclude={"storage", "enabled", "trials"}),
             "source": self.source_for(task, seed),
             "settings": self.suite.protocol(protocol).model_dump(),
             "seed": seed,
             "flip": self.suite.dataset.flip,
-        }
-        return f"{self.suite.name}:{task}:{protocol}:{budget}:seed{seed}:{digest(identity, 12)}"
+        } | ({} if draw is None else {"draw": draw})
+        at = "" if draw is None else f"draw{draw}:"
+        return f"{self.suite.name}:{task}:{protocol}:{budget}:seed{seed}:{at}{digest(identity, 12)}"
 
-    def folds(self, budget, seed: int) -> list[tuple]:
-        """The (fit, val) splits of ``seed``'s budget labels that every trial of its studies is scored on."""
-        train_y = self.data.train_y.numpy()
-        return validation_folds(budget_indices(train_y, budget, seed), train_y, self.cfg.val_fraction, seed)
+    def folds(self, budget, seed: int, draw: int | None = None) -> list[tuple]:
+        """The (fit, val) splits of the budget labels of (``seed``, ``draw``) that every trial of its studies is
+        scored on."""
+        train_y, labels = self.data.train_y.numpy(), label_draw(seed, draw)
+        return validation_folds(budget_indices(train_y, budget, labels), train_y, self.cfg.val_fraction, labels)
 
-    def _study(self, task: str, protocol: str, budget, seed: int) -> tuple[dict, str]:
-        folds = self.folds(budget, seed)
+    def _study(self, task: str, protocol: str, budget, seed: int, draw: int | None = None) -> tuple[dict, str]:
+        folds = self.folds(budget, seed, draw)
         if not folds:
             return {}, "default (one label per class: nothing to validate on)"
-        name = self.study_name(task, protocol, budget, seed)
+        name = self.study_name(task, protocol, budget, seed, draw)
         pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if self.cfg.prune else optuna.pruners.NopPruner()
         study = optuna.create_study(
             study_name=name,
@@ -176,7 +181,7 @@ class Tuner:
         redo_interrupted(study)
         missing = self.cfg.trials - sum(t.state in DONE for t in study.trials)
         if missing > 0:
-            objective = self._objective(task, protocol, budget, seed, folds, name)
+            objective = self._objective(task, protocol, budget, seed, folds, name, draw)
             study.optimize(objective, n_trials=missing)
         n_done = sum(t.state in DONE for t in study.trials)
         best = study.best_trial
@@ -188,7 +193,7 @@ class Tuner:
         values = PROTOCOLS[protocol].configured(self.suite.protocol(protocol))
         return {k: type(v)(min(max(v, getattr(space, k)[0]), getattr(space, k)[1])) for k, v in values.items()}
 
-    def _protocol_input(self, task: str, protocol: str, seed: int) -> Labelled:
+    def _protocol_input(self, task: str, protocol: str, seed: int, draw: int | None = None) -> Labelled:
         """The whole labelled pool as the protocol's input (folds index into it): frozen features for a frozen
         protocol (extracted once per task and seed), the uint8 images otherwise."""
         encoder = self.encoder_for(task, seed)
@@ -200,13 +205,14 @@ class Tuner:
                 self.features[(task, seed)] = feats
             images, features, labels = None, self.features[(task, seed)], y.to(self.device)
         prepare, flip = TASKS[task].eval_input, self.suite.dataset.flip
-        return Labelled(encoder, images, features, labels, self.data.num_classes, seed, prepare, flip)
+        classes = self.data.num_classes
+        return Labelled(encoder, images, features, labels, classes, eval_seed(seed, draw), prepare, flip)
 
-    def _objective(self, task: str, protocol: str, budget, seed: int, folds, study_name: str):
+    def _objective(self, task: str, protocol: str, budget, seed: int, folds, study_name: str, draw=None):
         kind = PROTOCOLS[protocol]
         space = self.cfg.space[protocol]
-        data = self._protocol_input(task, protocol, seed)
-        used = self.labels_used.setdefault((task, protocol, budget, seed), set())
+        data = self._protocol_input(task, protocol, seed, draw)
+        used = self.labels_used.setdefault((task, protocol, budget, seed, draw), set())
         for fit_idx, val_idx in folds:
             used.update(map(int, fit_idx))
             used.update(map(int, val_idx))
@@ -228,9 +234,9 @@ class Tuner:
                 "seed": str(seed),
                 "study": study_name,
                 "trial": str(trial.number),
-            }
+            } | ({} if draw is None else {"draw": str(draw)})
             pruned = False
-            name = trial_name(task, protocol, budget, seed, trial.number)
+            name = trial_name(task, protocol, budget, seed, trial.number, draw)
             with self.trials.trial(name, tags, params) as record:
                 settings = self.suite.protocol_settings(protocol, params)
 

@@ -30,6 +30,7 @@ REPORT_STEMS = {
     "verdicts",
     "health",
     "cost",
+    "variance",
     "label_efficiency",
     "gain_heatmap",
     "cd_diagram",

@@ -14,7 +14,7 @@ from bench.cell import Cell
 from bench.report.comparisons import budget_label, budget_order, comparisons, protocol_order
 from bench.report.stats import MARGIN
 from bench.report.tables import TEXT, best_per_column, caption, cell_text, partial_note, table_cells
-from bench.report.tidy import tidy
+from bench.report.tidy import by_seed, tidy
 from bench.report.verdicts import family_verdicts, legend
 from bench.store.tracking import Tracker
 
@@ -25,6 +25,7 @@ def summary_renderables(df: pd.DataFrame, margin: float = MARGIN) -> list[Render
     Text is never parsed as rich markup."""
     if df.empty:
         return []
+    df = by_seed(df)  # pretraining seeds, draws averaged
     comp = comparisons(df, margin)
     budgets = budget_order(df)
     out: list[RenderableType] = []

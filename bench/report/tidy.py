@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bench.cell import Cell
+from bench.cell import Cell, label_draw
 from bench.registry import PROTOCOLS
 from bench.store.tracking import Tracker
 
@@ -94,6 +94,7 @@ def tidy(tracker: Tracker, cells: list[Cell]) -> pd.DataFrame:
                 "protocol": c.protocol,
                 "budget": str(c.budget),
                 "seed": c.seed,
+                "draw": label_draw(c.seed, getattr(c, "draw", None)),  # without suite draws: the seed
                 "test_acc": m.get("test_acc", np.nan),
                 "val_acc": m.get("val_acc", np.nan),
                 "train_acc": m.get("train_acc", np.nan),  # fine-tuning: accuracy on its own training labels
@@ -129,3 +130,27 @@ def references(protocol: str, df: pd.DataFrame) -> list[tuple[str, str]]:
     present = set(zip(df.task, df.protocol, strict=True))
     refs = [("random", protocol)] if is_frozen(protocol) else []
     return [r for r in refs + [REFERENCE] if r in present]
+
+
+SEED_CELL = ["task", "protocol", "budget", "seed"]
+
+
+def by_seed(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (task, protocol, budget, pretraining seed), the unit every interval and paired test of the
+    report is over: a seed evaluated on several label draws has its draws' mean (``n_draws`` of them). A seed with
+    a draw missing counts as missing, so that no mean is over fewer draws than its neighbours'. Without draws each
+    row is its own and the table is returned as it is, with ``n_draws`` 1."""
+    if df.empty or "draw" not in df or not df.duplicated(SEED_CELL).any():
+        return df.drop(columns="draw", errors="ignore").assign(n_draws=1) if len(df) else df
+    numeric = [c for c in df.columns if c not in SEED_CELL and pd.api.types.is_numeric_dtype(df[c]) and c != "draw"]
+    text = [c for c in df.columns if c not in SEED_CELL + numeric + ["draw", "status", "caveat"]]
+    groups = df.groupby(SEED_CELL, sort=False)
+    out = groups[numeric].mean()
+    out[text] = groups[text].first()
+    out["status"] = groups.status.agg(lambda s: "finished" if (s == "finished").all() else "missing")
+    out.loc[out.status != "finished", "test_acc"] = np.nan
+    out["caveat"] = groups[["draw", "caveat"]].apply(
+        lambda g: "; ".join(f"draw {d}: {c}" for d, c in zip(g.draw, g.caveat, strict=True) if c)
+    )
+    out["n_draws"] = groups.draw.nunique()
+    return out.reset_index()[[c for c in df.columns if c != "draw"] + ["n_draws"]]

@@ -27,7 +27,8 @@ from bench.report.stats import (
     seeds_needed,
 )
 from bench.report.tables import TEXT, interval_sentence, latex_table, markdown_table, partial_note
-from bench.report.tidy import REFERENCE
+from bench.report.tidy import REFERENCE, by_seed
+from bench.report.variance import variance_markdown, variance_table
 from bench.report.verdicts import legend, margin_text, verdicts_markdown
 
 
@@ -108,15 +109,20 @@ def write_report(
     if dataset is not None or "dataset" not in df:
         df["dataset"] = dataset or ""
     out.mkdir(parents=True, exist_ok=True)
+    runs, df = df, by_seed(df)  # every interval and test is over pretraining seeds, draws averaged
     comp = comparisons(df, margin)
     files = {
-        "runs.csv": df.to_csv(index=False),
+        "runs.csv": runs.to_csv(index=False),
         "stats.csv": comp.to_csv(index=False),
         "table.md": markdown_table(df, comp) + "\n",
         "table.tex": latex_table(df, comp),
         "stats.md": stats_markdown(comp, df),
         "verdicts.md": verdicts_markdown(comp, df),
     }
+    variance = variance_markdown(runs, title(df))  # over every seed and draw
+    if variance is not None:
+        files["variance.md"] = variance
+        files["variance.csv"] = variance_table(runs).to_csv(index=False)
     health = health_markdown(df)
     if health is not None:
         files["health.md"] = health

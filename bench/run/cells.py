@@ -66,9 +66,10 @@ def resolve_device(choice: str) -> torch.device:
 
 
 def draw_labels(suite: Suite, data: Dataset) -> dict[tuple[int, int | str], np.ndarray]:
-    """The labelled subset of every (seed, budget): class-balanced, nested across budgets of one seed."""
+    """The labelled subset of every (label draw, budget): class-balanced, nested across budgets of one draw
+    (``Suite.label_draws``: the draws, else the seeds)."""
     train_y = data.train_y.numpy()
-    return {(seed, b): budget_indices(train_y, b, seed) for seed in suite.seeds for b in suite.budgets}
+    return {(d, b): budget_indices(train_y, b, d) for d in suite.label_draws() for b in suite.budgets}
 
 
 def build_task(suite: Suite, name: str, seed: int, image_size: int) -> Task:
@@ -136,7 +137,7 @@ def fit(
         None if train_feats is None else train_feats[idx],
         data.train_y[idx].to(device),
         data.num_classes,
-        cell.seed,
+        cell.eval_seed,
         TASKS[cell.task].eval_input,
         suite.dataset.flip,
     )
@@ -274,10 +275,10 @@ class GroupRun:
 
     def _evaluate(self, cell: Cell, encoder: torch.nn.Module, features) -> None:
         suite, data = self.runner.suite, self.data
-        idx = self.labels[(cell.seed, cell.budget)]
+        idx = self.labels[(cell.label_draw, cell.budget)]
         self.runner.check_lease()
-        if suite.tuned(cell.protocol, cell.budget):  # from the (task, protocol, budget, seed) study
-            hparams, hp_source = self.tuner.params(cell.task, cell.protocol, cell.budget, cell.seed)
+        if suite.tuned(cell.protocol, cell.budget):  # from the (task, protocol, budget, seed, draw) study
+            hparams, hp_source = self.tuner.params(cell.task, cell.protocol, cell.budget, cell.seed, cell.draw)
         else:
             hparams, hp_source = {}, "default"
         settings = suite.protocol_settings(cell.protocol, hparams)

@@ -76,7 +76,7 @@ def build_plan(suite: Suite, data_identity: str, environment: dict | None = None
             else:
                 source, source_config, _ = keys(origin | {"init": True}, uses({"encoders"}), environment)
             for budget in suite.sorted_budgets():
-                for protocol in protocols:
+                for draw, protocol in ((d, p) for d in suite.draws_at(budget, seed) for p in protocols):
                     settings = suite.protocol(protocol).model_dump()
                     is_tuned = suite.tuned(protocol, budget)
                     if is_tuned:
@@ -90,9 +90,10 @@ def build_plan(suite: Suite, data_identity: str, environment: dict | None = None
                         "settings": settings,
                         "evaluation": suite.evaluation.model_dump(),
                         "seed": seed,
-                    }
+                    } | ({} if draw is None else {"draw": draw})
                     parts = uses(cell_parts(suite, "eval", task, is_tuned, protocol))
                     env = tuned_environment if is_tuned else environment
                     key, _, identity = keys(content | {"source_key": source}, parts, env)
-                    cells.append(Cell("eval", name, seed, key, source, budget, protocol, digest(content), identity))
+                    config_key = digest(content)
+                    cells.append(Cell("eval", name, seed, key, source, budget, protocol, draw, config_key, identity))
     return cells

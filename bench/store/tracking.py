@@ -96,7 +96,7 @@ def run_name(cell: Cell) -> str:
     """Short enough for the UI's name column; the suite is the experiment, so it is not repeated."""
     if cell.kind == "pretrain":
         return f"{cell.task} pretrain s{cell.seed}"
-    return f"{cell.task} {cell.protocol} {cell.budget} s{cell.seed}"
+    return f"{cell.task} {cell.protocol} {cell.budget} s{cell.seed}" + ("" if cell.draw is None else f" d{cell.draw}")
 
 
 def suite_description(suite: Suite) -> str:
@@ -257,6 +257,7 @@ class Tracker:
             "protocol": cell.protocol,
             "budget": cell.budget,
             "seed": cell.seed,
+            **({} if cell.draw is None else {"draw": cell.draw}),
             "n_labels": len(idx),
             "encoder": suite.encoder.name,
             "source_key": cell.source,
@@ -273,7 +274,8 @@ class Tracker:
         if source:
             tags["source_run_id"] = source
         with self._cell_run(cell, tags, params):
-            mlflow.log_dict({"budget": cell.budget, "seed": cell.seed, "indices": idx.tolist()}, "labels.json")
+            drawn = {"budget": cell.budget, "seed": cell.seed, "draw": cell.label_draw, "indices": idx.tolist()}
+            mlflow.log_dict(drawn, "labels.json")
             yield EvalLog()
 
     def set_note(self, run_id: str, text: str) -> None:

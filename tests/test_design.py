@@ -1,0 +1,214 @@
+"""Crossed design: pretraining seeds x label draws, in the plan, the run, tuning and the report."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tomllib
+
+import bench.protocols.tuning
+import bench.store.tracking
+from bench.cli import main
+from bench.config.suite import Suite
+from bench.report.tidy import by_seed
+from bench.report.variance import components, variance_markdown
+from bench.run.plan import build_plan
+
+SUITE = """
+name = "crossed"
+seeds = [0, 1]
+draws = [0, 1, 2]
+budgets = [16, 48, "full"]
+protocols = ["linear", "finetune"]
+device = "cpu"
+[dataset]
+name = "synthetic"
+synthetic = { classes = 4, train = 96, test = 64, size = 16 }
+[encoder]
+name = "small_cnn"
+[pretrain]
+epochs = 1
+batch_size = 32
+[linear]
+max_iter = 20
+[finetune]
+epochs = 1
+min_steps = 8
+batch_size = 16
+[tuning]
+enabled = true
+trials = 2
+protocols = ["finetune"]
+budgets = [16, 48]
+[tasks.rotation]
+[tasks.scratch]
+"""
+
+
+def evals(text: str) -> list:
+    return [c for c in build_plan(Suite.model_validate(tomllib.loads(text)), "data") if c.kind == "eval"]
+
+
+def test_every_encoder_is_evaluated_on_every_draw_and_all_labels_once():
+    cells = evals(SUITE)
+    per_seed: dict[tuple, set] = {}
+    for c in cells:
+        per_seed.setdefault((c.task, c.protocol, c.seed, c.budget), set()).add(c.draw)
+    for (*_, budget), draws in per_seed.items():
+        assert draws == ({0} if budget == "full" else {0, 1, 2})
+    assert len(cells) == (2 + 1) * 2 * (3 + 3 + 1)  # (rotation x 2 protocols, scratch) x seeds x draws at 16, 48, full
+    assert len({c.key for c in cells}) == len(cells)
+    for c in cells:  # every draw of a seed starts from that seed's one encoder
+        assert c.source == next(d.source for d in cells if (d.task, d.seed) == (c.task, c.seed))
+        assert f"draw={c.draw}" in c.label and c.tags()["draw"] == str(c.draw)
+
+
+def test_seeds_alone_keep_their_meaning():
+    legacy = evals(SUITE.replace("draws = [0, 1, 2]\n", ""))
+    assert all(c.draw is None and c.label_draw == c.seed and "draw" not in c.tags() for c in legacy)
+    crossed = evals(SUITE)
+    assert {c.key for c in legacy}.isdisjoint(c.key for c in crossed)
+    # draw d draws the labels seed d drew without draws, whichever encoder it evaluates
+    assert {(c.seed, c.label_draw) for c in crossed if c.budget == 16} == {(s, d) for s in (0, 1) for d in (0, 1, 2)}
+    assert len({c.eval_seed for c in crossed if (c.task, c.protocol, c.budget) == ("scratch", "finetune", 16)}) == 6
+
+
+@pytest.mark.slow
+def test_a_crossed_run_fits_and_tunes_each_cell_on_its_own_draw_and_resumes(tmp_path: Path, monkeypatch):
+    from bench.data.budgets import budget_indices
+    from bench.data.datasets import load_dataset
+
+    studies: dict[str, tuple] = {}  # study name -> (task, budget, seed, draw, label indices it validated on)
+    fitted: list[tuple] = []
+    original_study, original_eval_run = bench.protocols.tuning.Tuner._study, bench.store.tracking.Tracker.eval_run
+
+    def study(self, task, protocol, budget, seed, draw=None):
+        params, source = original_study(self, task, protocol, budget, seed, draw)
+        used = self.labels_used[(task, protocol, budget, seed, draw)]
+        studies[re.search(r"study (\S+),", source).group(1)] = (task, budget, seed, draw, used)
+        return params, source
+
+    def eval_run(self, cell, suite, settings, hparams, hp_source, idx):
+        fitted.append((cell, hp_source, {int(i) for i in idx}, suite))
+        return original_eval_run(self, cell, suite, settings, hparams, hp_source, idx)
+
+    monkeypatch.setattr(bench.protocols.tuning.Tuner, "_study", study)
+    monkeypatch.setattr(bench.store.tracking.Tracker, "eval_run", eval_run)
+    path = tmp_path / "crossed.toml"
+    path.write_text(SUITE)
+    sets = [f"--set=results_dir={str(tmp_path / 'results')!r}", f"--set=tracking_uri='sqlite:///{tmp_path}/m.db'"]
+    assert main(["run", str(path), *sets]) == 0
+
+    labels = load_dataset(fitted[0][3].dataset).train_y.numpy()
+    assert len(studies) == 2 * 2 * 2 * 3  # finetuned (rotation, scratch) x budgets 16, 48 x seeds x draws
+    for name, (_, budget, seed, draw, used) in studies.items():
+        assert f":seed{seed}:draw{draw}:" in name
+        assert used and used <= set(budget_indices(labels, budget, draw).tolist())
+    for cell, source, on, _ in fitted:
+        assert on == set(budget_indices(labels, cell.budget, cell.draw).tolist())
+        if cell.protocol == "finetune" and cell.budget != "full":
+            assert f":seed{cell.seed}:draw{cell.draw}:" in source
+
+    runs = pd.read_csv(tmp_path / "results" / "crossed" / "runs.csv")
+    assert len(runs) == len(fitted) == 42 and set(runs.draw) == {0, 1, 2}
+    stats = pd.read_csv(tmp_path / "results" / "crossed" / "stats.csv")
+    assert set(stats.n) == {2}  # two pretraining seeds, each the mean of its draws
+
+    fitted.clear()
+    assert main(["run", str(path), *sets]) == 0
+    assert fitted == []  # everything was done: nothing runs again
+
+
+# ---------------------------------------------------------------- statistics with the right unit
+
+TRUE = {"seed": 0.02, "draw": 0.03, "residual": 0.01}  # standard deviations of the simulated components
+
+
+def simulate(rng, seeds: int, draws: int, sd=TRUE) -> np.ndarray:
+    a = rng.normal(0, sd["seed"], (seeds, 1))
+    b = rng.normal(0, sd["draw"], (1, draws))
+    return 0.6 + a + b + rng.normal(0, sd["residual"], (seeds, draws))
+
+
+def test_the_components_of_a_large_simulated_grid_are_the_ones_it_was_made_with():
+    comp = components(simulate(np.random.default_rng(0), 60, 60))
+    for name, sd in TRUE.items():
+        assert comp[name].sd[0] == pytest.approx(sd, rel=0.25), name
+        assert comp[name].low < sd**2 < comp[name].high
+
+
+def test_each_interval_covers_its_true_component_about_as_often_as_it_says():
+    rng = np.random.default_rng(1)
+    hits = {n: 0 for n in TRUE}
+    runs = 400
+    for _ in range(runs):
+        comp = components(simulate(rng, 4, 5))
+        for n, sd in TRUE.items():
+            hits[n] += comp[n].low <= sd**2 <= comp[n].high
+    for n in TRUE:  # 95% nominal; the modified large-sample intervals are slightly conservative
+        assert 0.90 <= hits[n] / runs <= 0.995, (n, hits[n] / runs)
+
+
+def test_the_estimates_are_statsmodels_reml_on_a_balanced_grid():
+    import statsmodels.formula.api as smf
+
+    grid = simulate(np.random.default_rng(2), 8, 8)
+    seeds, draws = np.indices(grid.shape)
+    frame = pd.DataFrame({"y": grid.ravel(), "seed": seeds.ravel(), "draw": draws.ravel(), "one": 1})
+    vc = {"seed": "0 + C(seed)", "draw": "0 + C(draw)"}
+    fit = smf.mixedlm("y ~ 1", frame, groups="one", vc_formula=vc, re_formula="0").fit(reml=True)
+    reml = dict(zip(fit.model.exog_vc.names, fit.vcomp, strict=True)) | {"residual": fit.scale}
+    comp = components(grid)
+    for name in TRUE:
+        assert comp[name].variance == pytest.approx(reml[name], rel=0.02), name
+
+
+def test_a_seed_is_the_mean_of_its_draws_and_a_missing_draw_makes_it_missing():
+    rows = [
+        {
+            "task": "t",
+            "protocol": "linear",
+            "budget": "100",
+            "seed": s,
+            "draw": d,
+            "test_acc": 0.1 * s + 0.01 * d,
+            "status": "missing" if (s, d) == (2, 1) else "finished",
+            "caveat": "c" if d == 0 else "",
+            "n_labels": 100.0,
+        }
+        for s in range(3)
+        for d in range(3)
+    ]
+    seeds = by_seed(pd.DataFrame(rows))
+    assert list(seeds.seed) == [0, 1, 2] and set(seeds.n_draws) == {3}
+    assert seeds.test_acc[:2].tolist() == pytest.approx([0.01, 0.11])
+    assert seeds.status.tolist() == ["finished", "finished", "missing"] and np.isnan(seeds.test_acc[2])
+    assert seeds.caveat[0] == "draw 0: c"
+    legacy = pd.DataFrame(rows).assign(draw=lambda f: f.seed).drop_duplicates(["seed"])
+    assert by_seed(legacy).drop(columns="n_draws").equals(legacy.drop(columns="draw"))  # without draws: as it was
+
+
+def test_the_report_gives_the_components_of_each_crossed_cell():
+    rng = np.random.default_rng(3)
+    grid = simulate(rng, 3, 4)
+    rows = [
+        {
+            "task": "rotation",
+            "protocol": "linear",
+            "budget": "100",
+            "seed": s,
+            "draw": d,
+            "test_acc": grid[s, d],
+            "status": "finished",
+        }
+        for s in range(3)
+        for d in range(4)
+    ]
+    text = variance_markdown(pd.DataFrame(rows), "demo")
+    comp = components(grid)
+    assert "| linear | 100 | rotation | 3 x 4 |" in text
+    sd, low, high = comp["draw"].sd
+    assert f"{100 * sd:.2f} [{100 * low:.2f}, {100 * high:.2f}]" in text
+    assert variance_markdown(pd.DataFrame(rows).query("draw == 0"), "demo") is None  # one draw: nothing to split
