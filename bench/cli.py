@@ -14,7 +14,17 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench.commands import cmd_golden, cmd_identity, cmd_list, cmd_parity, cmd_perf, cmd_report, cmd_run, cmd_server
+from bench.commands import (
+    cmd_golden,
+    cmd_identity,
+    cmd_list,
+    cmd_parity,
+    cmd_perf,
+    cmd_plan,
+    cmd_report,
+    cmd_run,
+    cmd_server,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     report = sub.add_parser("report", help="write results/<suite>/: tables, statistics, figures (from MLflow)")
     report.add_argument("suite", help="suite file (TOML) or the name of one in suites/")
     report.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for run")
+    plan = sub.add_parser(
+        "plan", help="how many seeds and label draws an effect needs, and their cost, from a pilot's runs"
+    )
+    plan.add_argument("suite", help="suite file (TOML) or the name of one in suites/: the pilot's runs")
+    plan.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for run")
+    plan.add_argument("--effect", type=float, default=2.0, help="the gain to find, in accuracy points (default 2)")
+    plan.add_argument("--protocol", default=None, help="default: finetune when the suite has it")
+    plan.add_argument("--power", type=float, default=0.8, help="target probability of finding it (default 0.8)")
+    plan.add_argument("--hours", type=float, default=None, help="the most wall hours the design may take")
+    plan.add_argument("--seeds", default="3-10", help="pretraining seeds to consider (default 3-10)")
+    plan.add_argument("--draws", default="1-8", help="label draws to consider (default 1-8)")
+    plan.add_argument(
+        "--sd", default=None, metavar="seed=X,draw=Y,residual=Z", help="state the spreads (points) instead"
+    )
     parity = sub.add_parser("parity", help="the suite on both data paths (device, lightly), compared by seed")
     parity.add_argument("suite", help="suite file (TOML), e.g. suites/parity.toml")
     parity.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for run")
@@ -80,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console()
     commands = {"run": cmd_run, "report": cmd_report, "parity": cmd_parity, "perf": cmd_perf, "list": cmd_list}
-    commands |= {"server": cmd_server, "identity": cmd_identity, "golden": cmd_golden}
+    commands |= {"server": cmd_server, "identity": cmd_identity, "golden": cmd_golden, "plan": cmd_plan}
     with interrupt_on_sigterm():
         return run_command(lambda: commands[args.command](args, console), console)
 

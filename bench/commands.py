@@ -5,6 +5,7 @@ light."""
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from rich.console import Console
@@ -196,3 +197,63 @@ def cmd_golden(args: argparse.Namespace, console: Console) -> int:
             highlight=False,
         )
     return 1 if bad else 0
+
+
+def _span(text: str, key: str) -> range:
+    """'3-10' (or '5') as a range; a ConfigError naming the option otherwise."""
+    m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", text)
+    if not m or int(m.group(2) or m.group(1)) < int(m.group(1)):
+        raise ConfigError(f"--{key} {text!r}: give a count or a span such as 3-10")
+    return range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1)
+
+
+def cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    from bench.config import load_suite
+    from bench.registry import TASKS
+    from bench.report import planning
+    from bench.report.tidy import by_seed, tidy
+    from bench.run.plan import task_protocols
+    from bench.run.runner import Runner
+
+    path = suite_file(args.suite)
+    suite = load_suite(path, args.set)
+    protocol = args.protocol or ("finetune" if "finetune" in suite.protocols else suite.protocols[0])
+    if protocol not in suite.protocols:
+        raise ConfigError(f"--protocol {protocol!r}: the suite's protocols are {', '.join(suite.protocols)}")
+    family = sum(1 for t in suite.selected_tasks() if TASKS[t].pretrains and protocol in task_protocols(suite, t))
+    seeds, draws = _span(args.seeds, "seeds"), _span(args.draws, "draws")
+    runner = Runner(suite, path, console)
+    df = tidy(runner.tracker, runner.cells)
+    costs = None
+    if args.sd:
+        given = dict(part.split("=", 1) for part in args.sd.split(","))
+        unknown = set(given) - {"seed", "draw", "residual"}
+        if unknown:
+            raise ConfigError(f"--sd: unknown component {sorted(unknown)[0]!r}; give seed=, draw= and residual=")
+        spread = planning.Spread(*(float(given.get(n, 0)) / 100 for n in ("seed", "draw", "residual")))
+        spreads, source = {str(b): spread for b in suite.budgets}, "as stated"
+    else:
+        if df.empty or (df.status == "finished").sum() == 0:
+            raise ConfigError(
+                f"suite {suite.name!r} has no finished runs to plan from in {runner.tracker.uri}; run a pilot "
+                "(e.g. --set 'seeds=[0, 1]' --set 'draws=[0, 1]') or state the spreads with --sd"
+            )
+        spreads, source = planning.difference_spreads(df, protocol), f"from the pilot's {len(by_seed(df))} cells"
+        if not spreads:
+            raise ConfigError(f"the pilot has no {protocol} task with its baseline at 2 seeds or more; run more")
+    if not df.empty and (df.status == "finished").any():
+        costs = planning.cell_seconds(runner.tracker, df)
+    table = planning.plan_table(spreads, args.effect / 100, family, 0.05, costs, seeds, draws, args.power)
+    table = planning.compact(table)
+    chosen = planning.choose(table, args.hours)
+    context = {"suite": suite.name, "protocol": protocol, "delta": args.effect / 100, "alpha": 0.05}
+    context |= {"family": family, "target": args.power, "source": source, "hours": args.hours}
+    if costs is not None:
+        context["uncosted"] = sorted(set(suite.selected_tasks()) - set(costs[0]))
+    text = planning.plan_markdown(table, spreads, context, chosen)
+    console.print(text, markup=False, highlight=False)
+    out = Path(suite.results_dir) / suite.name / "plan.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    console.print(f"plan: {out}")
+    return 0

@@ -1,5 +1,6 @@
-"""Crossed design: pretraining seeds x label draws, in the plan, the run, tuning and the report."""
+"""Crossed design: pretraining seeds x label draws, in the plan, the run, tuning and the report; bench plan."""
 
+import math
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import bench.protocols.tuning
 import bench.store.tracking
 from bench.cli import main
 from bench.config.suite import Suite
+from bench.report.planning import Spread, difference_spreads, power
 from bench.report.tidy import by_seed
 from bench.report.variance import components, variance_markdown
 from bench.run.plan import build_plan
@@ -212,3 +214,59 @@ def test_the_report_gives_the_components_of_each_crossed_cell():
     sd, low, high = comp["draw"].sd
     assert f"{100 * sd:.2f} [{100 * low:.2f}, {100 * high:.2f}]" in text
     assert variance_markdown(pd.DataFrame(rows).query("draw == 0"), "demo") is None  # one draw: nothing to split
+
+
+# ---------------------------------------------------------------- bench plan
+
+
+def test_power_is_the_paired_t_tests_and_respects_the_exact_tests_granularity():
+    from scipy import stats
+
+    spread = Spread(seed=0.02, draw=0.0, residual=0.0)
+    assert power(0.5, spread, 3, 1, family=3) == 0.0  # 2/2^3 * 3 > 0.05: no outcome passes
+    critical = stats.t.isf(0.05 / 3 / 2, 11)  # the sign-flip test's power is close to the t-test's at 12 seeds
+    for delta in (0.01, 0.02):
+        expected = stats.nct.sf(critical, 11, delta * math.sqrt(12) / 0.02)
+        assert power(delta, spread, 12, 1, family=3) == pytest.approx(expected, abs=0.04)
+    assert power(0.0, spread, 12, 1, family=3) < 0.02  # no effect: found about alpha / 2m of the time
+
+
+def test_draws_buy_power_only_against_the_draw_and_residual_spread():
+    draw_bound = Spread(seed=0.002, draw=0.02, residual=0.02)
+    assert power(0.02, draw_bound, 7, 8, 3) > power(0.02, draw_bound, 7, 1, 3) + 0.2
+    seed_bound = Spread(seed=0.02, draw=0.0, residual=0.0)
+    assert power(0.02, seed_bound, 7, 8, 3) == pytest.approx(power(0.02, seed_bound, 7, 1, 3), abs=0.03)
+
+
+def test_the_plan_recovers_the_spread_of_the_differences_from_a_pilot():
+    rng = np.random.default_rng(4)
+    seeds, draws = 30, 30
+    rows = []
+    base = simulate(rng, seeds, draws)
+    diff = 0.02 + simulate(rng, seeds, draws, {"seed": 0.01, "draw": 0.02, "residual": 0.005}) - 0.6
+    for task, grid in (("scratch", base), ("rotation", base + diff)):
+        for s in range(seeds):
+            for d in range(draws):
+                rows.append(
+                    {
+                        "task": task,
+                        "protocol": "finetune",
+                        "budget": "100",
+                        "seed": s,
+                        "draw": d,
+                        "test_acc": grid[s, d],
+                        "status": "finished",
+                    }
+                )
+    spread = difference_spreads(pd.DataFrame(rows), "finetune")["100"]
+    assert spread.split
+    assert (spread.seed, spread.draw, spread.residual) == pytest.approx((0.01, 0.02, 0.005), rel=0.3)
+
+
+def test_bench_plan_writes_its_table_and_refuses_a_bad_spread(smoke_store, capsys):
+    sets = [f"--set={s}" for s in smoke_store.sets]
+    assert main(["plan", "smoke", *sets, "--sd", "seed=1,draw=2,residual=1", "--seeds", "5-7", "--draws", "1-4"]) == 0
+    plan = (Path(smoke_store.folder) / "results" / "smoke" / "plan.md").read_text()
+    assert "| seeds | draws |" in plan and "| 5 |" in plan and "| 7 |" in plan
+    assert main(["plan", "smoke", *sets, "--sd", "seeds=1"]) != 0
+    assert "unknown component 'seeds'" in capsys.readouterr().out
