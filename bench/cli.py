@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from bench.commands import (
+    cmd_curve,
     cmd_golden,
     cmd_identity,
     cmd_list,
@@ -64,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument(
         "--sd", default=None, metavar="seed=X,draw=Y,residual=Z", help="state the spreads (points) instead"
     )
+    curve = sub.add_parser("curve", help="the frozen probe's accuracy against pretraining length, one seed")
+    curve.add_argument("suite", help="suite file (TOML) or the name of one in suites/")
+    curve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for run")
+    curve.add_argument("--epochs", default="1,2,4,8", help="pretraining lengths, comma-separated (default 1,2,4,8)")
+    curve.add_argument("--budget", default="1000", help="labels of the probe (default 1000)")
+    curve.add_argument("--protocol", default="linear", help="a frozen protocol (default linear)")
     parity = sub.add_parser("parity", help="the suite on both data paths (device, lightly), compared by seed")
     parity.add_argument("suite", help="suite file (TOML), e.g. suites/parity.toml")
     parity.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for run")
@@ -104,7 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console()
     commands = {"run": cmd_run, "report": cmd_report, "parity": cmd_parity, "perf": cmd_perf, "list": cmd_list}
-    commands |= {"server": cmd_server, "identity": cmd_identity, "golden": cmd_golden, "plan": cmd_plan}
+    commands |= {
+        "server": cmd_server,
+        "identity": cmd_identity,
+        "golden": cmd_golden,
+        "plan": cmd_plan,
+        "curve": cmd_curve,
+    }
     with interrupt_on_sigterm():
         return run_command(lambda: commands[args.command](args, console), console)
 

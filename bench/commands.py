@@ -257,3 +257,14 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     out.write_text(text)
     console.print(f"plan: {out}")
     return 0
+
+
+def cmd_curve(args: argparse.Namespace, console: Console) -> int:
+    from bench.tools.curve import run_curve
+
+    epochs = [int(e) for e in args.epochs.split(",") if e.strip()]
+    if not epochs or min(epochs) < 1:
+        raise ConfigError(f"--epochs {args.epochs!r}: give pretraining lengths such as 1,2,4,8")
+    budget = "full" if args.budget == "full" else int(args.budget)
+    run_curve(suite_file(args.suite), args.set, epochs, budget, args.protocol, console)
+    return 0

@@ -270,3 +270,18 @@ def test_bench_plan_writes_its_table_and_refuses_a_bad_spread(smoke_store, capsy
     assert "| seeds | draws |" in plan and "| 5 |" in plan and "| 7 |" in plan
     assert main(["plan", "smoke", *sets, "--sd", "seeds=1"]) != 0
     assert "unknown component 'seeds'" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bench_curve_runs_one_whole_schedule_per_length_and_writes_the_curve(tmp_path: Path):
+    path = tmp_path / "crossed.toml"
+    path.write_text(SUITE.replace("[tasks.scratch]", "[tasks.random]"))
+    sets = [f"--set=results_dir={str(tmp_path / 'results')!r}", f"--set=tracking_uri='sqlite:///{tmp_path}/m.db'"]
+    assert main(["curve", str(path), *sets, "--epochs", "1,2", "--budget", "48"]) == 0
+    out = tmp_path / "results" / "crossed"
+    curve = pd.read_csv(out / "pretrain_curve.csv")
+    assert sorted(zip(curve.task, curve.epochs)) == [("random", 1), ("random", 2), ("rotation", 1), ("rotation", 2)]
+    steps = dict(zip(curve[curve.task == "rotation"].epochs, curve[curve.task == "rotation"].pretrain_steps))
+    assert steps[2] == 2 * steps[1]  # a whole schedule of each length
+    assert (out / "pretrain_curve.png").stat().st_size > 0 and "| rotation |" in (out / "pretrain_curve.md").read_text()
+    assert not (out / "table.md").exists()  # the suite's report is left alone

@@ -1,0 +1,102 @@
+"""How long pretraining must be: the frozen probe's test accuracy after each pretraining length (``bench curve``).
+
+Each length is the suite itself with ``pretrain.epochs`` set to it, at one seed, one budget and one frozen
+protocol: a whole schedule of that length (warm-up and decay included), not a checkpoint of a longer one, so each
+point is what the suite would report with that setting. The runs are ordinary cells in the suite's store: the
+point at the suite's own length is the suite's own pretraining, reused by a later run of the suite. Written to
+``results/<suite>/pretrain_curve.{csv,md,png}``; the suite's report is not touched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+
+from bench.config import load_suite
+from bench.errors import ConfigError
+from bench.files import write_atomic
+from bench.registry import TASKS
+from bench.report.tidy import tidy
+from bench.run.runner import Runner
+
+
+def curve_overrides(suite, epochs: int, budget, protocol: str, seed: int) -> list[str]:
+    budget_text = '"full"' if budget == "full" else str(budget)
+    sets = [f"pretrain.epochs={epochs}", f"budgets=[{budget_text}]", f"protocols=[{protocol!r}]", f"seeds=[{seed}]"]
+    sets += ["tuning.enabled=false", f"tuning.budgets=[{budget_text}]"]  # a frozen probe is not tuned
+    if suite.draws is not None:
+        sets.append(f"draws=[{suite.draws[0]}]")
+    return sets
+
+
+def run_curve(path: Path, sets: list[str], epochs: list[int], budget, protocol: str, console: Console) -> Path:
+    """Run every length of the curve (cells already done are reused) and write its files; returns the folder."""
+    base = load_suite(path, sets)
+    if base.pretrain.steps is not None or base.pretrain.images is not None:
+        raise ConfigError(f"{path}: bench curve varies pretrain.epochs, but the suite fixes pretrain.steps or .images")
+    seed = base.seeds[0]
+    frames = []
+    for i, e in enumerate(sorted(set(epochs))):
+        console.print(f"[bold]curve[/]: pretraining length {e} epochs ({i + 1} of {len(set(epochs))})")
+        suite = load_suite(path, [*sets, *curve_overrides(base, e, budget, protocol, seed)])
+        runner = Runner(suite, path, console)
+        runner.run(report=False)
+        frames.append(tidy(runner.tracker, runner.cells).assign(epochs=e))
+    df = pd.concat(frames, ignore_index=True)
+    df = df[df.task.map(lambda t: TASKS[t].pretrains) | (df.task == "random")]
+    out = Path(base.results_dir) / base.name
+    out.mkdir(parents=True, exist_ok=True)
+    keep = ["task", "protocol", "budget", "seed", "epochs", "test_acc", "pretrain_steps", "pretrain_wall_s"]
+    write_atomic(out / "pretrain_curve.csv", df[keep].to_csv(index=False).encode())
+    write_atomic(out / "pretrain_curve.md", curve_markdown(df, base.name).encode())
+    plot_curve(df, out / "pretrain_curve.png", base.name)
+    console.print(f"curve: {out}/pretrain_curve.{{csv,md,png}}")
+    return out
+
+
+def curve_markdown(df: pd.DataFrame, suite: str) -> str:
+    wide = df.pivot_table(index="task", columns="epochs", values="test_acc")
+    protocol, budget, seed = df.protocol.iloc[0], df.budget.iloc[0], int(df.seed.iloc[0])
+    lines = [
+        f"# Pretraining length: {suite}",
+        "",
+        f"Test accuracy of {protocol} at {budget} labels, seed {seed}, after a whole pretraining schedule of each "
+        "length (random: no pretraining).",
+        "",
+        "| task | " + " | ".join(f"{e} epochs" for e in wide.columns) + " |",
+        "|---|" + "---:|" * len(wide.columns),
+    ]
+    for task, row in wide.iterrows():
+        lines.append(f"| {task} | " + " | ".join(f"{v:.4f}" for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curve(df: pd.DataFrame, path: Path, suite: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from bench.report.palette import RC, style
+
+    plt.rcParams.update(RC)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for task, g in df.groupby("task"):
+        g = g.sort_values("epochs")
+        look = style(task)
+        if task == "random":
+            ax.axhline(g.test_acc.mean(), color=look["color"], linestyle="--", label="random (no pretraining)")
+        else:
+            sns.lineplot(x=g.epochs, y=g.test_acc, ax=ax, label=task, color=look["color"], marker=look["marker"])
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("pretraining epochs (a whole schedule each)")
+    ax.set_ylabel("test accuracy")
+    protocol, budget = df.protocol.iloc[0], df.budget.iloc[0]
+    ax.set_title(f"{suite}: {protocol} at {budget} labels against pretraining length", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
