@@ -17,7 +17,7 @@ from rich.console import Console
 from bench.config import load_suite
 from bench.errors import ConfigError
 from bench.files import write_atomic
-from bench.registry import TASKS
+from bench.registry import PROTOCOLS, TASKS
 from bench.report.tidy import tidy
 from bench.run.runner import Runner
 
@@ -31,6 +31,16 @@ def curve_overrides(suite, epochs: int, budget, protocol: str, seed: int) -> lis
     return sets
 
 
+def frozen_tasks_only(suite, protocol: str):
+    """The suite without the tasks the frozen protocol cannot evaluate (training on the labels alone)."""
+    keep = {
+        name: cfg
+        for name, cfg in suite.tasks.items()
+        if TASKS[name].evaluates_with(PROTOCOLS[protocol]) and (cfg.protocols is None or protocol in cfg.protocols)
+    }
+    return suite.model_copy(update={"tasks": keep})
+
+
 def run_curve(path: Path, sets: list[str], epochs: list[int], budget, protocol: str, console: Console) -> Path:
     """Run every length of the curve (cells already done are reused) and write its files; returns the folder."""
     base = load_suite(path, sets)
@@ -40,7 +50,7 @@ def run_curve(path: Path, sets: list[str], epochs: list[int], budget, protocol: 
     frames = []
     for i, e in enumerate(sorted(set(epochs))):
         console.print(f"[bold]curve[/]: pretraining length {e} epochs ({i + 1} of {len(set(epochs))})")
-        suite = load_suite(path, [*sets, *curve_overrides(base, e, budget, protocol, seed)])
+        suite = frozen_tasks_only(load_suite(path, [*sets, *curve_overrides(base, e, budget, protocol, seed)]), protocol)
         runner = Runner(suite, path, console)
         runner.run(report=False)
         frames.append(tidy(runner.tracker, runner.cells).assign(epochs=e))
