@@ -50,7 +50,8 @@ def run_curve(path: Path, sets: list[str], epochs: list[int], budget, protocol: 
     frames = []
     for i, e in enumerate(sorted(set(epochs))):
         console.print(f"[bold]curve[/]: pretraining length {e} epochs ({i + 1} of {len(set(epochs))})")
-        suite = frozen_tasks_only(load_suite(path, [*sets, *curve_overrides(base, e, budget, protocol, seed)]), protocol)
+        overrides = [*sets, *curve_overrides(base, e, budget, protocol, seed)]
+        suite = frozen_tasks_only(load_suite(path, overrides), protocol)
         runner = Runner(suite, path, console)
         runner.run(report=False)
         frames.append(tidy(runner.tracker, runner.cells).assign(epochs=e))
