@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.report.health import MIN_TASKS, correlations, health_markdown
+from bench.report.health import MIN_TASKS, correlations, health_markdown, stratified_p, within_methods
 
 
 def frame(tasks: int, flip: bool = False) -> pd.DataFrame:
@@ -107,3 +107,42 @@ def test_rankme_from_samples_of_different_sizes_is_flagged():
     assert "**Not comparable:** the pretraining runs measured RankMe on samples of different sizes ([256, 2048])" in (
         health_markdown(df)
     )
+
+
+def runs_of_methods(slope: float, rng: np.random.Generator, tasks: int = 3, seeds: int = 5) -> pd.DataFrame:
+    """Tasks whose means are ranked against their RankMe, and whose seeds follow RankMe with ``slope``."""
+    rows = []
+    for i in range(tasks):
+        rankme = 50.0 - 10 * i + rng.normal(0, 1, seeds)
+        acc = 0.3 + 0.05 * i + slope * (rankme - rankme.mean()) + rng.normal(0, 0.001, seeds)
+        rows += [
+            {"task": f"t{i}", "protocol": "linear", "budget": "100", "seed": s, "rankme": r, "test_acc": a}
+            for s, (r, a) in enumerate(zip(rankme, acc))
+        ]
+    return pd.DataFrame(rows)
+
+
+def test_within_methods_sees_the_order_of_each_tasks_seeds_even_when_the_tasks_rank_the_other_way():
+    df = runs_of_methods(slope=0.01, rng=np.random.default_rng(1))
+    (across,) = correlations(df).itertuples()
+    (within,) = within_methods(df).itertuples()
+    assert within.n_tasks == 3 and within.max_runs == 5
+    assert within.rho == pytest.approx(1.0) and within.p < 0.001  # 1 / (5!)^3 pairings agree this well
+    assert "| linear | 100 | 3 | 5 | +1.00 (" in health_markdown(df)
+    assert math.isnan(across.spearman_rho)  # three tasks are too few across methods
+
+
+def test_within_methods_rejects_at_its_level_when_rankme_says_nothing_about_a_run():
+    rng = np.random.default_rng(2)
+    ps = [
+        stratified_p([(rng.normal(size=4), rng.normal(size=4)) for _ in range(3)], resamples=999)[1] for _ in range(300)
+    ]
+    rate = np.mean(np.array(ps) < 0.05)
+    assert 0.02 <= rate <= 0.09  # 5% of 300: binomial sd 1.3 points
+
+
+def test_one_seed_per_task_has_no_within_method_rank_and_says_why():
+    df = frame(6).query("seed == 0")
+    (within,) = within_methods(df).itertuples()
+    assert within.n_tasks == 0 and math.isnan(within.rho)
+    assert "— (needs 2 seeds with a spread)" in health_markdown(df)

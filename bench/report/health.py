@@ -7,6 +7,12 @@ tasks and their two-sided p-values (scipy.stats: a permutation test for Spearman
 Baselines have no pretraining and so no RankMe; they are left out. With fewer than ``MIN_TASKS`` tasks a rank
 correlation cannot reach p < 0.05 whatever the data (Spearman's smallest exact p with n = 4 is 1/12 two-sided),
 and the file says so instead of reporting one.
+
+RankMe was proposed to choose among runs of one method (Garrido et al., 2023, "RankMe: assessing the downstream
+performance of pretrained self-supervised representations by their rank"), so the file also compares it *within*
+each method: Spearman's rho across each task's own runs (its pretraining seeds), averaged over the tasks, with a
+p-value from permuting the accuracies within each task (scipy's permutation_test has no strata, hence
+``stratified_p``).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import pandas as pd
 from scipy import stats
 
 RESAMPLES = 99_999
+MIN_RUNS = 2  # runs of one task (seeds) for a within-method rank; with 2 each task's rho is +1 or -1
 MIN_TASKS = 5  # the fewest tasks with which a perfect rank agreement gives p < 0.05 (exact, two-sided: 1/60)
 
 
@@ -73,6 +80,43 @@ def correlations(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def within_methods(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (protocol, budget): RankMe against test accuracy across the runs of each pretraining task (one
+    row of ``df`` per task and seed), Spearman's rho within each task averaged over the tasks with at least
+    ``MIN_RUNS`` runs and some spread, and its two-sided stratified permutation p (NaN without such a task)."""
+    rows = []
+    have = df.dropna(subset=["rankme", "test_acc"])
+    for (protocol, budget), g in have.groupby(["protocol", "budget"], sort=False):
+        pairs = [
+            (t.rankme.to_numpy(float), t.test_acc.to_numpy(float))
+            for _, t in g.groupby("task", sort=False)
+            if len(t) >= MIN_RUNS and t.rankme.nunique() > 1 and t.test_acc.nunique() > 1
+        ]
+        rho, p = stratified_p(pairs) if pairs else (math.nan, math.nan)
+        runs = int(g.groupby("task").size().max())
+        rows.append(
+            {"protocol": protocol, "budget": budget, "n_tasks": len(pairs), "max_runs": runs, "rho": rho, "p": p}
+        )
+    return pd.DataFrame(rows)
+
+
+def stratified_p(pairs: list[tuple[np.ndarray, np.ndarray]], resamples: int = RESAMPLES) -> tuple[float, float]:
+    """Mean within-group Spearman's rho over ``pairs`` (one (x, y) per group) and its two-sided p: each resample
+    shuffles y within every group independently (seeded), p = (1 + resamples at least as extreme) / (1 + resamples)."""
+    rng = np.random.default_rng(0)
+    observed, null = 0.0, np.zeros(resamples)
+    for x, y in pairs:
+        rx = stats.rankdata(x) - (len(x) + 1) / 2
+        ry = stats.rankdata(y) - (len(y) + 1) / 2
+        scale = np.sqrt((rx**2).sum() * (ry**2).sum())
+        observed += (rx * ry).sum() / scale
+        shuffled = rng.permuted(np.tile(ry, (resamples, 1)), axis=1)
+        null += shuffled @ rx / scale
+    observed, null = observed / len(pairs), null / len(pairs)
+    extreme = (np.abs(null) >= abs(observed) - 1e-12).sum()
+    return observed, (1 + extreme) / (1 + resamples)
+
+
 def has_health(df: pd.DataFrame) -> bool:
     """Whether any pretraining task has both a logged RankMe and a finished evaluation."""
     return "rankme" in df and len(per_task(df)) > 0
@@ -118,6 +162,7 @@ def health_markdown(df: pd.DataFrame) -> str | None:
             f"Each p-value is for its row alone, not corrected for the {len(corr)} rows; the rows rank the same "
             "tasks' RankMe, so they are not independent tests.",
         ]
+    lines += ["", *within_markdown(within_methods(df))]
     sizes = sorted({int(n) for n in df.get("health_images", pd.Series(dtype=float)).dropna()})
     if len(sizes) > 1:
         lines += [
@@ -127,6 +172,24 @@ def health_markdown(df: pd.DataFrame) -> str | None:
         ]
     lines += ["", *per_task_table(per_task(df), df)]
     return "\n".join(lines) + "\n"
+
+
+def within_markdown(within: pd.DataFrame) -> list[str]:
+    """The within-method table of health.md."""
+    lines = [
+        "**Within each method.** RankMe was proposed to choose among runs of one method: Spearman's rho between "
+        "RankMe and test accuracy across each task's own runs (its pretraining seeds, label draws averaged), "
+        f"averaged over the tasks with at least {MIN_RUNS} runs; two-sided p from {RESAMPLES:,} permutations of the "
+        "accuracies within each task (seeded). The runs of a task differ only in their seeds, so this asks whether "
+        "RankMe sees run-to-run differences, a finer question than ranking methods.",
+        "",
+        "| protocol | budget | tasks | runs per task | mean rho within (p) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in within.itertuples():
+        value = f"{r.rho:+.2f} ({r.p:.3f})" if not math.isnan(r.rho) else f"— (needs {MIN_RUNS} seeds with a spread)"
+        lines.append(f"| {r.protocol} | {r.budget} | {r.n_tasks} | {r.max_runs} | {value} |")
+    return lines
 
 
 def per_task_table(points: pd.DataFrame, df: pd.DataFrame) -> list[str]:
