@@ -241,15 +241,18 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         spreads, source = planning.difference_spreads(df, protocol), f"from the pilot's {len(by_seed(df))} cells"
         if not spreads:
             raise ConfigError(f"the pilot has no {protocol} task with its baseline at 2 seeds or more; run more")
+    estimated: list[str] = []
     if not df.empty and (df.status == "finished").any():
-        costs = planning.cell_seconds(runner.tracker, df)
+        kinds = {(r.task, r.protocol, str(r.budget)) for r in df.itertuples()}
+        pretrainers = {t for t in suite.selected_tasks() if TASKS[t].pretrains}
+        pretrain, evals, estimated = planning.suite_costs(kinds, pretrainers, planning.cell_seconds(runner.tracker, df))
+        costs = (pretrain, evals)
     table = planning.plan_table(spreads, args.effect / 100, family, 0.05, costs, seeds, draws, args.power)
     table = planning.compact(table)
     chosen = planning.choose(table, args.hours)
     context = {"suite": suite.name, "protocol": protocol, "delta": args.effect / 100, "alpha": 0.05}
     context |= {"family": family, "target": args.power, "source": source, "hours": args.hours}
-    if costs is not None:
-        context["uncosted"] = sorted(set(suite.selected_tasks()) - set(costs[0]))
+    context["estimated"] = estimated
     text = planning.plan_markdown(table, spreads, context, chosen)
     console.print(text, markup=False, highlight=False)
     out = Path(suite.results_dir) / suite.name / "plan.md"

@@ -13,6 +13,7 @@ import bench.protocols.tuning
 import bench.store.tracking
 from bench.cli import main
 from bench.config.suite import Suite
+from bench.report import planning
 from bench.report.planning import Spread, difference_spreads, power
 from bench.report.tidy import by_seed
 from bench.report.variance import components, variance_markdown
@@ -285,3 +286,26 @@ def test_bench_curve_runs_one_whole_schedule_per_length_and_writes_the_curve(tmp
     assert steps[2] == 2 * steps[1]  # a whole schedule of each length
     assert (out / "pretrain_curve.png").stat().st_size > 0 and "| rotation |" in (out / "pretrain_curve.md").read_text()
     assert not (out / "table.md").exists()  # the suite's report is left alone
+
+
+def test_plan_costs_the_suites_untimed_tasks_from_the_pilots_others_and_says_so():
+    measured = (
+        {"rotation": 100.0, "scratch": 0.0},
+        {("rotation", "finetune", "100"): 60.0, ("scratch", "finetune", "100"): 40.0},
+    )
+    kinds = {
+        ("rotation", "finetune", "100"),
+        ("scratch", "finetune", "100"),
+        ("jigsaw", "finetune", "100"),
+        ("jigsaw", "linear", "100"),
+    }
+    pretrain, evals, notes = planning.suite_costs(kinds, {"rotation", "jigsaw"}, measured)
+    assert pretrain == {"rotation": 100.0, "jigsaw": 100.0}
+    assert evals == {
+        ("rotation", "finetune", "100"): 60.0,
+        ("scratch", "finetune", "100"): 40.0,
+        ("jigsaw", "finetune", "100"): 50.0,
+    }
+    assert "jigsaw+finetune at 100 as the mean of rotation, scratch's" in notes
+    assert any(n.startswith("jigsaw+linear at 100 left out") for n in notes)
+    assert planning.design_hours(pretrain, evals, seeds=2, draws=3) == pytest.approx((2 * 200 + 2 * 3 * 150) / 3600)

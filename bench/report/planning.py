@@ -114,6 +114,38 @@ def cell_seconds(tracker, df: pd.DataFrame) -> tuple[dict[str, float], dict[tupl
     }
 
 
+def suite_costs(
+    kinds: set[tuple[str, str, str]], pretrainers: set[str], measured: tuple[dict, dict]
+) -> tuple[dict, dict, list[str]]:
+    """The seconds of each pretraining and each kind of evaluation cell (task, protocol, budget) of the suite
+    being planned, from the pilot's ``measured`` (cell_seconds): a kind the pilot did not run takes the mean of
+    the pilot's tasks at its protocol and budget, a task's pretraining the mean of the pilot's pretrainings.
+    Returns them with one note per estimated or uncostable kind."""
+    pretrain_m, evals_m = measured
+    timed = {t: s for t, s in pretrain_m.items() if t in pretrainers and s > 0}
+    pretrain, notes = {}, []
+    for task in sorted(pretrainers):
+        if task in timed:
+            pretrain[task] = timed[task]
+        elif timed:
+            pretrain[task] = float(np.mean(list(timed.values())))
+            notes.append(f"{task}'s pretraining as the mean of {', '.join(sorted(timed))}'s")
+        else:
+            notes.append(f"{task}'s pretraining left out (no pilot pretraining to time)")
+    evals = {}
+    for task, protocol, budget in sorted(kinds):
+        if (task, protocol, budget) in evals_m:
+            evals[(task, protocol, budget)] = evals_m[(task, protocol, budget)]
+            continue
+        peers = {t: s for (t, p, b), s in evals_m.items() if (p, b) == (protocol, budget)}
+        if peers:
+            evals[(task, protocol, budget)] = float(np.mean(list(peers.values())))
+            notes.append(f"{task}+{protocol} at {budget} as the mean of {', '.join(sorted(peers))}'s")
+        else:
+            notes.append(f"{task}+{protocol} at {budget} left out (no pilot cell at that protocol and budget)")
+    return pretrain, evals, notes
+
+
 def design_hours(pretrain: dict, evals: dict, seeds: int, draws: int) -> float:
     """Wall hours of a design of ``seeds`` x ``draws`` (one draw at "full") on the pilot's machine."""
     total = seeds * sum(pretrain.values())
@@ -195,8 +227,8 @@ def plan_markdown(table: pd.DataFrame, spreads: dict[str, Spread], context: dict
         mark = " **chosen**" if chosen is not None and (r.seeds, r.draws) == (chosen.seeds, chosen.draws) else ""
         lines.append(f"| {r.seeds} | {r.draws} | " + " | ".join(powers) + f" | {hours}{mark} |")
     lines.append("")
-    if context.get("uncosted"):
-        lines += [f"Hours leave out {', '.join(context['uncosted'])}: no finished pilot run to time.", ""]
+    if context.get("estimated"):
+        lines += ["Hours: the pilot's measured cell times; " + "; ".join(context["estimated"]) + ".", ""]
     if chosen is None:
         within = f" within {context['hours']} h" if context.get("hours") else ""
         lines.append(f"No design in the table reaches {context['target']:.0%} power at every budget{within}.")
