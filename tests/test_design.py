@@ -18,6 +18,7 @@ from bench.report.planning import Spread, difference_spreads, power
 from bench.report.tidy import by_seed
 from bench.report.variance import components, variance_markdown
 from bench.run.plan import build_plan
+from bench.tools.curve import plateau
 
 SUITE = """
 name = "crossed"
@@ -309,3 +310,11 @@ def test_plan_costs_the_suites_untimed_tasks_from_the_pilots_others_and_says_so(
     assert "jigsaw+finetune at 100 as the mean of rotation, scratch's" in notes
     assert any(n.startswith("jigsaw+linear at 100 left out") for n in notes)
     assert planning.design_hours(pretrain, evals, seeds=2, draws=3) == pytest.approx((2 * 200 + 2 * 3 * 150) / 3600)
+
+
+def test_the_curve_names_where_each_task_stopped_improving():
+    rows = [("a", e, acc) for e, acc in [(2, 0.30), (4, 0.35), (8, 0.355), (16, 0.358)]]
+    rows += [("b", e, acc) for e, acc in [(2, 0.30), (4, 0.305), (8, 0.33), (16, 0.35)]]
+    rows += [("c", e, acc) for e, acc in [(2, 0.30), (4, 0.32), (8, 0.30), (16, 0.325)]]
+    df = pd.DataFrame(rows, columns=["task", "epochs", "test_acc"])
+    assert plateau(df) == {"a": 4, "b": None, "c": 4}  # c: 16 is 0.5 points over 4, below the 1-point bar

@@ -67,6 +67,22 @@ def run_curve(path: Path, sets: list[str], epochs: list[int], budget, protocol: 
     return out
 
 
+PLATEAU = 0.01  # a longer schedule that adds less than 1 point of test accuracy has stopped paying
+
+
+def plateau(df: pd.DataFrame, tolerance: float = PLATEAU) -> dict[str, int | None]:
+    """Per pretraining task, the shortest length from which no longer length of the curve gains ``tolerance`` or
+    more in test accuracy; None when the longest length still gains on the one before it."""
+    found = {}
+    for task, g in df[df.task != "random"].groupby("task"):
+        acc = g.groupby("epochs").test_acc.mean().sort_index()
+        found[task] = next(
+            (int(e) for i, e in enumerate(acc.index[:-1]) if (acc.iloc[i + 1 :] < acc.iloc[i] + tolerance).all()),
+            None,
+        )
+    return found
+
+
 def curve_markdown(df: pd.DataFrame, suite: str) -> str:
     wide = df.pivot_table(index="task", columns="epochs", values="test_acc")
     protocol, budget, seed = df.protocol.iloc[0], df.budget.iloc[0], int(df.seed.iloc[0])
@@ -81,6 +97,13 @@ def curve_markdown(df: pd.DataFrame, suite: str) -> str:
     ]
     for task, row in wide.iterrows():
         lines.append(f"| {task} | " + " | ".join(f"{v:.4f}" for v in row) + " |")
+    reached = plateau(df)
+    lines += [
+        "",
+        f"Stopped improving (no longer length gains {PLATEAU:.0%} or more, one seed): "
+        + ", ".join(f"{t} at {e} epochs" if e else f"{t} not by {int(wide.columns.max())}" for t, e in reached.items())
+        + ".",
+    ]
     return "\n".join(lines) + "\n"
 
 
