@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     plan.add_argument("--protocol", default=None, help="default: finetune when the suite has it")
     plan.add_argument("--power", type=float, default=0.8, help="target probability of finding it (default 0.8)")
     plan.add_argument("--hours", type=float, default=None, help="the most wall hours the design may take")
+    plan.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        default=None,
+        help="cost pretraining at this many epochs instead of the pilot's (its seconds scale with the steps)",
+    )
     plan.add_argument("--seeds", default="3-10", help="pretraining seeds to consider (default 3-10)")
     plan.add_argument("--draws", default="1-8", help="label draws to consider (default 1-8)")
     plan.add_argument(

@@ -246,6 +246,14 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         kinds = {(r.task, r.protocol, str(r.budget)) for r in df.itertuples()}
         pretrainers = {t for t in suite.selected_tasks() if TASKS[t].pretrains}
         pretrain, evals, estimated = planning.suite_costs(kinds, pretrainers, planning.cell_seconds(runner.tracker, df))
+        if args.pretrain_epochs and (suite.pretrain.steps or suite.pretrain.images or not suite.pretrain.epochs):
+            raise ConfigError("--pretrain-epochs: the pilot's pretraining is not set by pretrain.epochs")
+        if args.pretrain_epochs:
+            scale = args.pretrain_epochs / suite.pretrain.epochs
+            pretrain = {t: s * scale for t, s in pretrain.items()}
+            estimated.append(
+                f"pretraining at {args.pretrain_epochs} epochs: the pilot's {suite.pretrain.epochs} x {scale:g}"
+            )
         costs = (pretrain, evals)
     table = planning.plan_table(spreads, args.effect / 100, family, 0.05, costs, seeds, draws, args.power)
     table = planning.compact(table)

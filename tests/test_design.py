@@ -18,7 +18,7 @@ from bench.report.planning import Spread, difference_spreads, power
 from bench.report.tidy import by_seed
 from bench.report.variance import components, variance_markdown
 from bench.run.plan import build_plan
-from bench.tools.curve import plateau
+from bench.tools.curve import plateau, rankme_lines
 
 SUITE = """
 name = "crossed"
@@ -272,6 +272,9 @@ def test_bench_plan_writes_its_table_and_refuses_a_bad_spread(smoke_store, capsy
     assert "| seeds | draws |" in plan and "| 5 |" in plan and "| 7 |" in plan
     assert main(["plan", "smoke", *sets, "--sd", "seeds=1"]) != 0
     assert "unknown component 'seeds'" in capsys.readouterr().out
+    assert main(["plan", "smoke", *sets, "--sd", "seed=1,draw=2,residual=1", "--pretrain-epochs", "8"]) == 0
+    plan = (Path(smoke_store.folder) / "results" / "smoke" / "plan.md").read_text()
+    assert re.search(r"pretraining at 8 epochs: the pilot's \d+ x [\d.]+", plan)
 
 
 @pytest.mark.slow
@@ -307,8 +310,8 @@ def test_plan_costs_the_suites_untimed_tasks_from_the_pilots_others_and_says_so(
         ("scratch", "finetune", "100"): 40.0,
         ("jigsaw", "finetune", "100"): 50.0,
     }
-    assert "jigsaw+finetune at 100 as the mean of rotation, scratch's" in notes
-    assert any(n.startswith("jigsaw+linear at 100 left out") for n in notes)
+    assert "jigsaw finetune cells as the mean of rotation, scratch's at their budget" in notes
+    assert "jigsaw linear cells left out where the pilot has none at the budget" in notes
     assert planning.design_hours(pretrain, evals, seeds=2, draws=3) == pytest.approx((2 * 200 + 2 * 3 * 150) / 3600)
 
 
@@ -318,3 +321,12 @@ def test_the_curve_names_where_each_task_stopped_improving():
     rows += [("c", e, acc) for e, acc in [(2, 0.30), (4, 0.32), (8, 0.30), (16, 0.325)]]
     df = pd.DataFrame(rows, columns=["task", "epochs", "test_acc"])
     assert plateau(df) == {"a": 4, "b": None, "c": 4}  # c: 16 is 0.5 points over 4, below the 1-point bar
+
+
+def test_the_curve_compares_rankme_with_the_probe_within_each_method():
+    rows = [("a", e, acc, r) for e, acc, r in [(2, 0.30, 10.0), (4, 0.35, 12.0), (8, 0.36, 15.0)]]
+    rows += [("b", e, acc, r) for e, acc, r in [(2, 0.30, 30.0), (4, 0.32, 20.0), (8, 0.33, 10.0)]]
+    rows += [("random", e, 0.2, float("nan")) for e in (2, 4, 8)]
+    lines = rankme_lines(pd.DataFrame(rows, columns=["task", "epochs", "test_acc", "rankme"]))
+    assert "| a | 10.0 | 12.0 | 15.0 |" in lines
+    assert any("a +1.00, b -1.00; mean +0.00" in line for line in lines)

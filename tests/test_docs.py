@@ -58,7 +58,7 @@ def test_docs_build_strict_with_a_generated_configuration_reference(tmp_path: Pa
     assert "nox -s tests" in readme, "README.md must keep the test command CI runs: nox -s tests"
 
 
-BLOCK = re.compile(r"<!-- (results/[^/\s]+/(?:table|verdicts)\.md) -->\n(.*?)<!-- end -->", re.S)
+BLOCK = re.compile(r"<!-- (results/[^/\s]+/(?:table|verdicts|plan|variance)\.md) -->\n(.*?)<!-- end -->", re.S)
 
 
 def verdict_blocks(text: str) -> list[tuple[str, str]]:

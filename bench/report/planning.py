@@ -94,7 +94,8 @@ def cell_seconds(tracker, df: pd.DataFrame) -> tuple[dict[str, float], dict[tupl
     """From a pilot's store: task -> mean wall seconds of its pretraining, and (task, protocol, budget) -> mean
     wall seconds of one evaluation cell with its tuning study's trials."""
     done = df[df.status == "finished"]
-    pretrain = {t: float(g.drop_duplicates("seed").pretrain_wall_s.mean()) for t, g in done.groupby("task")}
+    timed = df.dropna(subset=["pretrain_wall_s"])  # a finished pretraining counts, its evaluations done or not
+    pretrain = {t: float(g.drop_duplicates("seed").pretrain_wall_s.mean()) for t, g in timed.groupby("task")}
     study_s: dict[str, float] = {}
     for run in tracker.runs("tags.kind = 'trial'"):
         if run.info.end_time:
@@ -132,17 +133,21 @@ def suite_costs(
             notes.append(f"{task}'s pretraining as the mean of {', '.join(sorted(timed))}'s")
         else:
             notes.append(f"{task}'s pretraining left out (no pilot pretraining to time)")
-    evals = {}
+    evals, estimated, missing = {}, {}, {}
     for task, protocol, budget in sorted(kinds):
         if (task, protocol, budget) in evals_m:
             evals[(task, protocol, budget)] = evals_m[(task, protocol, budget)]
             continue
-        peers = {t: s for (t, p, b), s in evals_m.items() if (p, b) == (protocol, budget)}
+        peers = sorted(t for (t, p, b) in evals_m if (p, b) == (protocol, budget))
         if peers:
-            evals[(task, protocol, budget)] = float(np.mean(list(peers.values())))
-            notes.append(f"{task}+{protocol} at {budget} as the mean of {', '.join(sorted(peers))}'s")
+            evals[(task, protocol, budget)] = float(np.mean([evals_m[(t, protocol, budget)] for t in peers]))
+            estimated.setdefault((protocol, ", ".join(peers)), set()).add(task)
         else:
-            notes.append(f"{task}+{protocol} at {budget} left out (no pilot cell at that protocol and budget)")
+            missing.setdefault(protocol, set()).add(task)
+    for (protocol, peers), tasks in estimated.items():
+        notes.append(f"{', '.join(sorted(tasks))} {protocol} cells as the mean of {peers}'s at their budget")
+    for protocol, tasks in missing.items():
+        notes.append(f"{', '.join(sorted(tasks))} {protocol} cells left out where the pilot has none at the budget")
     return pretrain, evals, notes
 
 

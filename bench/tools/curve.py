@@ -59,7 +59,7 @@ def run_curve(path: Path, sets: list[str], epochs: list[int], budget, protocol: 
     df = df[df.task.map(lambda t: TASKS[t].pretrains) | (df.task == "random")]
     out = Path(base.results_dir) / base.name
     out.mkdir(parents=True, exist_ok=True)
-    keep = ["task", "protocol", "budget", "seed", "epochs", "test_acc", "pretrain_steps", "pretrain_wall_s"]
+    keep = ["task", "protocol", "budget", "seed", "epochs", "test_acc", "rankme", "pretrain_steps", "pretrain_wall_s"]
     write_atomic(out / "pretrain_curve.csv", df[keep].to_csv(index=False).encode())
     write_atomic(out / "pretrain_curve.md", curve_markdown(df, base.name).encode())
     plot_curve(df, out / "pretrain_curve.png", base.name)
@@ -83,6 +83,34 @@ def plateau(df: pd.DataFrame, tolerance: float = PLATEAU) -> dict[str, int | Non
     return found
 
 
+def rankme_lines(df: pd.DataFrame) -> list[str]:
+    """RankMe within each method: the final RankMe of each length's pretraining, and Spearman's rho between it and
+    the probe's accuracy across the lengths of each task (health.stratified_p over the tasks together)."""
+    from bench.report.health import stratified_p
+
+    pretrained = df[(df.task != "random") & df.rankme.notna()] if "rankme" in df else df.iloc[:0]
+    if pretrained.empty:
+        return []
+    wide = pretrained.pivot_table(index="task", columns="epochs", values="rankme")
+    lines = ["", "Final RankMe of each length's pretraining (no labels):", ""]
+    lines += [
+        "| task | " + " | ".join(f"{e} epochs" for e in wide.columns) + " |",
+        "|---|" + "---:|" * len(wide.columns),
+    ]
+    lines += [f"| {t} | " + " | ".join(f"{v:.1f}" for v in row) + " |" for t, row in wide.iterrows()]
+    pairs = {t: (g.rankme.to_numpy(float), g.test_acc.to_numpy(float)) for t, g in pretrained.groupby("task")}
+    pairs = {t: p for t, p in pairs.items() if len(p[0]) >= 3}
+    if pairs:
+        each = ", ".join(f"{t} {stratified_p([p])[0]:+.2f}" for t, p in pairs.items())
+        rho, pvalue = stratified_p(list(pairs.values()))
+        lines += [
+            "",
+            f"RankMe within each method, across lengths: Spearman's rho with the probe's accuracy {each}; mean "
+            f"{rho:+.2f}, p = {pvalue:.3f} (permutations within each task).",
+        ]
+    return lines
+
+
 def curve_markdown(df: pd.DataFrame, suite: str) -> str:
     wide = df.pivot_table(index="task", columns="epochs", values="test_acc")
     protocol, budget, seed = df.protocol.iloc[0], df.budget.iloc[0], int(df.seed.iloc[0])
@@ -97,6 +125,7 @@ def curve_markdown(df: pd.DataFrame, suite: str) -> str:
     ]
     for task, row in wide.iterrows():
         lines.append(f"| {task} | " + " | ".join(f"{v:.4f}" for v in row) + " |")
+    lines += [*rankme_lines(df)]
     reached = plateau(df)
     lines += [
         "",
