@@ -436,18 +436,13 @@ def test_a_kill_during_tuning_trial_0_then_rerun(tmp_path, capsys, sig):
         "tuning.budgets=['full']",
         "tuning.trials=2",
         "protocols=['linear', 'finetune']",
-        "finetune.epochs=30",
+        "finetune.epochs=300",  # a trial of about 2 s: the signal lands inside trial 0
         "finetune.min_steps=0",
+        "finetune.patience=1000",
     )
     suite = suite_file(tmp_path)
     proc = popen(tmp_path, suite, *extra)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:  # signal while trial 0 is running
-        if any(r.info.run_name.endswith("trial 0") and r.info.status == "RUNNING" for r in all_runs(tmp_path)):
-            proc.send_signal(sig)
-            break
-        time.sleep(0.2)
-    out = proc.communicate(timeout=60)[0]
+    out = signal_when(proc, "trial 0: started", sig)  # printed inside trial 0's run, before it trains
     assert proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 130), out
     if sig == signal.SIGINT:
         assert "interrupted; rerun to resume" in out and "Traceback" not in out

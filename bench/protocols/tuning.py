@@ -13,6 +13,7 @@ study that was interrupted runs only its missing trials. Every trial is also a n
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -119,12 +120,14 @@ class Tuner:
         source_for: Callable[[str, int], str],
         trials: TrialRecord | None = None,
         storage: optuna.storages.BaseStorage | None = None,
+        say: Callable[[str], None] | None = None,
     ):
         """``encoder_for(task, seed)``: the encoder the protocols receive; ``source_for(task, seed)``: its key;
         ``trials``: where each trial is recorded; ``storage``: the studies' (default: ``tuning.storage``, else
-        a journal file next to the MLflow store)."""
+        a journal file next to the MLflow store); ``say``: where a line goes when a trial starts and ends."""
         self.suite, self.data, self.device, self.encoder_for = suite, data, device, encoder_for
         self.trials = trials or TrialRecord()
+        self.say = say or (lambda text: None)
         self.source_for = source_for
         self.cfg = suite.tuning
         self.storage = storage if storage is not None else storage_for(suite) if self.cfg.enabled else None
@@ -238,6 +241,9 @@ class Tuner:
             pruned = False
             name = trial_name(task, protocol, budget, seed, trial.number, draw)
             with self.trials.trial(name, tags, params) as record:
+                start = time.perf_counter()
+                position = sum(t.state in DONE for t in trial.study.get_trials(deepcopy=False)) + 1
+                self.say(f"{name}: started ({position} of {self.cfg.trials} in its study)")
                 settings = self.suite.protocol_settings(protocol, params)
 
                 def report(progress: float, acc: float) -> None:
@@ -257,6 +263,8 @@ class Tuner:
                 record.tag("trial_state", "PRUNED" if pruned else "COMPLETE")
                 if not pruned:
                     record.metric("val_acc", score)
+                seconds = time.perf_counter() - start
+                self.say(f"{name}: " + ("pruned" if pruned else f"val_acc {score:.4f}") + f" in {seconds:.0f} s")
             if pruned:
                 raise optuna.TrialPruned()
             return score

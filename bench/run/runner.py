@@ -61,7 +61,8 @@ class LocalExecutor:
         suite, data = runner.suite, runner.data
         device = runner.device = resolve_device(suite.device)
         train_x = data.train_x.to(device)
-        tuner = Tuner(suite, data, device, runner.prepared_encoder, runner.source, MlflowTrials())
+        say = lambda text: runner.console.print(f"  {text}", highlight=False, markup=False)  # noqa: E731
+        tuner = Tuner(suite, data, device, runner.prepared_encoder, runner.source, MlflowTrials(), say=say)
         failed: dict[str, str] = {}
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with runner.tracker.suite_run(suite, runner.suite_path, data, device):
