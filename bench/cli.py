@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench {run,list}`` (also installed as ``bench``)."""
+"""Command line: ``python -m bench COMMAND`` (also installed as ``bench``); ``bench --help`` lists the commands."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from bench.commands import (
+    cmd_check_task,
     cmd_curve,
     cmd_golden,
     cmd_identity,
@@ -100,7 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     server.add_argument("--port", type=int, default=5000, help="MLflow server port")
     server.add_argument("--pg-port", type=int, default=5433, help="PostgreSQL port (5432 is Debian's own cluster)")
     server.add_argument("--workers", type=int, default=4, help="MLflow server worker processes")
-    sub.add_parser("list", help="registered tasks, encoders, datasets and protocols")
+    sub.add_parser("list", help="registered tasks, encoders, datasets and protocols, your plug-ins included")
+    check = sub.add_parser("check-task", help="run the task contract on a task, yours included, in seconds")
+    check.add_argument("task", help="a registered task's name, or your class as 'module:Class'")
+    check.add_argument("--encoder", default="small_cnn", help="the shared encoder to check on (default small_cnn)")
+    check.add_argument("--size", type=int, default=None, help="image side in px (default 32, or the task's minimum)")
     ident = sub.add_parser("identity", help="check that the code parts' digests agree with bench/run/identity.lock")
     ident.add_argument(
         "--update",
@@ -123,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         "golden": cmd_golden,
         "plan": cmd_plan,
         "curve": cmd_curve,
+        "check-task": cmd_check_task,
     }
     with interrupt_on_sigterm():
         return run_command(lambda: commands[args.command](args, console), console)

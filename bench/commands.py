@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bench.errors import ConfigError
@@ -126,28 +127,39 @@ def cmd_server(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    from bench.errors import PluginError
     from bench.registry import DATASETS, ENCODERS, PROTOCOLS, TASKS
 
     def supported(task) -> list[str]:
         return [p for p in PROTOCOLS if task.evaluates_with(PROTOCOLS[p])]
 
-    sections = {
-        "tasks": {
-            n: f"{t.summary} [dim]({t.reference}; protocols: {', '.join(supported(t))}"
-            + (f"; images of at least {t.min_image_size} px" if t.min_image_size > 1 else "")
-            + ")[/]"
-            for n, t in TASKS.items()
-        },
-        "encoders": {n: e.summary for n, e in ENCODERS.items()},
-        "datasets": {n: d.summary for n, d in DATASETS.items()},
-        "protocols": {n: p.summary for n, p in PROTOCOLS.items()},
+    def task_line(t) -> str:
+        size = f"; images of at least {t.min_image_size} px" if t.min_image_size > 1 else ""
+        return f"{escape(t.summary)} [dim]({escape(t.reference)}; protocols: {', '.join(supported(t))}{size})[/]"
+
+    describe = {
+        "tasks": (TASKS, task_line),
+        "encoders": (ENCODERS, lambda e: escape(e.summary)),
+        "datasets": (DATASETS, lambda d: escape(d.summary)),
+        "protocols": (PROTOCOLS, lambda p: escape(p.summary)),
     }
-    for title, rows in sections.items():
+    for title, (registry, line) in describe.items():
         table = Table(title=title, title_justify="left", show_header=False, box=None)
-        for name, text in rows.items():
-            table.add_row(f"[bold]{name}[/]", text)
+        for name in registry.names():
+            origin = f" [cyan](plug-in: {registry.module_of(name)})[/]" if registry.is_plugin(name) else ""
+            try:
+                text = line(registry[name]) + origin
+            except PluginError as e:  # a broken plug-in is listed with its problem; the others still are
+                text = f"[red]cannot be loaded:[/] {escape(str(e))}"
+            table.add_row(f"[bold]{escape(name)}[/]", text)
         console.print(table)
     return 0
+
+
+def cmd_check_task(args: argparse.Namespace, console: Console) -> int:
+    from bench.tools.contract import report_contract
+
+    return report_contract(args.task, args.encoder, args.size, console)
 
 
 def cmd_identity(args: argparse.Namespace, console: Console) -> int:

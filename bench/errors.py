@@ -32,6 +32,11 @@ class UnknownName(ConfigError, KeyError):
         return type(self), (self.kind, self.name, self.known)
 
 
+class PluginError(ConfigError):
+    """A user's task, encoder, dataset or protocol that cannot be used: the message names its ``module:attribute``,
+    the file and the problem (not found, a syntax error, an import that fails, not the right kind of object)."""
+
+
 class DataError(UserError, ValueError):
     """The data cannot be found or read, or does not fit the suite (too few images, too few classes)."""
 

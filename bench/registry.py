@@ -9,7 +9,9 @@ A registry finds its built-in entries in one of two ways:
 - ``modules``: modules that call ``register`` when imported (encoders, datasets).
 
 ``register(name, target)`` adds an entry by hand: an object, or a ``"module:attribute"`` path imported when the
-entry is first looked up (the way a user's own package plugs in).
+entry is first looked up. A user's own package plugs in that way (``bench.plugins``): named in a suite
+(``class = "module:attribute"``), or by its entry points in the group ``bench.<kind>s``. An entry from outside
+bench is checked and adapted when first imported (``adapt``), and a broken one is a ``PluginError``.
 """
 
 from __future__ import annotations
@@ -48,11 +50,17 @@ class Registry(Mapping[str, T], Generic[T]):
     name raises ``bench.errors.UnknownName`` (a ``KeyError`` and a user error) naming the registered ones.
     """
 
-    def __init__(self, kind: str, package: str | None = None, modules: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, kind: str, package: str | None = None, modules: tuple[str, ...] = (), adapt: str | None = None
+    ) -> None:
+        """``adapt``: a ``"module:function"`` path of ``function(name, obj) -> entry`` that checks an entry from
+        outside bench when it is first imported (a task must be a ``Task`` subclass of that name, ...)."""
         self.kind = kind
         self.package = package
         self.modules = modules
+        self.adapt = adapt
         self._entries: dict[str, T | str] = {}
+        self._origin: dict[str, str] = {}  # name -> the module a "module:attribute" entry came from
         self._found = False
 
     def _find(self) -> None:
@@ -69,6 +77,12 @@ class Registry(Mapping[str, T], Generic[T]):
                         self._entries.setdefault(name, f"{self.package}.{path.stem}:{attr}")
         for module in self.modules:
             importlib.import_module(module)
+        from bench.plugins import entry_points
+
+        for name, target in entry_points(self.kind).items():
+            if name not in self._entries:  # a built-in keeps its name
+                self._entries[name] = target
+                self._origin[name] = target.partition(":")[0]
 
     def register(self, name: str, target: T | str | None = None) -> Callable[[T], T] | None:
         """Add ``name``: ``register(name, obj)``, ``register(name, "module:attribute")``, or as a decorator
@@ -81,12 +95,17 @@ class Registry(Mapping[str, T], Generic[T]):
 
             return decorate
         self._entries[name] = target
+        if isinstance(target, str):
+            self._origin[name] = target.partition(":")[0]
+        else:
+            self._origin.pop(name, None)
         return None
 
     def unregister(self, name: str) -> None:
         """Remove ``name`` (tests that register a toy entry take it out again)."""
         self._find()
         self._entries.pop(name, None)
+        self._origin.pop(name, None)
 
     def names(self) -> list[str]:
         self._find()
@@ -95,7 +114,17 @@ class Registry(Mapping[str, T], Generic[T]):
     def module_of(self, name: str) -> str:
         """The module that defines ``name``, without importing it when it is not imported yet."""
         entry = self._entry(name)
+        if name in self._origin:
+            return self._origin[name]
         return entry.partition(":")[0] if isinstance(entry, str) else entry.__module__
+
+    def loaded(self, name: str) -> bool:
+        """Whether ``name``'s entry is imported already."""
+        return not isinstance(self._entry(name), str)
+
+    def is_plugin(self, name: str) -> bool:
+        """Whether ``name`` comes from outside bench (a user's package)."""
+        return not self.module_of(name).startswith("bench.")
 
     def _entry(self, name: str) -> T | str:
         self._find()
@@ -106,8 +135,16 @@ class Registry(Mapping[str, T], Generic[T]):
     def __getitem__(self, name: str) -> T:
         entry = self._entry(name)
         if isinstance(entry, str):
-            module, _, attr = entry.partition(":")
-            entry = getattr(importlib.import_module(module), attr)
+            if entry.startswith("bench."):
+                module, _, attr = entry.partition(":")
+                entry = getattr(importlib.import_module(module), attr)
+            else:
+                from bench.plugins import import_target
+
+                entry = import_target(self.kind, entry)
+                if self.adapt is not None:
+                    module, _, attr = self.adapt.partition(":")
+                    entry = getattr(importlib.import_module(module), attr)(name, entry)
             self._entries[name] = entry
         return entry
 
@@ -126,7 +163,7 @@ class Registry(Mapping[str, T], Generic[T]):
 
 
 # The four registries. Built-in entries are found where they are defined; a user's own package adds to them.
-TASKS: Registry = Registry("task", package="bench.tasks")
-PROTOCOLS: Registry = Registry("protocol", package="bench.protocols")
-ENCODERS: Registry = Registry("encoder", modules=("bench.models.encoders",))
-DATASETS: Registry = Registry("dataset", modules=("bench.data.catalog",))
+TASKS: Registry = Registry("task", package="bench.tasks", adapt="bench.tasks.base:as_plugin")
+PROTOCOLS: Registry = Registry("protocol", package="bench.protocols", adapt="bench.protocols.base:as_plugin")
+ENCODERS: Registry = Registry("encoder", modules=("bench.models.encoders",), adapt="bench.models.encoders:as_plugin")
+DATASETS: Registry = Registry("dataset", modules=("bench.data.catalog",), adapt="bench.data.catalog:as_plugin")

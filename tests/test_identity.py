@@ -6,7 +6,7 @@ import json
 import pytest
 
 from bench.config.load import load_suite
-from bench.run import golden, identity, lock
+from bench.run import golden, identity, lock, source
 from bench.run.identity import plan_environment
 from bench.run.plan import build_plan
 from bench.tasks import TASKS
@@ -63,9 +63,9 @@ class Rotation:
 def test_the_normalised_digest_ignores_docstrings_comments_formatting_and_the_version():
     same = SOURCE.replace('"""Docstring."""', '"""Another docstring."""').replace("# a comment", "# other")
     same = same.replace("x * X", "x  *  X").replace("version = 1", "version = 7") + "\n# appended comment\n"
-    assert lock.normalised(same) == lock.normalised(SOURCE)
-    assert lock.normalised(SOURCE.replace("X = 4", "X = 5")) != lock.normalised(SOURCE)
-    assert lock.normalised(SOURCE.replace("x * X", "x + X")) != lock.normalised(SOURCE)
+    assert source.normalised(same) == source.normalised(SOURCE)
+    assert source.normalised(SOURCE.replace("X = 4", "X = 5")) != source.normalised(SOURCE)
+    assert source.normalised(SOURCE.replace("x * X", "x + X")) != source.normalised(SOURCE)
 
 
 def test_a_moved_digest_with_the_same_version_fails_the_pin_and_says_what_to_do(tmp_path):

@@ -10,6 +10,7 @@ from bench.config.sections import DatasetConfig
 from bench.data.datasets import load_dataset
 from bench.models.encoders import ENCODERS, build_encoder
 from bench.tasks import TASKS
+from bench.tools.contract import check_task
 
 PRETRAINING = [name for name, task in TASKS.items() if task.pretrains]
 
@@ -36,44 +37,13 @@ def test_task_is_described(name):
         assert task.reference == "baseline"
 
 
-@pytest.mark.parametrize("name", PRETRAINING)
-def test_loss_is_finite_and_decreases(name, images):
-    """20 optimiser steps on one batch of 8 with the same random draws (views, labels, masks) every step:
-    a fixed objective, which every task must be able to lower."""
-    task = make(name)
-    opt = torch.optim.Adam(task.parameters(), lr=1e-3)
-    batch = images[:8]  # batch 8 on the CPU
-    before = [p.detach().clone() for p in task.encoder.parameters()]
-    losses = []
-    for step in range(1, 21):
-        loss = task.loss(batch, torch.Generator().manual_seed(0))
-        assert loss.shape == () and torch.isfinite(loss)  # a scalar, as the training loop expects
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        task.after_step(step, 20)
-        losses.append(loss.item())
-    assert any(not torch.equal(a, b) for a, b in zip(before, task.encoder.parameters()))  # the encoder learns
-    if TASKS[name].monotone_loss:
-        assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
-
-
-@pytest.mark.parametrize("name", PRETRAINING)
-def test_same_seed_same_loss(name, images):
-    a = make(name).loss(images[:8], torch.Generator().manual_seed(3))
-    b = make(name).loss(images[:8], torch.Generator().manual_seed(3))
-    assert torch.equal(a, b)
-
-
-@pytest.mark.parametrize("name", PRETRAINING)
-def test_trained_encoder_loads_into_a_fresh_shared_encoder(name, images):
-    task = make(name)
-    task.loss(images[:8], torch.Generator().manual_seed(0)).backward()
-    fresh = build_encoder("small_cnn", seed=1)
-    fresh.load_state_dict(task.encoder.state_dict())  # strict: same keys, same shapes
-    x = torch.randn(2, 3, 32, 32)
-    task.encoder.eval(), fresh.eval()
-    assert torch.allclose(fresh(x), task.encoder(x))
+@pytest.mark.parametrize("name", list(TASKS))
+def test_every_task_meets_the_contract(name):
+    """bench check-task's checks (bench.tools.contract): finite scalar loss, the same loss from the same seed, 20
+    steps on one batch of 8 with the same random draws lower it, the evaluated encoder's weights load into a fresh
+    shared encoder, the size check refuses what the task cannot use, the evaluation input fits the encoder."""
+    failures = {check: why for check, why in check_task(TASKS[name]).items() if why}
+    assert not failures, failures
 
 
 @pytest.mark.parametrize("name", list(ENCODERS))

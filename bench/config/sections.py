@@ -9,13 +9,24 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from bench.config.settings import Budget, ProtocolName, Seed, Settings, Strict, validate_tables
+from bench.plugins import register_named
 from bench.registry import DATASETS, ENCODERS, PROTOCOLS
+
+# `class = "module:attribute"`: an entry from the user's own package (bench.plugins). Its source, not its path, is in
+# the keys of the cells that use it, so the field is left out of every dump.
+PLUGIN = Field(
+    None,
+    alias="class",
+    exclude=True,
+    description="a task, encoder or dataset from your own package, as 'module:attribute' (bench.plugins)",
+)
 
 
 class TaskConfig(Settings):
     """Options every task has; a task's own Config adds its hyperparameters with the paper's defaults."""
 
     protocols: list[ProtocolName] | None = None  # evaluate this task with only these of the suite's protocols
+    plugin: str | None = PLUGIN
 
 
 class SyntheticConfig(Strict):
@@ -29,6 +40,7 @@ class SyntheticConfig(Strict):
 
 class DatasetConfig(Strict):
     name: str = "cifar10"  # a name in bench.registry.DATASETS (`bench list`)
+    plugin: str | None = PLUGIN
     root: str | None = None  # else $BENCH_DATA, else ~/.cache/bench
     pool_size: int | None = Field(None, gt=0)  # unlabelled images used for pretraining (seeded subset)
     train_size: int | None = Field(None, gt=0)  # labelled pool, stratified subset (quick experiments only)
@@ -37,6 +49,11 @@ class DatasetConfig(Strict):
     # class (digits, text)
     flip: bool = True
     synthetic: SyntheticConfig = SyntheticConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plugin(cls, data: Any) -> Any:
+        return register_named(DATASETS, data, "cifar10")
 
     @field_validator("name")
     @classmethod
@@ -52,6 +69,12 @@ class DatasetConfig(Strict):
 
 class EncoderConfig(Strict):
     name: str = "resnet18_cifar"
+    plugin: str | None = PLUGIN
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plugin(cls, data: Any) -> Any:
+        return register_named(ENCODERS, data, "resnet18_cifar")
 
     @field_validator("name")
     @classmethod

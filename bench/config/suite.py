@@ -30,6 +30,8 @@ from bench.config.sections import (
     TuningConfig,
 )
 from bench.config.settings import Budget, ProtocolName, Seed, Settings, Strict, validate_tables
+from bench.errors import PluginError
+from bench.plugins import register_named
 from bench.registry import PROTOCOLS, TASKS
 
 # A suite's name is a folder under results_dir and an MLflow experiment: letters, digits, '.', '_', '-', no path
@@ -88,9 +90,17 @@ class Suite(Strict):
         errors += table_errors
         tasks = data.get("tasks", DEFAULT_TASKS)
         if isinstance(tasks, dict):
+            broken = set()
+            for n, table in tasks.items():
+                try:
+                    register_named(TASKS, table if not isinstance(table, dict) else {**table, "name": n}, n)
+                except PluginError as e:
+                    loc = ("tasks", n, "class")
+                    errors.append({"type": "value_error", "loc": loc, "input": table, "ctx": {"error": str(e)}})
+                    broken.add(n)
             known = {n: t for n, t in tasks.items() if n in TASKS}
             for n in tasks:
-                if n not in TASKS:
+                if n not in TASKS and n not in broken:
                     message = f"unknown task {n!r}; registered: {', '.join(TASKS.names())}"
                     errors.append(
                         {"type": "value_error", "loc": ("tasks", n), "input": tasks[n], "ctx": {"error": message}}

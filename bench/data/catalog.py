@@ -6,8 +6,11 @@ photos, or generated images.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from bench.errors import PluginError
+from bench.plugins import source_file, summary_of
 from bench.registry import DATASETS
 
 
@@ -16,6 +19,8 @@ class DatasetSpec:
     name: str
     classes: int | None  # None: known only once the data is read (an image folder, generated data)
     summary: str  # one line for `bench list`
+    # a dataset from a user's package: load(cfg) -> (classes, train_x, train_y, test_x, test_y, unlabeled_x | None)
+    load: Callable | None = None
 
 
 for spec in (
@@ -31,3 +36,18 @@ for spec in (
     DatasetSpec("synthetic", None, "generated class-dependent images, for tests"),
 ):
     DATASETS.register(spec.name, spec)
+
+
+def as_plugin(name: str, obj: object) -> DatasetSpec:
+    """A dataset from a user's package (``bench.plugins``): a ``DatasetSpec`` with a ``load``, or a function
+    ``load(cfg: DatasetConfig)`` returning (class names, train images, train labels, test images, test labels,
+    unlabelled images or None), the images uint8 arrays (N, 3, H, W) of one size."""
+    if isinstance(obj, DatasetSpec):
+        if obj.load is None:
+            raise PluginError(f"dataset plug-in {name!r} ({source_file(obj)}): its DatasetSpec has no load function")
+        return obj
+    if not callable(obj):
+        raise PluginError(
+            f"dataset plug-in {name!r} ({source_file(obj)}): {obj!r} is neither a DatasetSpec nor callable"
+        )
+    return DatasetSpec(name, None, summary_of(obj, f"{obj.__module__}.{obj.__qualname__}"), load=obj)

@@ -26,6 +26,7 @@ from bench.data.budgets import budget_indices
 from bench.data.imagefolder import decode_folder, scan_folder
 from bench.data.sources import ARRAYS, TORCHVISION_FILES, _identity, _normalise, _pixel_hashes, _synthetic, _torchvision
 from bench.errors import DataError
+from bench.registry import DATASETS
 
 SUBSET_SEED = 12345  # fixed: pool/train/test subsets are part of the data, the same for every seed
 
@@ -73,9 +74,16 @@ def data_root(cfg: DatasetConfig) -> Path:
 
 
 def load_dataset(cfg: DatasetConfig) -> Dataset:
+    spec = DATASETS[cfg.name]
     if cfg.name == "synthetic":  # small: generated and digested on every load
         classes, arrays = _normalise(*_synthetic(cfg))
         identity = _identity(classes, arrays)
+    elif spec.load is not None:  # a user's loader: its arrays, digested on every load
+        classes, arrays = _normalise(*_checked(cfg.name, spec.load(cfg)))
+        identity = _identity(classes, arrays)
+        if len(arrays["unlabeled_x"]):  # unlabelled copies of training images are not pretrained on twice
+            arrays["train_hash"] = _pixel_hashes(arrays["train_x"])
+            arrays["unlabeled_hash"] = _pixel_hashes(arrays["unlabeled_x"])
     else:
         classes, arrays, identity = _cached(data_root(cfg), cfg.name)
     tx, ty, vx, vy, ux = (arrays[k] for k in ARRAYS)
@@ -93,6 +101,26 @@ def load_dataset(cfg: DatasetConfig) -> Dataset:
     return Dataset(
         cfg.name, classes, t(tx), t(ty), t(vx), t(vy), pool_x, identity=identity, pool_composition=composition
     )
+
+
+def _checked(name: str, loaded) -> tuple:
+    """What a dataset plug-in's ``load`` returned, refused in one line where it is not (classes, train images,
+    train labels, test images, test labels, unlabelled images or None) with uint8 (N, 3, H, W) images and labels
+    in range(len(classes))."""
+    where = f"dataset plug-in {name!r}"
+    if not (isinstance(loaded, tuple | list) and len(loaded) == 6):
+        raise DataError(f"{where}: load must return 6 values (classes, train_x, train_y, test_x, test_y, unlabeled_x)")
+    classes, tx, ty, vx, vy, ux = loaded
+    images = {"train_x": tx, "test_x": vx} | ({} if ux is None else {"unlabeled_x": ux})
+    for key, x in images.items():
+        x = np.asarray(x)
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1] != 3 or x.shape[2:] != np.asarray(tx).shape[2:]:
+            raise DataError(f"{where}: {key} must be uint8 (N, 3, H, W) of one size, got {x.dtype} {tuple(x.shape)}")
+    for key, x, y in (("train", tx, ty), ("test", vx, vy)):
+        y = np.asarray(y)
+        if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= len(classes):
+            raise DataError(f"{where}: {key}_y must be one integer label in 0..{len(classes) - 1} per {key} image")
+    return [str(c) for c in classes], np.asarray(tx), ty, np.asarray(vx), vy, None if ux is None else np.asarray(ux)
 
 
 def _pool(tx, train_hash, ux, unlabeled_hash, pool_size: int | None):

@@ -11,6 +11,8 @@ import torch
 import torchvision
 from torch import nn
 
+from bench.errors import PluginError
+from bench.plugins import source_file, summary_of
 from bench.registry import ENCODERS
 
 
@@ -81,3 +83,13 @@ def build_encoder(name: str, seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build()
+
+
+def as_plugin(name: str, obj: object) -> Encoder:
+    """An encoder from a user's package (``bench.plugins``): an ``Encoder``, or a class or function that takes no
+    argument and returns a fresh ``nn.Module`` mapping (B, 3, H, W) images to (B, out_dim) features."""
+    if isinstance(obj, Encoder):
+        return obj
+    if not callable(obj):
+        raise PluginError(f"encoder plug-in {name!r} ({source_file(obj)}): {obj!r} is neither an Encoder nor callable")
+    return Encoder(obj, summary_of(obj, f"{obj.__module__}.{getattr(obj, '__qualname__', name)}"))

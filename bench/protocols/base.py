@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from bench.config.settings import Settings
+from bench.plugins import subclass_named
 from bench.protocols.features import Fitted, Prepare
 from bench.registry import PROTOCOLS
 
@@ -102,3 +103,9 @@ class Protocol:
     def test_inputs(cls, features: torch.Tensor | None, images: torch.Tensor) -> torch.Tensor:
         """What the fitted classifier predicts from: the test images' frozen features, or the images."""
         return features if cls.frozen else images
+
+
+def as_plugin(name: str, obj: object) -> type[Protocol]:
+    """A protocol from a user's package (``bench.plugins``): a ``Protocol`` subclass whose ``name`` is the one it
+    is used by, with a ``summary``."""
+    return subclass_named("protocol", name, obj, Protocol, ("summary",))

@@ -19,20 +19,16 @@ from __future__ import annotations
 
 import ast
 import functools
-import importlib.util
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from bench.config.suite import Suite
-
-PACKAGE = Path(__file__).resolve().parents[1]  # bench/
+from bench.run.source import PACKAGE, module_path, plugin_digest, plugin_modules
 
 
 @dataclass(frozen=True)
 class Part:
     name: str
-    version: int
+    version: int | str  # a plug-in's: its class version + the digest of its source
     modules: tuple[str, ...]
     what: str
 
@@ -89,6 +85,7 @@ NOT_NUMERIC = {
     "bench.version": "the version string",
     "bench.files": "how files are written, not what they hold",
     "bench.registry": "finds tasks, protocols, encoders and datasets by name",
+    "bench.plugins": "imports a user's task, encoder, dataset or protocol (its own source is in its cells' keys)",
     "bench.api": "the public functions: load a suite, run it, write its report",
     "bench.config.*": "the suite schema: resolved values are in every key",
     "bench.tasks.__init__": "the task registry",
@@ -118,37 +115,52 @@ TUNING_LIBRARIES = ("optuna",)
 
 
 def task_part(task: type) -> Part:
+    if not task.__module__.startswith("bench."):
+        return plugin_part(f"task.{task.name}", task.version, task.__module__, task.summary)
     return Part(f"task.{task.name}", task.version, (task.__module__,), task.summary)
 
 
 def protocol_part(name: str) -> str:
     """The part a protocol's cells use for it: ``protocol.<name>``, one of ``PARTS`` for bench's own, else
-    versioned by the class's ``version`` (a protocol from a user's package)."""
+    a plug-in's (``plugin_part``)."""
     return f"protocol.{name}"
 
 
+def encoder_parts(suite: Suite) -> set[str]:
+    """The parts the suite's encoder is: bench's encoders, and the plug-in's own source when it is one."""
+    from bench.registry import ENCODERS
+
+    return {"encoders"} | ({f"encoder.{suite.encoder.name}"} if ENCODERS.is_plugin(suite.encoder.name) else set())
+
+
+def plugin_part(name: str, version: int, module: str, what: str) -> Part:
+    """A part from a user's package: there is no lock outside bench, so its version is the class's ``version``
+    with the digest of its normalised source (``bench.run.lock.normalised``) - any edit that changes the syntax
+    tree renews the cells that use it; a comment or a docstring does not."""
+    modules = plugin_modules(module)
+    return Part(name, f"{version}+{plugin_digest(modules)}", modules, what)
+
+
 def all_parts() -> dict[str, Part]:
-    from bench.registry import PROTOCOLS, TASKS
+    """Every part: bench's own, every task and protocol, and the plug-ins that are loaded (a plug-in is loaded by
+    the suite that uses it; the others are not imported)."""
+    from bench.registry import ENCODERS, PROTOCOLS, TASKS
 
     parts = {p.name: p for p in PARTS}
-    parts |= {f"task.{t.name}": task_part(t) for t in TASKS.values()}
-    for name in PROTOCOLS:
-        if protocol_part(name) not in parts:
+    parts |= {f"task.{TASKS[n].name}": task_part(TASKS[n]) for n in TASKS.names() if _used(TASKS, n)}
+    for name in PROTOCOLS.names():
+        if protocol_part(name) not in parts and _used(PROTOCOLS, name):
             cls = PROTOCOLS[name]
-            parts[f"protocol.{name}"] = Part(f"protocol.{name}", cls.version, (cls.__module__,), cls.summary)
+            parts[f"protocol.{name}"] = plugin_part(f"protocol.{name}", cls.version, cls.__module__, cls.summary)
+    for name in ENCODERS.names():
+        if ENCODERS.is_plugin(name) and ENCODERS.loaded(name):
+            module, what = ENCODERS.module_of(name), ENCODERS[name].summary
+            parts[f"encoder.{name}"] = plugin_part(f"encoder.{name}", 1, module, what)
     return parts
 
 
-def module_path(module: str) -> Path:
-    if module.startswith("bench."):
-        parts = module.split(".")[1:]
-        if parts[-1] == "__init__":
-            return PACKAGE.joinpath(*parts[:-1], "__init__.py")
-        file = PACKAGE.joinpath(*parts).with_suffix(".py")
-        return file if file.exists() else PACKAGE.joinpath(*parts, "__init__.py")
-    found = sys.modules.get(module)
-    origin = getattr(found, "__file__", None) or importlib.util.find_spec(module).origin
-    return Path(origin)
+def _used(registry, name: str) -> bool:
+    return not registry.is_plugin(name) or registry.loaded(name)
 
 
 def all_modules() -> list[str]:
@@ -190,7 +202,7 @@ def owner(module: str, parts: dict[str, Part]) -> str | None:
     return next((p.name for p in parts.values() if module in p.modules), None)
 
 
-def uses(names: set[str], parts: dict[str, Part] | None = None) -> dict[str, int]:
+def uses(names: set[str], parts: dict[str, Part] | None = None) -> dict[str, int | str]:
     """part -> version of ``names`` and every part their modules import, transitively."""
     parts = parts or all_parts()
     seen: set[str] = set()
@@ -214,7 +226,7 @@ def cell_parts(suite: Suite, kind: str, task: type, tuned: bool = False, protoco
     """The parts a cell calls directly. A pretraining: the loop, its task, health if measured. An evaluation:
     the protocols (and its own protocol's part, where it comes from outside bench), its task's evaluation input,
     tuning if its hyperparameters come from a study."""
-    direct = {"cells", "data", "encoders", "checkpoints", f"task.{task.name}"}
+    direct = {"cells", "data", "checkpoints", f"task.{task.name}"} | encoder_parts(suite)
     if kind == "pretrain":
         direct |= {"train"} | ({"health"} if suite.pretrain.health_every else set())
         if suite.pretrain.augment == "lightly":

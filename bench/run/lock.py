@@ -4,12 +4,11 @@ to do: bump the version (behaviour changed) or record the digest (a refactor the
 
 from __future__ import annotations
 
-import ast
-import hashlib
 import json
 from pathlib import Path
 
-from bench.run.identity import PACKAGE, Part, all_parts, module_path
+from bench.run.identity import Part, all_parts
+from bench.run.source import PACKAGE, module_path, source_digest
 
 LOCK = Path(__file__).resolve().parent / "identity.lock"
 
@@ -17,36 +16,8 @@ LOCK = Path(__file__).resolve().parent / "identity.lock"
 # ---------------------------------------------------------------------------------------------- digests
 
 
-class _Normalise(ast.NodeTransformer):
-    """Docstrings out, and a task class's own ``version = N`` (the version is pinned beside the digest)."""
-
-    def _body(self, node):
-        self.generic_visit(node)
-        body = node.body
-        if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant):
-            if isinstance(body[0].value.value, str):
-                body = body[1:]
-        if isinstance(node, ast.ClassDef):
-            body = [s for s in body if not _is_version(s)]
-        node.body = body or [ast.Pass()]
-        return node
-
-    visit_Module = visit_ClassDef = visit_FunctionDef = visit_AsyncFunctionDef = _body
-
-
-def _is_version(statement: ast.stmt) -> bool:
-    targets = statement.targets if isinstance(statement, ast.Assign) else [getattr(statement, "target", None)]
-    return isinstance(statement, (ast.Assign, ast.AnnAssign)) and [getattr(t, "id", "") for t in targets] == ["version"]
-
-
-def normalised(source: str) -> str:
-    """The syntax tree of ``source`` without docstrings, comments, formatting or a class's ``version``."""
-    return ast.dump(_Normalise().visit(ast.parse(source)), include_attributes=False)
-
-
 def part_digest(part: Part) -> str:
-    text = "\n".join(f"{m}\n{normalised(module_path(m).read_text())}" for m in sorted(part.modules))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return source_digest(part.modules)
 
 
 # ---------------------------------------------------------------------------------------------- the lock

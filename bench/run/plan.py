@@ -14,7 +14,7 @@ from bench.config.settings import digest
 from bench.config.suite import Suite
 from bench.errors import ConfigError
 from bench.registry import PROTOCOLS, TASKS
-from bench.run.identity import TUNING_LIBRARIES, cell_parts, library_versions, uses
+from bench.run.identity import TUNING_LIBRARIES, all_parts, cell_parts, encoder_parts, library_versions, uses
 
 KEY_VERSION = 4  # the layout of the key itself; code changes are covered by the parts' versions
 
@@ -56,6 +56,7 @@ def build_plan(suite: Suite, data_identity: str, environment: dict | None = None
     environment = environment or {}
     tuned_environment = environment | {"tuning_libraries": library_versions(TUNING_LIBRARIES)}
     cells = []
+    every = all_parts()
 
     def keys(content: dict, parts: dict, env: dict) -> tuple[str, str, dict]:
         identity = {"parts": parts, "environment": env, "data": data_identity}
@@ -70,11 +71,11 @@ def build_plan(suite: Suite, data_identity: str, environment: dict | None = None
             if task.pretrains:
                 schedule = suite.pretrain.key_content()
                 origin |= {"task": name, "task_cfg": cfg.model_dump(exclude={"protocols"}), "pretrain": schedule}
-                parts = uses(cell_parts(suite, "pretrain", task))
+                parts = uses(cell_parts(suite, "pretrain", task), every)
                 source, source_config, identity = keys(origin, parts, environment)
                 cells.append(Cell("pretrain", name, seed, source, source, config_key=source_config, identity=identity))
             else:
-                source, source_config, _ = keys(origin | {"init": True}, uses({"encoders"}), environment)
+                source, source_config, _ = keys(origin | {"init": True}, uses(encoder_parts(suite), every), environment)
             for budget in suite.sorted_budgets():
                 for draw, protocol in ((d, p) for d in suite.draws_at(budget, seed) for p in protocols):
                     settings = suite.protocol(protocol).model_dump()
@@ -91,7 +92,7 @@ def build_plan(suite: Suite, data_identity: str, environment: dict | None = None
                         "evaluation": suite.evaluation.model_dump(),
                         "seed": seed,
                     } | ({} if draw is None else {"draw": draw})
-                    parts = uses(cell_parts(suite, "eval", task, is_tuned, protocol))
+                    parts = uses(cell_parts(suite, "eval", task, is_tuned, protocol), every)
                     env = tuned_environment if is_tuned else environment
                     key, _, identity = keys(content | {"source_key": source}, parts, env)
                     config_key = digest(content)

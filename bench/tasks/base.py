@@ -10,6 +10,7 @@ from torch import nn
 
 from bench.augment.ops import to_input
 from bench.config.sections import TaskConfig
+from bench.plugins import subclass_named
 from bench.registry import TASKS
 
 __all__ = ["Task", "TaskConfig"]
@@ -110,3 +111,9 @@ class Task(nn.Module):
             raise ValueError(
                 f"task {cls.name!r} needs images of at least {cls.min_image_size} px; the data has {size} px"
             )
+
+
+def as_plugin(name: str, obj: object) -> type[Task]:
+    """A task from a user's package (``bench.plugins``): a ``Task`` subclass whose ``name`` is the one it is used
+    by, with a ``summary`` and a ``reference``."""
+    return subclass_named("task", name, obj, Task, ("summary", "reference"))
