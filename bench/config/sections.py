@@ -48,6 +48,13 @@ class DatasetConfig(Strict):
     # horizontal flips in every task's views and in fine-tuning; false for data whose mirror image is another
     # class (digits, text)
     flip: bool = True
+    image_size: int | None = Field(
+        None,
+        ge=8,
+        description="resize every image to this square size when the cache is built: the shorter side to this "
+        "many px (bicubic, antialiased), then the centre square; None: use the images as they are (then they must "
+        "be square and of one size)",
+    )
     synthetic: SyntheticConfig = SyntheticConfig()
 
     @model_validator(mode="before")

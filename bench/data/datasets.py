@@ -24,6 +24,7 @@ import torch
 from bench.config.sections import DatasetConfig
 from bench.data.budgets import budget_indices
 from bench.data.imagefolder import decode_folder, scan_folder
+from bench.data.modes import fit_arrays
 from bench.data.sources import ARRAYS, TORCHVISION_FILES, _identity, _normalise, _pixel_hashes, _synthetic, _torchvision
 from bench.errors import DataError
 from bench.registry import DATASETS
@@ -75,17 +76,17 @@ def data_root(cfg: DatasetConfig) -> Path:
 
 def load_dataset(cfg: DatasetConfig) -> Dataset:
     spec = DATASETS[cfg.name]
-    if cfg.name == "synthetic":  # small: generated and digested on every load
-        classes, arrays = _normalise(*_synthetic(cfg))
-        identity = _identity(classes, arrays)
-    elif spec.load is not None:  # a user's loader: its arrays, digested on every load
-        classes, arrays = _normalise(*_checked(cfg.name, spec.load(cfg)))
+    if cfg.name == "synthetic" or spec.load is not None:  # generated, or a user's loader: digested on every load
+        raw = _synthetic(cfg) if cfg.name == "synthetic" else _checked(cfg.name, spec.load(cfg))
+        classes, arrays = _normalise(*raw)
+        if cfg.image_size:
+            arrays = {k: fit_arrays(a, cfg.image_size) if k.endswith("_x") else a for k, a in arrays.items()}
         identity = _identity(classes, arrays)
         if len(arrays["unlabeled_x"]):  # unlabelled copies of training images are not pretrained on twice
             arrays["train_hash"] = _pixel_hashes(arrays["train_x"])
             arrays["unlabeled_hash"] = _pixel_hashes(arrays["unlabeled_x"])
     else:
-        classes, arrays, identity = _cached(data_root(cfg), cfg.name)
+        classes, arrays, identity = _cached(data_root(cfg), cfg.name, cfg.image_size)
     tx, ty, vx, vy, ux = (arrays[k] for k in ARRAYS)
     train_hash = arrays.get("train_hash")
     if cfg.train_size:
@@ -151,9 +152,10 @@ CACHE_FORMAT = 2  # caches of another format (or none: written before manifests 
 MANIFEST = "manifest.json"
 
 
-def _cached(root: Path, name: str) -> tuple[list[str], dict[str, np.ndarray], str]:
-    """Decoded arrays in ``<root>/.bench-cache/<name>/``, reused (about a second) while the source files keep
-    their paths, sizes and modification times; otherwise decoded again, digested and written anew."""
+def _cached(root: Path, name: str, image_size: int | None = None) -> tuple[list[str], dict[str, np.ndarray], str]:
+    """Decoded arrays in ``<root>/.bench-cache/<name>/`` (``<name>-<size>px/`` when fitted to ``image_size``),
+    reused (about a second) while the source files keep their paths, sizes and modification times; otherwise
+    decoded again, digested and written anew."""
     folder = root if name == "imagefolder" else root / name
     listing = None
     if name == "imagefolder" or ((folder / "train").is_dir() and (folder / "test").is_dir()):
@@ -162,12 +164,14 @@ def _cached(root: Path, name: str) -> tuple[list[str], dict[str, np.ndarray], st
     def sources() -> list[list]:
         return listing.manifest if listing else _stat_walk(root, TORCHVISION_FILES[name])
 
-    cache = root / ".bench-cache" / name
+    cache = root / ".bench-cache" / (f"{name}-{image_size}px" if image_size else name)
     manifest = sources()  # taken before decoding: a file changed meanwhile makes the next load rebuild
     found = _read_cache(cache, manifest)
     if found:
         return found
-    classes, arrays = _normalise(*(decode_folder(listing) if listing else _torchvision(root, name)))
+    classes, arrays = _normalise(*(decode_folder(listing, image_size) if listing else _torchvision(root, name)))
+    if image_size and not listing:
+        arrays = {k: fit_arrays(a, image_size) if k.endswith("_x") else a for k, a in arrays.items()}
     identity = _identity(classes, arrays)
     arrays["train_hash"] = _pixel_hashes(arrays["train_x"])
     arrays["unlabeled_hash"] = _pixel_hashes(arrays["unlabeled_x"])

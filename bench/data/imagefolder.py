@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
+from bench.data.modes import UnreadableMode, fit, to_rgb
 from bench.errors import DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
@@ -79,58 +80,64 @@ def _images(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-def decode_folder(listing: Listing):
-    """``(classes, train_x, train_y, test_x, test_y, unlabeled_x or None)``: uint8 (N, 3, H, W), int64 labels."""
+def decode_folder(listing: Listing, image_size: int | None = None):
+    """``(classes, train_x, train_y, test_x, test_y, unlabeled_x or None)``: uint8 (N, 3, H, W), int64 labels;
+    every image ``image_size`` px square when it is given (``fit``)."""
     root = listing.root
-    tx, ty = _labelled(listing.train, root / "train")
-    vx, vy = _labelled(listing.test, root / "test")
-    ux = _decode_files(listing.unlabeled, root / "unlabeled") if listing.unlabeled else None
+    tx, ty = _labelled(listing.train, root / "train", image_size)
+    vx, vy = _labelled(listing.test, root / "test", image_size)
+    ux = _decode_files(listing.unlabeled, root / "unlabeled", image_size) if listing.unlabeled else None
     for name, x in (("test", vx), ("unlabeled", ux)):
         if x is not None and x.shape[1:] != tx.shape[1:]:
             raise DataError(
                 f"{root / name}: images are {_size(x.shape[2:])} but train/ images are {_size(tx.shape[2:])}; "
-                f"resize them to one size"
+                f"{RESIZE_HINT}"
             )
     return listing.classes, tx, ty, vx, vy, ux
 
 
-def _labelled(per_class: list[list[Path]], split: Path) -> tuple[np.ndarray, np.ndarray]:
+RESIZE_HINT = "set dataset.image_size to resize every image (shorter side, then the centre square)"
+
+
+def _labelled(per_class: list[list[Path]], split: Path, image_size: int | None) -> tuple[np.ndarray, np.ndarray]:
     labels = np.concatenate([np.full(len(these), i, np.int64) for i, these in enumerate(per_class)])
-    return _decode_files([p for these in per_class for p in these], split), labels
+    return _decode_files([p for these in per_class for p in these], split, image_size), labels
 
 
-def _decode_files(files: list[Path], where: Path) -> np.ndarray:
-    """One split's images as uint8 (N, 3, H, W); all square and of one size, or a DataError naming the odd one."""
+def _decode_files(files: list[Path], where: Path, image_size: int | None = None) -> np.ndarray:
+    """One split's images as uint8 (N, 3, H, W): resized to ``image_size`` when given, else all square and of one
+    size, or a DataError naming the odd one."""
     with _truncated_files_fail(), ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        images = list(pool.map(_decode, files))
+        images = list(pool.map(lambda path: _decode(path, image_size), files))
     for path, im in zip(files, images):
         if im.shape[0] != im.shape[1]:
-            raise DataError(
-                f"{path}: image is {im.shape[1]}x{im.shape[0]} (width x height), not square; crop or resize the "
-                f"images to one square size"
-            )
+            raise DataError(f"{path}: image is {im.shape[1]}x{im.shape[0]} (width x height), not square; {RESIZE_HINT}")
     usual = Counter(im.shape for im in images).most_common(1)[0][0]
     for path, im in zip(files, images):
         if im.shape != usual:
             raise DataError(
                 f"{path}: image is {_size(im.shape[:2])} but most images in {where} are {_size(usual[:2])}; "
-                f"resize them to one size"
+                f"{RESIZE_HINT}"
             )
     return np.stack(images).transpose(0, 3, 1, 2).copy()  # (N, 3, H, W)
 
 
-def _decode(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8. ``load()`` decodes the whole file, so a truncated or corrupt one fails here, not later."""
+def _decode(path: Path, image_size: int | None = None) -> np.ndarray:
+    """(H, W, 3) uint8: EXIF orientation applied, converted to RGB (``to_rgb``), fitted to ``image_size``.
+    ``load()`` decodes the whole file, so a truncated or corrupt one fails here, not later."""
     try:
         with Image.open(path) as im:
             im.load()
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+            rgb = to_rgb(ImageOps.exif_transpose(im))
+    except UnreadableMode as e:
+        raise DataError(f"{path}: {e}") from None
     except Exception as e:  # PIL raises OSError, SyntaxError, struct.error ... for broken files
         reason = " ".join(f"{e.__class__.__name__}: {e}".replace(f" {str(path)!r}", "").split())
         with suppress(OSError):
             if path.stat().st_size == 0:
                 reason = "empty file (0 bytes)"
         raise DataError(f"{path}: not a readable image ({reason})") from None
+    return np.asarray(fit(rgb, image_size) if image_size else rgb, dtype=np.uint8)
 
 
 @contextmanager

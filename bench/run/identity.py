@@ -47,7 +47,13 @@ PARTS = (
     Part(
         "data",
         1,
-        ("bench.data.budgets", "bench.data.datasets", "bench.data.imagefolder", "bench.data.sources"),
+        (
+            "bench.data.budgets",
+            "bench.data.datasets",
+            "bench.data.imagefolder",
+            "bench.data.modes",
+            "bench.data.sources",
+        ),
         "decoding, pool, subsets and nested label budgets",
     ),
     Part("encoders", 1, ("bench.models.encoders",), "encoder architectures and their seeded initialisation"),

@@ -23,6 +23,8 @@ def data_config(suite: Suite) -> dict:
     """The dataset settings that decide results (where a dataset lives does not)."""
     data = suite.dataset.model_dump()
     data.pop("root")
+    if data["image_size"] is None:  # as the files are: keys of suites that do not resize stay as they were
+        data.pop("image_size")
     if data["name"] != "synthetic":
         data.pop("synthetic")
     return data
