@@ -33,7 +33,7 @@ def fast(session: nox.Session) -> None:
 def golden(session: nox.Session) -> None:
     """Tiny deterministic runs of every task, protocol and pipeline part, compared bitwise with
     bench/run/golden.json; then the identity lock. After a refactor: `python -m bench identity --update`."""
-    session.install("-e", ".")
+    session.install("-e", ".[vit]")
     session.run("python", "-m", "bench", "golden", *session.posargs)
     session.run("python", "-m", "bench", "identity")
 

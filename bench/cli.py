@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from bench.commands import (
     cmd_check_task,
@@ -104,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="registered tasks, encoders, datasets and protocols, your plug-ins included")
     check = sub.add_parser("check-task", help="run the task contract on a task, yours included, in seconds")
     check.add_argument("task", help="a registered task's name, or your class as 'module:Class'")
-    check.add_argument("--encoder", default="small_cnn", help="the shared encoder to check on (default small_cnn)")
+    check.add_argument(
+        "--encoder", default=None, help="the shared encoder to check on (default small_cnn, vit_tiny for ViT tasks)"
+    )
     check.add_argument("--size", type=int, default=None, help="image side in px (default 32, or the task's minimum)")
     ident = sub.add_parser("identity", help="check that the code parts' digests agree with bench/run/identity.lock")
     ident.add_argument(
@@ -161,7 +164,7 @@ def run_command(command, console: Console) -> int:
     from bench.files import describe_environmental, is_environmental
 
     def fail(message: str, code: int) -> int:
-        console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         return code
 
     try:

@@ -51,10 +51,18 @@ class Registry(Mapping[str, T], Generic[T]):
     """
 
     def __init__(
-        self, kind: str, package: str | None = None, modules: tuple[str, ...] = (), adapt: str | None = None
+        self,
+        kind: str,
+        package: str | None = None,
+        modules: tuple[str, ...] = (),
+        adapt: str | None = None,
+        factories: dict[str, str] | None = None,
     ) -> None:
         """``adapt``: a ``"module:function"`` path of ``function(name, obj) -> entry`` that checks an entry from
-        outside bench when it is first imported (a task must be a ``Task`` subclass of that name, ...)."""
+        outside bench when it is first imported (a task must be a ``Task`` subclass of that name, ...).
+        ``factories``: prefix -> ``"module:function"`` path of ``function(name, *options) -> entry`` for names of
+        the form ``prefix:rest`` (``torchvision:resnet50``), made when a suite names one (``from_factory``)."""
+        self.factories = factories or {}
         self.kind = kind
         self.package = package
         self.modules = modules
@@ -118,6 +126,18 @@ class Registry(Mapping[str, T], Generic[T]):
             return self._origin[name]
         return entry.partition(":")[0] if isinstance(entry, str) else entry.__module__
 
+    def has_factory(self, name: str) -> bool:
+        """Whether ``name`` is of the form ``prefix:rest`` for one of the factories' prefixes."""
+        prefix, sep, _ = name.partition(":")
+        return bool(sep) and prefix in self.factories
+
+    def from_factory(self, name: str, *options) -> T:
+        """Make ``name``'s entry with its prefix's factory (errors are the factory's) and register it."""
+        module, _, attr = self.factories[name.partition(":")[0]].partition(":")
+        entry = getattr(importlib.import_module(module), attr)(name, *options)
+        self.register(name, entry)
+        return entry
+
     def loaded(self, name: str) -> bool:
         """Whether ``name``'s entry is imported already."""
         return not isinstance(self._entry(name), str)
@@ -165,5 +185,10 @@ class Registry(Mapping[str, T], Generic[T]):
 # The four registries. Built-in entries are found where they are defined; a user's own package adds to them.
 TASKS: Registry = Registry("task", package="bench.tasks", adapt="bench.tasks.base:as_plugin")
 PROTOCOLS: Registry = Registry("protocol", package="bench.protocols", adapt="bench.protocols.base:as_plugin")
-ENCODERS: Registry = Registry("encoder", modules=("bench.models.encoders",), adapt="bench.models.encoders:as_plugin")
+ENCODERS: Registry = Registry(
+    "encoder",
+    modules=("bench.models.encoders", "bench.models.vit"),
+    adapt="bench.models.encoders:as_plugin",
+    factories={"torchvision": "bench.models.hub:backbone", "timm": "bench.models.hub:backbone"},
+)
 DATASETS: Registry = Registry("dataset", modules=("bench.data.catalog",), adapt="bench.data.catalog:as_plugin")

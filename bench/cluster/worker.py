@@ -32,6 +32,7 @@ class WorkerRunner(Runner):
     def __init__(self, job: dict) -> None:
         ray = _ray()
         suite: Suite = job["suite"]
+        suite.register_entries()  # plug-ins and backbones by library, as the driver's validation registered them
         super().__init__(suite, job["suite_path"], Console(highlight=False, soft_wrap=True), RayPlanning())
         node = ray.util.get_node_ip_address()
         planned = job["environment"]

@@ -75,7 +75,16 @@ class DatasetConfig(Strict):
 
 
 class EncoderConfig(Strict):
-    name: str = "resnet18_cifar"
+    name: str = Field(
+        "resnet18_cifar",
+        description="a registered encoder (`bench list`), or a backbone by library: 'torchvision:<model>', "
+        "'timm:<model>' (randomly initialised, without its classifier)",
+    )
+    cifar_stem: bool = Field(
+        False,
+        description="a backbone by library only: a 3x3 stride-1 stem and no max-pool, for 32-64 px images "
+        "(ResNet-style models)",
+    )
     plugin: str | None = PLUGIN
 
     @model_validator(mode="before")
@@ -86,9 +95,27 @@ class EncoderConfig(Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name not in ENCODERS:
-            raise ValueError(f"unknown encoder {name!r}; registered: {', '.join(ENCODERS.names())}")
+        if name not in ENCODERS and not ENCODERS.has_factory(name):
+            raise ValueError(
+                f"unknown encoder {name!r}; registered: {', '.join(ENCODERS.names())}, or by library: "
+                "'torchvision:<model>', 'timm:<model>'"
+            )
         return name
+
+    @model_validator(mode="after")
+    def _backbone(self) -> EncoderConfig:
+        if ENCODERS.has_factory(self.name):
+            ENCODERS.from_factory(self.name, self.cifar_stem)  # checks the model exists and the stem applies
+        elif self.cifar_stem:
+            raise ValueError(
+                "cifar_stem applies to backbones named by library ('torchvision:resnet18'); "
+                "bench's own has resnet18_cifar"
+            )
+        return self
+
+    def key(self) -> str | dict:
+        """What of the encoder table decides numbers: its name, and the stem where it is swapped."""
+        return {"name": self.name, "cifar_stem": True} if self.cifar_stem else self.name
 
 
 class PretrainConfig(Strict):

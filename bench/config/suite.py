@@ -32,7 +32,7 @@ from bench.config.sections import (
 from bench.config.settings import Budget, ProtocolName, Seed, Settings, Strict, validate_tables
 from bench.errors import PluginError
 from bench.plugins import register_named
-from bench.registry import PROTOCOLS, TASKS
+from bench.registry import DATASETS, ENCODERS, PROTOCOLS, TASKS
 
 # A suite's name is a folder under results_dir and an MLflow experiment: letters, digits, '.', '_', '-', no path
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -118,6 +118,19 @@ class Suite(Strict):
         suite._protocol_tables = tables
         return suite
 
+    def register_entries(self) -> None:
+        """Register the suite's own entries (plug-ins named by ``class``, backbones by library) in this process:
+        a Ray worker receives the suite pickled, not validated."""
+        for name, cfg in self.tasks.items():
+            if cfg.plugin:
+                register_named(TASKS, {"name": name, "class": cfg.plugin}, name)
+        if self.encoder.plugin:
+            register_named(ENCODERS, {"name": self.encoder.name, "class": self.encoder.plugin}, self.encoder.name)
+        elif ENCODERS.has_factory(self.encoder.name):
+            ENCODERS.from_factory(self.encoder.name, self.encoder.cifar_stem)
+        if self.dataset.plugin:
+            register_named(DATASETS, {"name": self.dataset.name, "class": self.dataset.plugin}, self.dataset.name)
+
     def protocol(self, name: str) -> Settings:
         """The validated ``[<name>]`` table of a registered protocol (its defaults where the suite has none)."""
         table = self._protocol_tables.get(name)
@@ -180,6 +193,25 @@ class Suite(Strict):
     def _some_task(cls, tasks: dict) -> dict:
         if not tasks:
             raise ValueError(f"at least one task is needed; registered: {', '.join(TASKS.names())}")
+        return tasks
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks_fit_the_encoder(cls, tasks: dict, info: ValidationInfo) -> dict:
+        encoder = info.data.get("encoder")
+        if encoder is None:
+            return tasks
+        kind = ENCODERS[encoder.name].kind
+        shown = {"cnn": "CNN", "vit": "ViT"}
+        misfits = [n for n in tasks if n in TASKS and kind not in TASKS[n].encoder_kinds]
+        if misfits:
+            needs = {k for n in misfits for k in TASKS[n].encoder_kinds}
+            raise ValueError(
+                f"{', '.join(misfits)} cannot run on encoder {encoder.name!r} (a {shown.get(kind, kind)}): "
+                f"{'it needs' if len(misfits) == 1 else 'they need'} a "
+                f"{' or '.join(shown.get(k, k) for k in sorted(needs))} "
+                f"encoder; drop {'it' if len(misfits) == 1 else 'them'} or choose another [encoder]"
+            )
         return tasks
 
     @field_validator("seeds", "budgets", "draws")

@@ -66,6 +66,10 @@ class SmallCNN(nn.Module):
 class Encoder(NamedTuple):
     build: Callable[[], nn.Module]  # a fresh, randomly initialised encoder with an ``out_dim`` attribute
     summary: str  # one line for `bench list`
+    # "cnn": has ``feature_map`` (B, C, h, w) for the dense tasks; "vit": tokens, for the masked image modelling
+    # tasks (``bench.models.vit``); a task says which kinds it runs on (``Task.encoder_kinds``)
+    kind: str = "cnn"
+    libraries: tuple[str, ...] = ()  # libraries beyond bench's own whose versions decide its numbers (timm)
 
 
 ENCODERS.register(

@@ -100,7 +100,8 @@ def case_pretrain(name: str, augment: str = "device") -> dict:
     from bench.store.checkpoints import save_encoder
     from bench.train.loop import pretrain
 
-    s = suite(tasks={name: {}}, pretrain=BASE["pretrain"] | {"augment": augment, "workers": 0})
+    encoder = {"name": "small_cnn" if "cnn" in TASKS[name].encoder_kinds else "vit_tiny"}  # MAE, I-JEPA: a ViT
+    s = suite(tasks={name: {}}, encoder=encoder, pretrain=BASE["pretrain"] | {"augment": augment, "workers": 0})
     data = _data(s)
     task = build_task(s, name, 0, data.image_size)
     history = pretrain(

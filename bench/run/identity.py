@@ -56,7 +56,12 @@ PARTS = (
         ),
         "decoding, pool, subsets and nested label budgets",
     ),
-    Part("encoders", 1, ("bench.models.encoders",), "encoder architectures and their seeded initialisation"),
+    Part(
+        "encoders",
+        1,
+        ("bench.models.encoders", "bench.models.vit", "bench.models.hub"),
+        "encoder architectures (CNNs, ViTs, backbones by library) and their seeded initialisation",
+    ),
     Part("checkpoints", 1, ("bench.store.checkpoints",), "how an encoder is saved and loaded"),
     Part("tasks", 1, ("bench.tasks.base",), "what every task is: evaluation input, hooks of the loop"),
     Part("tasks.joint", 1, ("bench.tasks.joint",), "two-view tasks: views, momentum encoders"),
@@ -267,7 +272,10 @@ def plan_environment(suite: Suite, threads: int | None = None) -> dict:
     env: dict = {"device": device, "precision": "bf16-autocast" if device == "cuda" else "fp32"}
     if device == "cpu":
         env["threads"] = threads or torch.get_num_threads()
-    return env | {"libraries": library_versions(LIBRARIES)}
+    from bench.registry import ENCODERS
+
+    extra = ENCODERS[suite.encoder.name].libraries  # timm, for its models
+    return env | {"libraries": library_versions(LIBRARIES + tuple(x for x in extra if x not in LIBRARIES))}
 
 
 def unclassified() -> list[str]:

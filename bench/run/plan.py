@@ -69,7 +69,7 @@ def build_plan(suite: Suite, data_identity: str, environment: dict | None = None
         task = TASKS[name]
         protocols = task_protocols(suite, name)
         for seed in suite.seeds:
-            origin = {"v": KEY_VERSION, "data": data_config(suite), "encoder": suite.encoder.name, "seed": seed}
+            origin = {"v": KEY_VERSION, "data": data_config(suite), "encoder": suite.encoder.key(), "seed": seed}
             if task.pretrains:
                 schedule = suite.pretrain.key_content()
                 origin |= {"task": name, "task_cfg": cfg.model_dump(exclude={"protocols"}), "pretrain": schedule}

@@ -39,6 +39,9 @@ class Task(nn.Module):
     monotone_loss: ClassVar[bool] = True
     # The smallest image side (px) the task is meaningful for; smaller data is refused before training.
     min_image_size: ClassVar[int] = 1
+    # The kinds of shared encoder the task runs on (``bench.models.encoders.Encoder.kind``): a dense decoder needs
+    # a CNN's feature map, masked image modelling a ViT's tokens; a suite pairing it with another is refused.
+    encoder_kinds: ClassVar[tuple[str, ...]] = ("cnn", "vit")
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)

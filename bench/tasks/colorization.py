@@ -81,6 +81,7 @@ class ColorizationConfig(TaskConfig):
 
 class Colorization(Task):
     name = "colorization"
+    encoder_kinds = ("cnn",)  # its decoder reads the encoder's feature map
     summary = "predict quantised ab colour bins from the lightness channel (class-rebalanced)"
     reference = "Zhang et al. 2016, arXiv:1603.08511"
     Config = ColorizationConfig

@@ -45,6 +45,7 @@ class InpaintingConfig(TaskConfig):
 
 class Inpainting(Task):
     name = "inpainting"
+    encoder_kinds = ("cnn",)  # its decoder reads the encoder's feature map
     summary = "context encoder: reconstruct a masked square from its surroundings (L2 on the hole)"
     reference = "Pathak et al. 2016, arXiv:1604.07379"
     Config = InpaintingConfig

@@ -18,9 +18,10 @@ from rich.markup import escape
 
 from bench.config.sections import DatasetConfig
 from bench.data.datasets import load_dataset
+from bench.errors import ConfigError
 from bench.models.encoders import build_encoder
 from bench.plugins import import_target
-from bench.registry import TASKS
+from bench.registry import ENCODERS, TASKS
 from bench.tasks.base import Task, as_plugin
 
 STEPS = 20  # optimiser steps on one batch of 8 with the same random draws every step: a fixed objective
@@ -37,8 +38,19 @@ class Probe:
     images: torch.Tensor  # uint8 (8, 3, size, size)
 
 
-def probe_for(task: type[Task], encoder: str = "small_cnn", size: int | None = None) -> Probe:
+def default_encoder(task: type[Task]) -> str:
+    """The encoder a task's contract runs on: the small CNN, or ViT-Tiny for a task that runs on ViTs only."""
+    return "small_cnn" if "cnn" in task.encoder_kinds else "vit_tiny"
+
+
+def probe_for(task: type[Task], encoder: str | None = None, size: int | None = None) -> Probe:
     """8 generated class-dependent images at ``size`` px (default: 32, or the task's minimum if larger)."""
+    encoder = encoder or default_encoder(task)
+    kind = ENCODERS[encoder].kind
+    if kind not in task.encoder_kinds:
+        raise ConfigError(
+            f"task {task.name!r} does not run on a {kind} encoder ({encoder}); it needs {task.encoder_kinds}"
+        )
     size = size or max(32, task.min_image_size)
     synthetic = {"train": 8, "test": 4, "classes": 4, "size": size}
     images = load_dataset(DatasetConfig(name="synthetic", synthetic=synthetic)).train_x
@@ -163,7 +175,7 @@ def task_class(target: str) -> type[Task]:
 
 
 def check_task(
-    task: type[Task], encoder: str = "small_cnn", size: int | None = None, say: Callable[[str, bool, str], None] = None
+    task: type[Task], encoder: str | None = None, size: int | None = None, say: Callable[[str, bool, str], None] = None
 ) -> dict[str, str | None]:
     """Every check of the contract on ``task``: check name -> None when it passed, else what failed. ``say(check,
     passed, detail)`` hears each as it ends."""
@@ -185,9 +197,10 @@ def check_task(
     return results
 
 
-def report_contract(target: str, encoder: str, size: int | None, console: Console) -> int:
+def report_contract(target: str, encoder: str | None, size: int | None, console: Console) -> int:
     """``bench check-task``: each check on a line as it ends; exit status 1 when any failed."""
     task = task_class(target)
+    encoder = encoder or default_encoder(task)
     console.print(f"task contract of {task.name!r} ({task.__module__}) on {encoder}:", highlight=False)
 
     def say(check: str, passed: bool, detail: str) -> None:
