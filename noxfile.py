@@ -41,7 +41,7 @@ def golden(session: nox.Session) -> None:
 @nox.session
 def benchmark(session: nox.Session) -> None:
     """Run a suite (default suites/quick.toml) into the MLflow store under results/."""
-    session.install("-e", ".")
+    session.install("-e", ".[vit]")  # the ViT suites need timm
     args = session.posargs or ["suites/quick.toml"]
     session.run("python", "-m", "bench", "run", *args)
 
