@@ -2,7 +2,7 @@
 
 The public API, imported on first use (``import bench`` stays light):
 
-- ``load_suite``, ``run_suite``, ``write_report``, ``register`` (``bench.api``)
+- ``load_suite``, ``run_suite``, ``write_report``, ``register``, ``load_exported`` (``bench.api``)
 - ``Suite`` (``bench.config.suite``), ``Task``, ``TaskConfig`` (``bench.tasks.base``), ``Protocol``
   (``bench.protocols.base``)
 - ``TASKS``, ``PROTOCOLS``, ``ENCODERS``, ``DATASETS`` (``bench.registry``)
@@ -23,6 +23,7 @@ PUBLIC = {
     "run_suite": "bench.api",
     "write_report": "bench.api",
     "register": "bench.api",
+    "load_exported": "bench.api",
     "Suite": "bench.config.suite",
     "Task": "bench.tasks.base",
     "TaskConfig": "bench.tasks.base",

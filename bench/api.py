@@ -112,3 +112,17 @@ def register(kind: str, name: str, target: Any) -> None:
     if kind not in registries:
         raise ConfigError(f"unknown kind {kind!r}; one of {', '.join(registries)}")
     registries[kind].register(name, target)
+
+
+def load_exported(folder: str | Path) -> Any:
+    """The encoder ``bench export`` wrote to ``folder``: its architecture rebuilt, its weights loaded, in eval mode.
+
+    Args:
+        folder: the export folder (``encoder.pt`` and ``export.json``).
+
+    Returns:
+        The ``torch.nn.Module``: float images (B, 3, H, W), normalised as ``export.json`` says, to (B, out_dim).
+    """
+    from bench.tools.export import load_exported as load
+
+    return load(folder)

@@ -18,6 +18,7 @@ from rich.markup import escape
 from bench.commands import (
     cmd_check_task,
     cmd_curve,
+    cmd_export,
     cmd_golden,
     cmd_identity,
     cmd_list,
@@ -103,6 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     server.add_argument("--pg-port", type=int, default=5433, help="PostgreSQL port (5432 is Debian's own cluster)")
     server.add_argument("--workers", type=int, default=4, help="MLflow server worker processes")
     sub.add_parser("list", help="registered tasks, encoders, datasets and protocols, your plug-ins included")
+    exp = sub.add_parser("export", help="write a finished (task, seed) encoder's weights and how to load them")
+    exp.add_argument("suite", help="the suite file (or the name of one in suites/)")
+    exp.add_argument("--task", required=True, help="the task whose encoder to export")
+    exp.add_argument("--seed", type=int, required=True, help="its pretraining seed")
+    exp.add_argument("--out", default=None, help="folder (default results/<suite>/export/<task>-s<seed>/)")
+    exp.add_argument("--mlflow", action="store_true", help="also log it as an MLflow model and register it")
+    exp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a suite key")
     check = sub.add_parser("check-task", help="run the task contract on a task, yours included, in seconds")
     check.add_argument("task", help="a registered task's name, or your class as 'module:Class'")
     check.add_argument(
@@ -132,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         "plan": cmd_plan,
         "curve": cmd_curve,
         "check-task": cmd_check_task,
+        "export": cmd_export,
     }
     with interrupt_on_sigterm():
         return run_command(lambda: commands[args.command](args, console), console)

@@ -1,6 +1,5 @@
-"""What each ``bench`` command does (``bench.cli`` parses the command line and reports errors): run, report,
-parity, perf, server, list, identity, golden. Each imports what it needs when it runs, so ``bench --help`` stays
-light."""
+"""What each ``bench`` command does (``bench.cli`` parses the command line and reports errors). Each imports what
+it needs when it runs, so ``bench --help`` stays light."""
 
 from __future__ import annotations
 
@@ -130,12 +129,11 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     from bench.errors import PluginError
     from bench.registry import DATASETS, ENCODERS, PROTOCOLS, TASKS
 
-    def supported(task) -> list[str]:
-        return [p for p in PROTOCOLS if task.evaluates_with(PROTOCOLS[p])]
-
     def task_line(t) -> str:
+        protocols = ", ".join(p for p in PROTOCOLS if t.evaluates_with(PROTOCOLS[p]))
         size = f"; images of at least {t.min_image_size} px" if t.min_image_size > 1 else ""
-        return f"{escape(t.summary)} [dim]({escape(t.reference)}; protocols: {', '.join(supported(t))}{size})[/]"
+        size += "" if {"cnn", "vit"} <= set(t.encoder_kinds) else f"; {' or '.join(t.encoder_kinds)} encoders only"
+        return f"{escape(t.summary)} [dim]({escape(t.reference)}; protocols: {protocols}{size})[/]"
 
     describe = {
         "tasks": (TASKS, task_line),
@@ -160,6 +158,13 @@ def cmd_check_task(args: argparse.Namespace, console: Console) -> int:
     from bench.tools.contract import report_contract
 
     return report_contract(args.task, args.encoder, args.size, console)
+
+
+def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    from bench.tools.export import export
+
+    export(suite_file(args.suite), args.set, args.task, args.seed, args.out and Path(args.out), args.mlflow, console)
+    return 0
 
 
 def cmd_identity(args: argparse.Namespace, console: Console) -> int:

@@ -126,3 +126,21 @@ def test_image_size_is_in_the_key_only_when_set(tmp_path):
     (tmp_path / "s.toml").write_text('name = "s"\n[dataset]\nname = "imagefolder"\n')
     assert "image_size" not in data_config(load_suite(tmp_path / "s.toml"))
     assert data_config(load_suite(tmp_path / "s.toml", ["dataset.image_size=64"]))["image_size"] == 64
+
+
+@pytest.mark.slow
+def test_a_photo_folder_runs_first_try_with_image_size(photos, tmp_path, capsys):
+    from bench.cli import main
+
+    from .conftest import store_overrides
+
+    suite = tmp_path / "photos.toml"
+    suite.write_text(
+        f'name = "photos"\nseeds = [0]\nbudgets = ["full"]\nprotocols = ["linear"]\n[dataset]\nname = "imagefolder"\n'
+        f'root = "{photos}"\nimage_size = 16\n[encoder]\nname = "small_cnn"\n[pretrain]\nepochs = 1\nbatch_size = 8\n'
+        "[tasks.rotation]\n[tasks.random]\n"
+    )
+    rc = main(["run", str(suite), *[f"--set={s}" for s in store_overrides(tmp_path)]])
+    out = capsys.readouterr().out
+    assert rc == 0 and "data: imagefolder, 2 classes, 3 x 16 x 16 px; train 16, test 16" in out, out
+    assert "rotation+linear budget=full seed=0: test_acc" in out
