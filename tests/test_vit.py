@@ -115,3 +115,25 @@ def test_the_vit_tasks_run_at_96_px_with_16_px_patches_and_under_bf16_autocast(n
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = small.loss(torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8), torch.Generator().manual_seed(0))
     assert loss.shape == () and torch.isfinite(loss.float())
+
+
+def test_ibot_masks_half_the_images_each_with_a_tenth_to_half_of_its_patches():
+    from bench.tasks.ibot import IBOTConfig, patch_masks
+
+    masks = patch_masks(400, 64, IBOTConfig(), torch.Generator().manual_seed(0))
+    counts = masks.sum(1)
+    masked = counts > 0
+    assert 0.4 < masked.float().mean() < 0.6
+    assert counts[masked].min() >= round(0.1 * 64) and counts.max() <= round(0.5 * 64)
+
+
+def test_ibot_adds_the_masked_patch_loss_to_dinos():
+    from bench.tasks.ibot import IBOTConfig
+
+    images = torch.randint(0, 255, (8, 3, 32, 32), dtype=torch.uint8)
+    losses = []
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        task = TASKS["ibot"](build_encoder("vit_tiny", 0), IBOTConfig(patch_weight=weight, mask_probability=1.0), 32)
+        losses.append(task.loss(images, torch.Generator().manual_seed(0)).item())
+    assert losses[1] > losses[0] > 0  # the same views and masks; the patch term is a cross-entropy, positive
