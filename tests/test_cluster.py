@@ -347,6 +347,8 @@ def test_trials_of_a_study_spread_over_two_workers_with_exact_counts(services, r
     extra = ["name='tuned'", "seeds=[0]", "budgets=[32]", "protocols=['finetune']", "tasks={scratch={}}"]
     extra += ["tuning.enabled=true", "tuning.trials=5", "tuning.prune=false", "execution.tuning_workers=2"]
     extra += [f"tuning.storage={services.optuna_url!r}", "execution.threads=1"]
+    # trials of a few seconds each: a worker that starts a little later still finds trials left to run
+    extra += ["finetune.min_steps=300", "finetune.patience=1000", "finetune.check_steps=100"]
     assert main(["run", str(SMOKE), *on_server(services, tmp_path, *extra)]) == 0
     storage = services.optuna_url
     (summary,) = [s for s in optuna.get_all_study_summaries(storage) if s.study_name.startswith("tuned:")]

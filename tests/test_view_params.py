@@ -42,6 +42,7 @@ LIGHTLY = {
     "vicreg": lambda s: LT.VICRegTransform(input_size=s),
     "dino": lambda s: LT.DINOTransform(global_crop_size=s, local_crop_size=local_size(s)),
     "swav": lambda s: LT.SwaVTransform(crop_sizes=(s, local_size(s))),
+    "ibot": lambda s: LT.IBOTTransform(global_crop_size=s, local_crop_size=local_size(s)),
 }
 
 ANY = None
@@ -59,6 +60,9 @@ DEVIATIONS = {
     ("dino", 32, ANY, "views"): (2, "no local crops at 32 px"),
     **{("dino", 96, i, "input_size"): (48, "half the image side") for i in range(2, 8)},
     ("dino", ANY, ANY, "interpolation"): ("bilinear", "bilinear"),
+    ("ibot", 32, ANY, "views"): (2, "no local crops at 32 px"),
+    **{("ibot", 96, i, "input_size"): (48, "half the image side") for i in range(2, 12)},
+    ("ibot", ANY, ANY, "interpolation"): ("bilinear", "bilinear"),
     ("swav", ANY, ANY, "views"): (2, "no multi-crop"),
 }
 
@@ -153,7 +157,8 @@ def lightly_params(view) -> dict:
 def make(name: str, size: int) -> TwoViewTask:
     torch.manual_seed(0)
     cls = TASKS[name]
-    return cls(build_encoder("small_cnn", 0), cls.Config(), size)
+    encoder = "small_cnn" if "cnn" in cls.encoder_kinds else "vit_tiny"
+    return cls(build_encoder(encoder, 0), cls.Config(), size)
 
 
 def _same(a, b) -> bool:

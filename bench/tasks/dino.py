@@ -39,7 +39,7 @@ class DINOConfig(JointConfig):
     momentum_steps: int | None = momentum_steps_field(125_100)  # 100 ImageNet epochs at batch 1024
     views: ViewConfig = ViewConfig(**GLOBAL_VIEW, gaussian_blur_above_32=1.0)
     views2: ViewConfig | None = ViewConfig(**GLOBAL_VIEW, gaussian_blur_above_32=0.1, solarization_prob=0.2)
-    local_views: int | None = Field(None, ge=0)  # None: 0 at <= 32 px, 6 above
+    local_views: int | None = Field(None, ge=0)  # None: 0 at <= 32 px, local_views_above_32 above
     local_min_scale: float = Field(0.05, gt=0, le=1)
     local_max_scale: float = Field(0.4, gt=0, le=1)
     freeze_last_layer: float = Field(0.01, ge=0, lt=1)  # fraction of the optimiser steps with the head's last
@@ -53,6 +53,7 @@ class DINO(TwoViewTask):
     version = 2
     Config = DINOConfig
     monotone_loss = False  # measured against a moving teacher and centre: not monotone on one fixed batch
+    local_views_above_32 = 6  # local crops when ``local_views`` is None and the images are larger than 32 px
 
     def __init__(self, encoder, cfg: DINOConfig, image_size: int) -> None:
         super().__init__(encoder, cfg, image_size)
@@ -63,7 +64,8 @@ class DINO(TwoViewTask):
             encoder, self.head, momentum=cfg.momentum, reference_steps=cfg.momentum_steps, copies=copies
         )
         self.criterion = DINOLoss(output_dim=cfg.out_dim)
-        self.n_local = cfg.local_views if cfg.local_views is not None else (0 if image_size <= 32 else 6)
+        default_local = 0 if image_size <= 32 else self.local_views_above_32
+        self.n_local = cfg.local_views if cfg.local_views is not None else default_local
         # which last-layer parameters train at all (lightly fixes the weight norm's scale, weight_g)
         self.last_trainable = [p.requires_grad for p in self.head.last_layer.parameters()]
         self.frozen_steps: int | None = None  # steps with the last layer frozen in this run, set at its first step

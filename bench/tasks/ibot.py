@@ -3,15 +3,18 @@ its global views with some patches masked and matches, at each masked patch, the
 unmasked patch.
 
 Zhou, Wei, Wang, Shen, Xie, Yuille & Kong, "iBOT: Image BERT Pre-Training with Online Tokenizer", ICLR 2022,
-arXiv:2111.07832. Everything of ``bench.tasks.dino`` (views, lightly's DINOProjectionHead and DINOLoss, the
+arXiv:2111.07832. Everything of ``bench.tasks.dino`` but the crops (lightly's DINOProjectionHead and DINOLoss, the
 momentum teacher, the last layer frozen early, the teacher evaluated) plus lightly's IBOTPatchLoss on the masked
 patch tokens, through the same projection head (the paper's shared head). As in the paper, half the images of a
-batch are masked, each with a ratio drawn from 0.1-0.5 of its patches, and the two losses are added.
+batch are masked, each with a ratio drawn from 0.1-0.5 of its patches, and the two losses are added. Views:
+lightly's IBOTTransform (global crops of scale 0.25-1, local crops of scale 0.05-0.25, 10 local crops above 32 px;
+blur and solarization as DINO's).
 
 Deviations: the image-level output is the mean of the patch tokens (the shared ViT's pooled features, which the
 protocols evaluate) instead of the class token; patches are masked at random places, not in blocks (lightly's
 block masks draw from torch's global generator; these masks come from the run's); DINO's deviations (head size,
-no local crops at 32 px) hold here too.
+blur off at 32 px, no local crops at 32 px, local crops of half the image side, bilinear resampling) hold
+here too.
 """
 
 from __future__ import annotations
@@ -20,10 +23,16 @@ import torch
 from lightly.loss import IBOTPatchLoss
 from pydantic import Field
 
+from bench.augment.views import ViewConfig
 from bench.tasks.dino import DINO, DINOConfig
+
+GLOBAL_VIEW = dict(min_scale=0.25, cj_sat=0.4)  # lightly's IBOTTransform: strength 0.5 x (0.8, 0.8, 0.4, 0.2)
 
 
 class IBOTConfig(DINOConfig):
+    views: ViewConfig = ViewConfig(**GLOBAL_VIEW, gaussian_blur_above_32=1.0)
+    views2: ViewConfig | None = ViewConfig(**GLOBAL_VIEW, gaussian_blur_above_32=0.1, solarization_prob=0.2)
+    local_max_scale: float = Field(0.25, gt=0, le=1)
     mask_probability: float = Field(0.5, ge=0, le=1)  # fraction of the images whose global views are masked
     mask_ratio: tuple[float, float] = (0.1, 0.5)  # of a masked image's patches, drawn per image
     patch_weight: float = Field(1.0, ge=0)  # the patch loss's weight beside the image loss
@@ -43,9 +52,10 @@ class IBOT(DINO):
     name = "ibot"
     summary = "DINO plus masked patch self-distillation: masked patches match the teacher's (ViT)"
     reference = "Zhou et al. 2022, arXiv:2111.07832"
-    version = 1
+    version = 2
     Config = IBOTConfig
     encoder_kinds = ("vit",)
+    local_views_above_32 = 10
 
     def __init__(self, encoder, cfg: IBOTConfig, image_size: int) -> None:
         super().__init__(encoder, cfg, image_size)
