@@ -61,6 +61,14 @@ def perf(session: nox.Session) -> None:
 
 
 @nox.session
+def scale(session: nox.Session) -> None:
+    """How the cost grows with the data (folders of 10k to 1M images) and the store (100 to 3,000 cells);
+    results/scale/. About an hour on 2 cores; -- --quick checks the script in a few minutes."""
+    session.install("-e", ".")
+    session.run("python", "-m", "bench.tools.scale", *session.posargs)
+
+
+@nox.session
 def parity(session: nox.Session) -> None:
     """A suite on both data paths, test accuracy compared by seed: -- SUITE (default suites/parity.toml)."""
     session.install("-e", ".")

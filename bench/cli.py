@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         help="override a suite key, e.g. --set pretrain.epochs=5 --set 'seeds=[0]'",
     )
     run.add_argument("--dry-run", action="store_true", help="print the plan and what is already done; run nothing")
+    run.add_argument("--verbose", action="store_true", help="with --dry-run: every cell with its key and state")
     run.add_argument(
         "--wait",
         type=float,

@@ -39,7 +39,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         from bench.cluster.executor import RayExecutor
 
         executor = RayExecutor()
-    outcome = Runner(suite, path, console, executor).run(dry_run=args.dry_run, wait_s=args.wait)
+    outcome = Runner(suite, path, console, executor).run(dry_run=args.dry_run, wait_s=args.wait, verbose=args.verbose)
     if outcome.failed:
         console.print(f"[red]finished with {len(outcome.failed)} failed cell(s); rerun to retry them[/]")
         return 1

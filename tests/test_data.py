@@ -59,7 +59,7 @@ def test_synthetic_data_shapes():
     data = load_dataset(DatasetConfig(name="synthetic", synthetic={"classes": 3, "train": 30, "test": 12, "size": 16}))
     assert data.train_x.shape == (30, 3, 16, 16) and data.train_x.dtype.is_floating_point is False
     assert data.num_classes == 3 and data.test_x.shape[0] == 12
-    assert len(data.pool_x) == 30
+    assert len(data.pool) == 30
 
 
 def _write_folder(root, split, classes, n):
@@ -78,7 +78,7 @@ def test_imagefolder_is_decoded_once_and_cached(tmp_path):
     cfg = DatasetConfig(name="imagefolder", root=str(tmp_path))
     first = load_dataset(cfg)
     assert first.classes == ["cat", "dog"] and first.train_x.shape == (10, 3, 8, 8)
-    assert len(first.pool_x) == 11  # train images plus unlabeled/
+    assert len(first.pool) == 11  # train images plus unlabeled/
     assert (tmp_path / ".bench-cache" / "imagefolder" / "train_x.npy").exists()
     second = load_dataset(cfg)
     assert (first.train_x == second.train_x).all() and (first.test_y == second.test_y).all()

@@ -132,18 +132,21 @@ def test_a_write_killed_halfway_leaves_a_cache_that_is_never_mixed(tmp_path, mon
     _folder(tmp_path)
     first = _load(tmp_path)
     _folder(tmp_path, classes=("bird",), seed=1)
-    real_save, calls = np.save, []
+    from bench.data.cache import NpyWriter
 
-    def killed(*args, **kw):
+    real_write, calls = NpyWriter.write, []
+
+    def killed(self, chunk):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt  # the process dies in the middle of writing the new cache
-        return real_save(*args, **kw)
+        return real_write(self, chunk)
 
-    monkeypatch.setattr(np, "save", killed)
+    monkeypatch.setattr(NpyWriter, "write", killed)
     with pytest.raises(KeyboardInterrupt):
         _load(tmp_path)
-    monkeypatch.setattr(np, "save", real_save)
+    assert not list((tmp_path / ".bench-cache").glob("*.tmp-*"))  # the half-written folder is removed
+    monkeypatch.setattr(NpyWriter, "write", real_write)
     data = _load(tmp_path)
     assert data.classes == ["bird", "cat", "dog"] and len(data.train_x) == 9 and data.identity != first.identity
     assert _load(tmp_path).identity == data.identity
@@ -313,8 +316,8 @@ def test_unlabeled_duplicates_of_train_images_and_of_each_other_are_dropped(tmp_
     _save(u / "new1_again.png", 5000)
     _save(u / "new2.png", 5001)
     data = _load(tmp_path)
-    rows = {x.numpy().tobytes() for x in data.pool_x}
-    assert len(data.pool_x) == len(rows) == 8
+    rows = {x.numpy().tobytes() for x in data.pool.resident()}
+    assert len(data.pool) == len(rows) == 8
     assert {x.numpy().tobytes() for x in data.train_x} <= rows
     assert data.pool_composition == {"train": 6, "unlabeled": 5, "duplicates_dropped": 3, "pool": 8}
 
@@ -326,10 +329,10 @@ def test_duplicates_are_dropped_before_the_pool_size_subset(tmp_path):
         _save(u / f"copy{i}.png", 0)
     _save(u / "new.png", 5000)
     data = _load(tmp_path, pool_size=7)  # 6 train + 1 new: the only 7 distinct images
-    assert len({x.numpy().tobytes() for x in data.pool_x}) == 7
+    assert len({x.numpy().tobytes() for x in data.pool.resident()}) == 7
     assert data.pool_composition == {"train": 6, "unlabeled": 7, "duplicates_dropped": 6, "pool": 7}
     smaller = _load(tmp_path, pool_size=4)
-    assert smaller.pool_composition["pool"] == len({x.numpy().tobytes() for x in smaller.pool_x}) == 4
+    assert smaller.pool_composition["pool"] == len({x.numpy().tobytes() for x in smaller.pool.resident()}) == 4
 
 
 def test_pool_composition_without_unlabeled_images(tmp_path):

@@ -64,6 +64,8 @@ def test_health_is_logged_by_epoch_and_leaves_the_results_unchanged(tmp_path):
     assert [m.step for m in history] == [2, 3]  # every 2 epochs, and the last
     assert all(1.0 <= m.value <= 128 for m in history)
     assert [m.step for m in client.get_metric_history(pre.info.run_id, "collapse_std")] == [2, 3]
+    measured_s = sum(m.value for m in client.get_metric_history(pre.info.run_id, "health_s"))
+    assert pre.data.metrics["health_wall_s"] == pytest.approx(measured_s)  # the total the report reads
     assert "rankme" not in unmeasured["pretrain"].data.metrics
     # health is part of the pretraining's identity (health.md publishes it), yet measuring it changes nothing
     # trained: bitwise the same training loss and test accuracy with and without the measurement

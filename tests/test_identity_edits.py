@@ -65,7 +65,7 @@ def test_comments_docstrings_and_a_moved_function_renew_no_key(smoke_store, tmp_
         "from bench.augment.reference import epoch_batches",
     )
     edit(loop, "\n\n@dataclass\nclass EpochStats", "\n\n" + moved + "\n@dataclass\nclass EpochStats")
-    assert "0 to run" in dry_run(root, smoke_store.sets)
+    assert "0 to run" in dry_run(root, smoke_store.sets, "--verbose")
     assert "0 to run" in dry_run(root, smoke_store.sets, "--set=pretrain.warmup_epochs=0")
     pin = bench(root, "identity")
     assert pin.returncode == 1
@@ -75,7 +75,7 @@ def test_comments_docstrings_and_a_moved_function_renew_no_key(smoke_store, tmp_
     update = bench(root, "identity", "--update")  # golden outputs unchanged: a refactor, recorded
     assert update.returncode == 0, update.stdout + update.stderr
     assert bench(root, "identity").returncode == 0
-    assert "0 to run" in dry_run(root, smoke_store.sets)
+    assert "0 to run" in dry_run(root, smoke_store.sets, "--verbose")
 
 
 def test_a_constant_in_rotation_fails_the_pin_until_its_version_is_bumped(smoke_store, tmp_path):
@@ -90,10 +90,15 @@ def test_a_constant_in_rotation_fails_the_pin_until_its_version_is_bumped(smoke_
     refused = bench(root, "identity", "--update")  # a change of behaviour cannot be recorded as a refactor
     assert refused.returncode == 1 and "golden case pretrain/rotation: its outputs changed" in refused.stdout
     edit(rotation, '    name = "rotation"\n', '    name = "rotation"\n    version = 2\n')
-    out = dry_run(root, smoke_store.sets)
+    out = dry_run(root, smoke_store.sets, "--verbose")
     todo = [line for line in out.splitlines() if line.strip().startswith("todo")]
     assert todo and all(" rotation" in line or "pretrain rotation" in line for line in todo)
     assert all("stale: parts changed (task.rotation 1 -> 2)" in line for line in todo)
+    summary = dry_run(root, smoke_store.sets)  # without --verbose: a line per task, the reasons counted
+    assert f"stale: parts changed (task.rotation 1 -> 2) ({len(todo)} cells)" in summary
+    (line,) = [x for x in summary.splitlines() if x.split()[:1] == ["rotation"]]
+    assert f"0 done  {len(todo):>5} to run ({len(todo)} with results from other code or data)" in line, line
+    assert "todo" not in summary
     assert f"{len(todo)} to run" in out
     pin = bench(root, "identity")  # what is left: recording the bump (and its new outputs) in the lock
     assert pin.returncode == 1 and "part task.rotation is version 2, the lock has 1" in pin.stdout

@@ -72,7 +72,7 @@ def test_an_edited_plugin_renews_its_cells_and_a_comment_does_not(package, tmp_p
     out = bench(capsys, "run", str(suite), "--dry-run", *sets(tmp_path, *FAST))[1]
     assert "0 to run" in out, out
     source.write_text(source.read_text().replace("Linear(hidden, 6)", "Linear(hidden, 6, bias=False)"))
-    out = bench(capsys, "run", str(suite), "--dry-run", *sets(tmp_path, *FAST))[1]
+    out = bench(capsys, "run", str(suite), "--dry-run", "--verbose", *sets(tmp_path, *FAST))[1]
     renewed = [line for line in out.splitlines() if "todo" in line]
     assert len(renewed) == 3 and all("stale: parts changed (task.channel_permutation 1+" in x for x in renewed), out
     assert all("channel_permutation" in line for line in renewed)  # random's cells, on the same encoder, are kept

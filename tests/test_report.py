@@ -235,6 +235,10 @@ def test_tidy_reads_params_tags_and_experiment_with_fallbacks_for_old_runs():
     health = tidy(tracker, cells)
     assert health.rankme.tolist() == [41.5] * 3 and health.collapse_std.tolist() == [0.06] * 3  # its source's
     assert health.health_cost.tolist() == [pytest.approx(0.9 / 60)] * 3  # all measurements over all epochs
+    totals = _run({}, metrics | {"health_wall_s": 0.9, "pretrain_wall_s": 60.0}, {"kind": "pretrain"})
+    tracker = _Tracker({"kfull": new, "p": totals})  # a run that logged its totals: no query per run
+    tracker.client.get_metric_history = lambda run_id, key: pytest.fail("read a metric history")
+    assert tidy(tracker, cells).health_cost.tolist() == [pytest.approx(0.9 / 60)] * 3
     named = _Tracker({"kfull": new})
     named.name = "smoke"  # the tracker's experiment name, when it has one, without asking the store
     assert set(tidy(named, cells).suite) == {"smoke"}

@@ -44,7 +44,7 @@ def test_a_sweep_reads_well_in_the_ui(smoke_store):
         "1": "rotation pretrain s1",
     }
     for r in pretrain.values():
-        assert "pool_images" not in r.data.metrics and r.data.params["pool.pool"] == str(len(data.pool_x))
+        assert "pool_images" not in r.data.metrics and r.data.params["pool.pool"] == str(len(data.pool))
     evals = [r for r in found if r.data.tags["kind"] == "eval"]
     assert len(evals) == 2 * 3 * (3 + 2 + 1)  # seeds x budgets x (rotation 3 protocols, random 2, scratch 1)
     for r in evals:

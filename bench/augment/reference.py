@@ -15,7 +15,7 @@ from PIL import Image
 
 
 class PilImages(torch.utils.data.Dataset):
-    """uint8 images (N, H, W, 3) as PIL images through ``transform``."""
+    """uint8 images (N, 3, H, W), an array or anything indexed like one, as PIL images through ``transform``."""
 
     def __init__(self, images: np.ndarray, transform: Callable) -> None:
         self.images, self.transform = images, transform
@@ -24,7 +24,8 @@ class PilImages(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int):
-        return self.transform(Image.fromarray(self.images[i]))
+        image = np.asarray(self.images[i])
+        return self.transform(Image.fromarray(image.reshape(image.shape[-3:]).transpose(1, 2, 0)))
 
 
 def default_workers() -> int:

@@ -17,6 +17,7 @@ from rich.progress import Progress
 from bench.cluster.connect import RayPlanning, _ray
 from bench.cluster.studies import SharedTuner
 from bench.config.suite import Suite
+from bench.data.pool import on_device_if_it_fits
 from bench.errors import ServiceError
 from bench.run.cells import GroupRun, resolve_device
 from bench.run.runner import Runner
@@ -65,7 +66,7 @@ class WorkerRunner(Runner):
         self.tracker.experiment_id = job["experiment_id"]
         self.tracker.env = environment_tags(self.device) | {"ray_node": node, "ray_worker_pid": str(os.getpid())}
         mlflow.set_experiment(experiment_id=job["experiment_id"])
-        self.train_x = self.data.train_x.to(self.device)
+        self.train_x = on_device_if_it_fits(self.data.train_x, self.device)
         self.labels = self.draw_labels()
 
     def check_lease(self) -> None:

@@ -269,6 +269,8 @@ class ExecutionConfig(Strict):
     retries: int = Field(2, ge=0)  # a task whose worker died (machine lost, process killed) runs again
     threads: int | None = Field(None, ge=1)  # torch CPU threads per task; None: as many as a local run on that
     # node uses (its cores), so CPU results equal the local backend's (they depend on the thread count)
+    pool: Literal["auto", "resident", "stream"] = "auto"  # the pretraining pool on the device, or read a batch at a
+    # time from the cache; auto: on the device when it takes at most half its free memory (the same batches either way)
 
     @field_validator("address")
     @classmethod

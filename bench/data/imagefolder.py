@@ -2,9 +2,9 @@
 
 :func:`scan_folder` is a cheap stat walk (no decoding) that finds the images, refuses a folder whose class structure is
 wrong, and lists every image as (relative path, size, mtime_ns): the manifest by which the cache in ``bench.data``
-knows whether the folder changed. :func:`decode_folder` reads every image and refuses, before any training, corrupt,
-truncated, empty or unreadable files and images of the wrong shape. Each refusal is a one-line ``DataError``
-naming the folder or file. Hidden entries (a name starting with ".") and files without an image suffix
+knows whether the folder changed. :func:`decode_chunks` reads every image, a chunk at a time, and refuses, before any
+training, corrupt, truncated, empty or unreadable files and images of the wrong shape. Each refusal is a one-line
+``DataError`` naming the folder or file. Hidden entries (a name starting with ".") and files without an image suffix
 (``.DS_Store``, ``README.txt``) are ignored; class folders may hold sub-folders (their images count for the class).
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -80,46 +81,41 @@ def _images(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-def decode_folder(listing: Listing, image_size: int | None = None):
-    """``(classes, train_x, train_y, test_x, test_y, unlabeled_x or None)``: uint8 (N, 3, H, W), int64 labels;
-    every image ``image_size`` px square when it is given (``fit``)."""
-    root = listing.root
-    tx, ty = _labelled(listing.train, root / "train", image_size)
-    vx, vy = _labelled(listing.test, root / "test", image_size)
-    ux = _decode_files(listing.unlabeled, root / "unlabeled", image_size) if listing.unlabeled else None
-    for name, x in (("test", vx), ("unlabeled", ux)):
-        if x is not None and x.shape[1:] != tx.shape[1:]:
-            raise DataError(
-                f"{root / name}: images are {_size(x.shape[2:])} but train/ images are {_size(tx.shape[2:])}; "
-                f"{RESIZE_HINT}"
-            )
-    return listing.classes, tx, ty, vx, vy, ux
-
-
 RESIZE_HINT = "set dataset.image_size to resize every image (shorter side, then the centre square)"
+CHUNK = 2048  # images decoded at once: the memory a decode needs, whatever the folder's size
 
 
-def _labelled(per_class: list[list[Path]], split: Path, image_size: int | None) -> tuple[np.ndarray, np.ndarray]:
-    labels = np.concatenate([np.full(len(these), i, np.int64) for i, these in enumerate(per_class)])
-    return _decode_files([p for these in per_class for p in these], split, image_size), labels
-
-
-def _decode_files(files: list[Path], where: Path, image_size: int | None = None) -> np.ndarray:
-    """One split's images as uint8 (N, 3, H, W): resized to ``image_size`` when given, else all square and of one
-    size, or a DataError naming the odd one."""
+def decode_chunks(
+    files: list[Path], where: Path, image_size: int | None = None, expected=None, expected_from: str = ""
+) -> Iterator[np.ndarray]:
+    """One split's images as uint8 (n, 3, H, W) chunks of ``CHUNK``, decoded on a thread per core: resized to
+    ``image_size`` when given, else all square and of one size (the most common size of the first chunk), or a
+    DataError naming the odd file. With ``expected`` (3, H, W), the images must have that shape, the shape of the
+    images of ``expected_from``."""
+    usual = None
     with _truncated_files_fail(), ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        images = list(pool.map(lambda path: _decode(path, image_size), files))
-    for path, im in zip(files, images):
-        if im.shape[0] != im.shape[1]:
-            raise DataError(f"{path}: image is {im.shape[1]}x{im.shape[0]} (width x height), not square; {RESIZE_HINT}")
-    usual = Counter(im.shape for im in images).most_common(1)[0][0]
-    for path, im in zip(files, images):
-        if im.shape != usual:
-            raise DataError(
-                f"{path}: image is {_size(im.shape[:2])} but most images in {where} are {_size(usual[:2])}; "
-                f"{RESIZE_HINT}"
-            )
-    return np.stack(images).transpose(0, 3, 1, 2).copy()  # (N, 3, H, W)
+        for start in range(0, len(files), CHUNK):
+            these = files[start : start + CHUNK]
+            images = list(pool.map(lambda path: _decode(path, image_size), these))
+            for path, im in zip(these, images):
+                if im.shape[0] != im.shape[1]:
+                    raise DataError(
+                        f"{path}: image is {im.shape[1]}x{im.shape[0]} (width x height), not square; {RESIZE_HINT}"
+                    )
+            usual = usual or Counter(im.shape for im in images).most_common(1)[0][0]
+            for path, im in zip(these, images):
+                if im.shape != usual:
+                    raise DataError(
+                        f"{path}: image is {_size(im.shape[:2])} but most images in {where} are {_size(usual[:2])}; "
+                        f"{RESIZE_HINT}"
+                    )
+            chunk = np.stack(images).transpose(0, 3, 1, 2).copy()  # (n, 3, H, W)
+            if expected is not None and chunk.shape[1:] != tuple(expected):
+                raise DataError(
+                    f"{where}: images are {_size(chunk.shape[2:])} but {expected_from} images are "
+                    f"{_size(tuple(expected)[1:])}; {RESIZE_HINT}"
+                )
+            yield chunk
 
 
 def _decode(path: Path, image_size: int | None = None) -> np.ndarray:

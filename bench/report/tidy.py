@@ -52,8 +52,13 @@ def _commit(run) -> str:
 
 
 def _health_cost(tracker, run, costs: dict) -> float:
-    """What the health measurements cost a pretraining run: their seconds over its epochs' training seconds, from
-    the metric histories (read once per run); NaN when nothing was measured."""
+    """What the health measurements cost a pretraining run: their seconds over its epochs' training seconds (the
+    run's totals; for runs logged before totals were, from the metric histories, read once per run); NaN when
+    nothing was measured."""
+    metrics = run.data.metrics
+    if "health_wall_s" in metrics and "pretrain_wall_s" in metrics:
+        trained = metrics["pretrain_wall_s"]
+        return metrics["health_wall_s"] / trained if trained else np.nan
     if run.info.run_id not in costs:
         history = {k: tracker.client.get_metric_history(run.info.run_id, k) for k in ("health_s", "epoch_s")}
         measured, trained = (sum(m.value for m in history[k]) for k in ("health_s", "epoch_s"))

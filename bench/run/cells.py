@@ -24,6 +24,7 @@ from bench.config.settings import Settings
 from bench.config.suite import Suite
 from bench.data.budgets import budget_indices
 from bench.data.datasets import Dataset
+from bench.data.pool import Pool
 from bench.errors import ConfigError, LeaseLost, StoreError
 from bench.files import is_environmental
 from bench.models.encoders import build_encoder
@@ -81,7 +82,7 @@ def build_task(suite: Suite, name: str, seed: int, image_size: int) -> Task:
     return task
 
 
-def health_hooks(suite: Suite, task: Task, pool: torch.Tensor, seed: int) -> list[HealthHook]:
+def health_hooks(suite: Suite, task: Task, pool: Pool | torch.Tensor, seed: int) -> list[HealthHook]:
     cfg = suite.pretrain
     if not cfg.health_every:
         return []
@@ -109,7 +110,7 @@ def prepare_encoder(
     cfg = suite.evaluation
     if not cfg.bn_recalibration:
         return encoder
-    pool = data.pool_x
+    pool = data.pool
     if len(pool) > cfg.bn_recalibration_images:  # a seeded subset, the same for every task
         keep = np.random.default_rng(seed).permutation(len(pool))[: cfg.bn_recalibration_images]
         pool = pool[np.sort(keep)]
@@ -240,7 +241,7 @@ class GroupRun:
         self.progress.update(self.bar, description=cell.label)
         console = self.progress.console
         task = build_task(suite, cell.task, cell.seed, self.data.image_size)
-        length = run_length(suite.pretrain, len(self.data.pool_x))
+        length = run_length(suite.pretrain, len(self.data.pool))
         epochs = length.epochs
         tracker = self.runner.tracker
         with tracker.pretrain_run(cell, task, suite, self.data) as log:
@@ -254,12 +255,12 @@ class GroupRun:
                 )
 
             start = time.perf_counter()
-            pool = self.data.pool_x.to(self.device)
+            pool = self.data.pool.on(self.device, suite.execution.pool)
             partial = checkpoint_path(self.runner.cache, cell.key).with_suffix(".partial.pt")
             if partial.exists():
                 console.print(f"  {cell.label}: resuming from the state saved by an interrupted run")
             say = lambda text: console.print(f"  {text}", highlight=False)  # noqa: E731
-            hooks = health_hooks(suite, task, self.data.pool_x, cell.seed)
+            hooks = health_hooks(suite, task, self.data.pool, cell.seed)
             history = pretrain(
                 task, pool, suite.pretrain, cell.seed, on_epoch, state_path=partial, say=say, hooks=hooks
             )

@@ -87,7 +87,7 @@ def case_data() -> dict:
     labels = draw_labels(s, data)
     return {
         "identity": data.identity,
-        "pool": tensor_digest(data.pool_x),
+        "pool": tensor_digest(data.pool.resident()),
         "train": tensor_digest(data.train_y),
         "labels": {f"{k[0]}/{k[1]}": hashlib.sha256(v.tobytes()).hexdigest()[:16] for k, v in labels.items()},
     }
@@ -105,7 +105,7 @@ def case_pretrain(name: str, augment: str = "device") -> dict:
     data = _data(s)
     task = build_task(s, name, 0, data.image_size)
     history = pretrain(
-        task, data.pool_x, s.pretrain, 0, say=lambda _: None, hooks=health_hooks(s, task, data.pool_x, 0)
+        task, data.pool.resident(), s.pretrain, 0, say=lambda _: None, hooks=health_hooks(s, task, data.pool, 0)
     )
     with tempfile.TemporaryDirectory() as folder:
         save_encoder(task.evaluated_encoder(), Path(folder), "golden")  # as the pretraining cell saves it

@@ -49,12 +49,14 @@ PARTS = (
         1,
         (
             "bench.data.budgets",
+            "bench.data.cache",
             "bench.data.datasets",
             "bench.data.imagefolder",
             "bench.data.modes",
+            "bench.data.pool",
             "bench.data.sources",
         ),
-        "decoding, pool, subsets and nested label budgets",
+        "decoding, the cache, the pool (resident or streamed), subsets and nested label budgets",
     ),
     Part(
         "encoders",

@@ -22,6 +22,7 @@ from bench.cell import Cell
 from bench.config.load import tracking_uri
 from bench.config.suite import Suite
 from bench.data.datasets import load_dataset
+from bench.data.pool import on_device_if_it_fits
 from bench.errors import DataError
 from bench.files import check_writable, inside
 from bench.protocols.tuning import Tuner
@@ -29,6 +30,7 @@ from bench.registry import TASKS
 from bench.report.publish import publish
 from bench.report.summary import render_summary
 from bench.run.cells import GroupRun, draw_labels, prepare_encoder, resolve_device, trained_encoder
+from bench.run.dryrun import print_plan
 from bench.run.identity import plan_environment
 from bench.run.plan import build_plan
 from bench.run.staleness import stale_reasons
@@ -60,7 +62,7 @@ class LocalExecutor:
     def execute(self, runner: Runner, todo: list[Cell], labels: dict) -> dict[str, str]:
         suite, data = runner.suite, runner.data
         device = runner.device = resolve_device(suite.device)
-        train_x = data.train_x.to(device)
+        train_x = on_device_if_it_fits(data.train_x, device)
         say = lambda text: runner.console.print(f"  {text}", highlight=False, markup=False)  # noqa: E731
         tuner = Tuner(suite, data, device, runner.prepared_encoder, runner.source, MlflowTrials(), say=say)
         failed: dict[str, str] = {}
@@ -109,6 +111,7 @@ class Runner:
         self._leases = (results / "mlartifacts" / "leases").resolve().as_uri() if local else None
         self.lease: Lease | None = None
         self._prepared: dict[tuple[str, int], torch.nn.Module] = {}
+        self._sources: dict[tuple[str, int], str] | None = None
 
     def check(self) -> dict[tuple[int, int | str], np.ndarray]:
         """Everything a run refuses before training, on the loaded data; the dry run calls it too. Returns the
@@ -116,7 +119,7 @@ class Runner:
         labels = self.draw_labels()
         for name in self.suite.selected_tasks():
             try:
-                TASKS[name].check_data(self.data.pool_x)
+                TASKS[name].check_data(self.data.pool)
             except ValueError as e:
                 raise DataError(f"{self.suite_path}: key 'tasks.{name}': {e} ({self.data.name})") from None
         return labels
@@ -130,23 +133,25 @@ class Runner:
             f"test {len(d.test_x):,}; pretraining pool: {pool}; identity {d.identity}"
         )
 
-    def run(self, dry_run: bool = False, report: bool = True, wait_s: float = 0.0) -> Outcome:
+    def run(
+        self, dry_run: bool = False, report: bool = True, wait_s: float = 0.0, verbose: bool = False
+    ) -> Outcome:
         """Run the cells not yet done, print the summary tables and (with ``report``) write results/<suite>/.
         Holds the suite's lease throughout (waiting up to ``wait_s`` for another holder, else LeaseBusy)."""
         start = time.perf_counter()
         self.console.print(self.describe_data(), soft_wrap=True, highlight=False)
         labels = self.check()
         if dry_run:
-            return self._run(start, labels, dry_run, report)
+            return self._run(start, labels, dry_run, report, verbose)
         check_writable(self.suite.results_dir)
         say = lambda text: self.console.print(text, highlight=False)  # noqa: E731
         self.lease = acquire(self.tracker.client, self.suite.name, wait_s, say=say, artifact_location=self._leases)
         try:
-            return self._run(start, labels, dry_run, report)
+            return self._run(start, labels, dry_run, report, verbose)
         finally:
             self.lease.release()
 
-    def _run(self, start: float, labels: dict, dry_run: bool, report: bool) -> Outcome:
+    def _run(self, start: float, labels: dict, dry_run: bool, report: bool, verbose: bool = False) -> Outcome:
         stale = 0 if dry_run else self.tracker.close_stale()
         done = self.tracker.finished()
         todo = [c for c in self.cells if c.key not in done]
@@ -157,14 +162,7 @@ class Runner:
             + (f"; {stale} interrupted runs marked KILLED" if stale else "")
         )
         if dry_run:
-            reasons = stale_reasons(self.tracker, todo)
-            for c in self.cells:
-                why = f"  [yellow]stale: {reasons[c.key]}[/]" if c.key in reasons else ""
-                self.console.print(
-                    f"  {'done' if c.key in done else 'todo'}  {c.label}  [dim]{c.key}[/]{why}", soft_wrap=True
-                )
-            if reasons:
-                self.console.print(f"{len(reasons)} cell(s) have results from other code or data; they will rerun")
+            print_plan(self.console, self.cells, set(done), stale_reasons(self.tracker, todo), verbose)
             return Outcome(len(self.cells), len(self.cells) - len(todo), 0, {}, "")
         failed: dict[str, str] = {}
         if todo:
@@ -204,11 +202,13 @@ class Runner:
 
     def source(self, task: str, seed: int) -> str:
         """The key of the encoder (task, seed) starts from."""
-        return next(c.source for c in self.cells if c.task == task and c.seed == seed)
+        if self._sources is None:
+            self._sources = {(c.task, c.seed): c.source for c in reversed(self.cells)}  # the first cell's
+        return self._sources[(task, seed)]
 
     def _encoder(self, task: str, seed: int) -> torch.nn.Module:
         source = self.source(task, seed)
-        return trained_encoder(self.suite, task, seed, source, self.cache, self.tracker.finished().get(source))
+        return trained_encoder(self.suite, task, seed, source, self.cache, self.tracker.finished_run(source))
 
     def prepared_encoder(self, task: str, seed: int) -> torch.nn.Module:
         """The encoder every protocol of (task, seed) receives (``bench.run.cells.prepare_encoder``), one at a time."""

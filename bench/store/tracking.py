@@ -145,6 +145,14 @@ class Tracker:
         runs = self.runs("attributes.status = 'FINISHED'")
         return {r.data.tags["cell_key"]: r for r in runs if "cell_key" in r.data.tags}
 
+    def finished_run(self, cell_key: str) -> mlflow.entities.Run | None:
+        """The FINISHED run of one cell, or None: one query for that key, whatever the store holds."""
+        if self.experiment_id is None:
+            return None
+        query = f"attributes.status = 'FINISHED' and tags.cell_key = '{cell_key}'"
+        found = self.client.search_runs([self.experiment_id], query, max_results=1)
+        return found[0] if found else None
+
     def close_stale(self) -> int:
         """Runs left RUNNING by a killed invocation are marked KILLED, so they never count as done. Called only
         by the holder of the suite's lease: every other writer of the suite is then gone."""
@@ -156,7 +164,7 @@ class Tracker:
     def invalidate(self, cell_key: str, reason: str) -> None:
         """A FINISHED run whose product is lost (its checkpoint is damaged everywhere) no longer counts as done:
         marked FAILED with the reason, so the cell runs again and keeps exactly one FINISHED run."""
-        run = self.finished().get(cell_key)
+        run = self.finished_run(cell_key)
         if run is not None:
             self.client.set_tag(run.info.run_id, "failure_reason", reason[:5000])
             self.client.set_terminated(run.info.run_id, "FAILED")
@@ -242,7 +250,7 @@ class Tracker:
     def source_run_id(self, cell: Cell) -> str | None:
         """The run that pretrained the encoder ``cell`` starts from (None for baselines)."""
         if cell.source not in self._source_runs:
-            run = self.finished().get(cell.source)
+            run = self.finished_run(cell.source)
             if run is None or run.data.tags.get("kind") != "pretrain":
                 return None
             self._source_runs[cell.source] = run.info.run_id

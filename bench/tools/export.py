@@ -53,7 +53,7 @@ def export(
         raise ConfigError(f"seed {seed} is not among the seeds {suite.seeds} of suite {suite.name!r}")
     runner = Runner(suite, suite_path, console)
     cell = next(c for c in runner.cells if c.task == task and c.seed == seed)
-    run = runner.tracker.finished().get(cell.source)
+    run = runner.tracker.finished_run(cell.source)
     from bench.registry import TASKS
 
     if TASKS[task].pretrains and run is None:

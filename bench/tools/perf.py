@@ -87,7 +87,7 @@ def measure(
             step(task.loss(on_device[idx], gen))
 
     loader = torch.utils.data.DataLoader(
-        PilImages(images.permute(0, 2, 3, 1).numpy(), transform),
+        PilImages(images.numpy(), transform),
         batch_size=batch,
         shuffle=True,
         num_workers=workers,

@@ -39,10 +39,11 @@ def collapse_std(features: torch.Tensor) -> float:
     return float(std_of_l2_normalized(features.float()))
 
 
-def health_sample(pool: torch.Tensor, size: int, seed: int) -> torch.Tensor:
-    """A fixed subset of the pool (the same for every task and epoch of a seed), in pool order."""
+def health_sample(pool, size: int, seed: int) -> torch.Tensor:
+    """A fixed subset of the pool (a tensor or a ``bench.data.pool.Pool``; the same subset for every task and epoch
+    of a seed), in pool order, as a tensor."""
     if len(pool) <= size:
-        return pool
+        return pool if isinstance(pool, torch.Tensor) else pool[:]
     keep = np.sort(np.random.default_rng(seed).permutation(len(pool))[:size])
     return pool[torch.from_numpy(keep)]
 

@@ -1,7 +1,7 @@
 """The one training loop every pretext task shares: a plain PyTorch loop over a uint8 image tensor that lives on
-the training device, cosine schedule with linear warm-up, bf16 autocast on CUDA, per-epoch callback. A run lasts
-``epochs``, or a fixed compute (``steps`` or ``images``) with the last epoch cut short; what it cost is
-``cost``."""
+the training device (or over a ``StreamedPool`` that brings each batch to it), cosine schedule with linear
+warm-up, bf16 autocast on CUDA, per-epoch callback. A run lasts ``epochs``, or a fixed compute (``steps`` or
+``images``) with the last epoch cut short; what it cost is ``cost``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import torch
 
 from bench.augment.reference import default_workers, epoch_batches
 from bench.config.sections import PretrainConfig
+from bench.data.pool import StreamedPool
 from bench.files import torch_bytes, write_atomic
 from bench.tasks.base import Task
 from bench.train.optim import NonFiniteLoss, autocast, make_optimizer, warmup_cosine
@@ -70,14 +71,17 @@ DEVICES = 1  # devices a pretraining cell trains on
 def cost(history: Sequence[EpochStats], length: Length) -> dict[str, float]:
     """What a finished run cost: optimiser steps, source images seen, wall seconds of training (the epochs' own
     seconds, replayed ones included, health measurements not) and device-seconds: the seconds the run held its
-    devices, wall seconds of training x the devices it trained on (``DEVICES``, one per cell)."""
+    devices, wall seconds of training x the devices it trained on (``DEVICES``, one per cell); and, where health was
+    measured, the seconds those measurements took (``health_wall_s``)."""
     wall = float(sum(h.seconds for h in history))
-    return {
+    out = {
         "pretrain_steps": float(length.steps),
         "pretrain_images_seen": float(length.images),
         "pretrain_wall_s": wall,
         "pretrain_device_s": wall * DEVICES,
     }
+    measured = [h.measures["health_s"] for h in history if "health_s" in h.measures]
+    return out | ({"health_wall_s": float(sum(measured))} if measured else {})
 
 
 class EpochHook:
@@ -91,7 +95,7 @@ class EpochHook:
 
 def pretrain(
     task: Task,
-    images: torch.Tensor,
+    images: torch.Tensor | StreamedPool,
     cfg: PretrainConfig,
     seed: int,
     on_epoch: Callable[[EpochStats], None] | None = None,
@@ -99,7 +103,8 @@ def pretrain(
     say: Callable[[str], None] = print,
     hooks: Sequence[EpochHook] = (),
 ) -> list[EpochStats]:
-    """Train ``task`` (encoder and head) on uint8 ``images`` (N, 3, H, W), already on the training device, for
+    """Train ``task`` (encoder and head) on uint8 ``images`` (N, 3, H, W), already on the training device (or a
+    ``StreamedPool`` for it: the same batches, read as they are needed), for
     ``run_length(cfg, N)`` optimiser steps; the lr schedule and the task's ``before_step`` / ``after_step`` hooks
     see that total.
 
@@ -121,7 +126,7 @@ def pretrain(
         transform = task.reference_transform()
         if transform is None:
             raise ValueError(f"task {task.name!r} has no reference pipeline; use pretrain.augment = 'device'")
-        host_images = images.permute(0, 2, 3, 1).cpu().numpy()  # (N, H, W, 3) for PIL
+        host_images = images if isinstance(images, StreamedPool) else images.cpu().numpy()  # (N, 3, H, W)
         workers = cfg.workers if cfg.workers is not None else default_workers()
     opt = make_optimizer(task.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     sched = warmup_cosine(opt, length.steps, round(cfg.warmup_epochs * steps))
@@ -149,7 +154,10 @@ def pretrain(
                 batches = itertools.islice(source, taken)
             else:
                 order = torch.randperm(n, device=device, generator=gen)
-                batches = (images[order[step * batch : (step + 1) * batch]] for step in range(taken))
+                if isinstance(images, StreamedPool):
+                    batches = images.batches(order, batch, taken)
+                else:
+                    batches = (images[order[step * batch : (step + 1) * batch]] for step in range(taken))
             total = torch.zeros((), device=device)
             for step, item in enumerate(batches):
                 task.before_step((epoch - 1) * steps + step + 1, length.steps)
