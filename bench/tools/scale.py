@@ -33,7 +33,10 @@ import numpy as np
 from bench.tools.scale_report import write
 
 DATA_SIZES = [(10_000, 32), (100_000, 32), (1_000_000, 32), (100_000, 96)]
-STORE_SEEDS = [1, 4, 12]  # seeds of the store suites: about 100 (one seed, 5 tasks), 1,000 and 3,000 cells
+# images of the measured pretraining (else one epoch): at 96 px an epoch of 100k images takes about 20 minutes
+# on 2 cores, and its memory and rate are those of any 20,000 of them
+EPOCH_IMAGES = {(100_000, 96): 20_000}
+STORE_SEEDS = [1, 4, 12]  # seeds of the store suites: about 100 (one seed, 6 tasks), 1,000 and 3,000 cells
 CLASSES = 10
 TEST_IMAGES = 1000
 
@@ -81,7 +84,7 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(kind: str, root: str) -> dict:
+def child(kind: str, root: str, images: int = 0) -> dict:
     """One measurement in this (fresh) process."""
     import torch
 
@@ -107,8 +110,13 @@ def child(kind: str, root: str) -> dict:
             return history, task.encoder.state_dict()
 
         if kind == "epoch":
-            (epoch,), _ = trained("stream", PretrainConfig(epochs=1, batch_size=256, warmup_epochs=0))
-            out |= {"seconds": epoch.seconds, "images_per_s": epoch.images_per_s}
+            length = {"images": images} if images else {"epochs": 1}
+            (epoch,), _ = trained("stream", PretrainConfig(**length, batch_size=256, warmup_epochs=0))
+            out |= {
+                "seconds": epoch.seconds,
+                "images_per_s": epoch.images_per_s,
+                "trained_images": images or len(data.pool),
+            }
         else:
             cfg = PretrainConfig(steps=20, batch_size=128, warmup_epochs=0)
             (a, wa), (b, wb) = trained("stream", cfg), trained("resident", cfg)
@@ -124,13 +132,13 @@ def measure_data(work: Path, sizes=DATA_SIZES) -> list[dict]:
             subprocess.run(["rm", "-rf", str(cache)], check=True)
         row = {"images": n, "size": size}
         for kind in ("build", "load", "epoch"):
-            got = _child([kind, str(folder)])
+            got = _child([kind, str(folder), str(EPOCH_IMAGES.get((n, size), 0))])
             row |= {f"{kind}_{k}": v for k, v in got.items() if k not in ("images",)}
             print(
                 f"  {n:,} images at {size} px: {kind} {got['seconds']:.1f} s, peak {got['peak_mb']:,.0f} MB", flush=True
             )
         if (n, size) == sizes[0]:
-            row["stream_equals_resident"] = _child(["equal", str(folder)])["equal"]
+            row["stream_equals_resident"] = _child(["equal", str(folder), "0"])["equal"]
         rows.append(row)
     return rows
 
@@ -144,24 +152,26 @@ def _bench(args: list[str], env: dict) -> float:
 
 
 def store_sets(results: Path, seeds: int) -> list[str]:
-    """A suite on synthetic data whose cells cost little to run: every CNN task (5 for the smallest), pretraining
-    a few steps, the kNN probe and the linear probe at 6 budgets."""
+    """A suite on synthetic data whose cells cost little to run: every CNN task (6 for the smallest), pretraining
+    one step, every protocol (fine-tuning one epoch) at 6 budgets."""
     from bench.registry import TASKS
 
     tasks = [n for n, cls in TASKS.items() if "cnn" in cls.encoder_kinds and not TASKS.is_plugin(n)]
-    tasks = tasks if seeds > 1 else ["random", "scratch", "rotation", "simclr", "jigsaw"]
+    tasks = tasks if seeds > 1 else ["random", "scratch", "rotation", "simclr", "jigsaw", "byol"]
     return [
         "name='scale'",
         f"results_dir={str(results)!r}",
         f"seeds={list(range(seeds))}",
         "budgets=[8, 16, 24, 32, 64, 'full']",
-        "protocols=['knn', 'linear']",
+        "protocols=['knn', 'linear', 'finetune']",
         "tasks={" + ", ".join(f"{t}={{}}" for t in tasks) + "}",
         "pretrain.steps=1",
         "dataset.synthetic.train=128",
         "dataset.synthetic.test=64",
         "linear.l2_grid=[0.01]",
         "linear.max_iter=5",
+        "finetune.epochs=1",
+        "finetune.min_steps=0",
         "evaluation.bn_recalibration=false",
     ]
 
@@ -199,10 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=str(Path.home() / ".cache" / "bench" / "scale"), help="folders and store")
     parser.add_argument("--out", default="results/scale")
     parser.add_argument("--quick", action="store_true", help="small sizes only (a check of the script itself)")
-    parser.add_argument("--child", nargs=2, metavar=("KIND", "ROOT"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, metavar=("KIND", "ROOT", "IMAGES"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(*args.child)))
+        kind, root, images = args.child
+        print(json.dumps(child(kind, root, int(images))))
         return 0
     work = Path(args.work)
     sizes = [(2000, 32), (4000, 32), (2000, 48)] if args.quick else DATA_SIZES
