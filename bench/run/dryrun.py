@@ -30,7 +30,7 @@ def print_plan(console: Console, cells: list[Cell], done: set[str], reasons: dic
             stale = f" ({n['stale']} with results from other code or data)" if n["stale"] else ""
             line = f"  {escape(task):<{width}}  {n['done']:>5} done  {n['todo']:>5} to run{stale}"
             console.print(line, soft_wrap=True)
-        by_reason = Counter(reasons.values()).most_common()
+        by_reason = Counter(why.rsplit(" since run ", 1)[0] for why in reasons.values()).most_common()  # run ids apart
         for reason, n in by_reason[:REASONS_SHOWN]:
             console.print(f"  [yellow]stale: {escape(reason)}[/] ({n} cell{'s' if n > 1 else ''})", soft_wrap=True)
         if len(by_reason) > REASONS_SHOWN:
