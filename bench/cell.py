@@ -3,8 +3,15 @@ decides its result (``bench.run.plan`` makes them), and the tags a run of it car
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
+
+
+def plan_digest(cells) -> str:
+    """The identity of a plan: a digest of its cells' keys (in no order). A suite run is tagged with it, so a
+    report finds the record of the invocation whose cells it reports."""
+    return hashlib.sha256(json.dumps(sorted({c.key for c in cells})).encode()).hexdigest()[:16]
 
 
 def label_draw(seed: int, draw: int | None) -> int:

@@ -340,3 +340,22 @@ def test_pool_composition_without_unlabeled_images(tmp_path):
     assert data.pool_composition == {"train": 4, "unlabeled": 0, "duplicates_dropped": 0, "pool": 4}
     synthetic = load_dataset(DatasetConfig(name="synthetic", synthetic={"train": 30, "test": 12}, pool_size=20))
     assert synthetic.pool_composition == {"train": 30, "unlabeled": 0, "duplicates_dropped": 0, "pool": 20}
+
+
+def test_a_cache_build_out_of_space_says_why_leaves_no_folder_and_still_loads(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from bench.data.cache import NpyWriter
+
+    _folder(tmp_path)
+
+    def full(self, chunk):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(NpyWriter, "write", full)
+    data = _load(tmp_path)
+    out = capsys.readouterr().out
+    assert "decoded images not cached (No space left on device)" in out and "(None)" not in out
+    assert list((tmp_path / ".bench-cache").iterdir()) == []  # no half-written folder left to fill the disk
+    monkeypatch.undo()
+    assert _load(tmp_path).identity == data.identity and len(data.train_x) == 6  # decoded in memory meanwhile

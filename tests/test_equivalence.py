@@ -148,7 +148,12 @@ def test_the_parent_runs_description_carries_the_verdicts_with_the_suites_margin
     df = paired_frame({"rotation": TINY})
     monkeypatch.setattr(publish_module, "tidy", lambda tracker, cells: df)
     notes: dict = {}
-    parent = SimpleNamespace(info=SimpleNamespace(run_id="p1", start_time=1, run_name="demo"), data=SimpleNamespace())
+    from bench.cell import plan_digest
+
+    tags = {"plan": plan_digest([])}  # the record of the invocation whose cells (none here) are reported
+    parent = SimpleNamespace(
+        info=SimpleNamespace(run_id="p1", start_time=1, run_name="demo"), data=SimpleNamespace(tags=tags)
+    )
     client = SimpleNamespace(log_artifacts=lambda *a, **k: None, set_tag=lambda *a: None)
     tracker = SimpleNamespace(
         uri="sqlite://", client=client, runs=lambda f: [parent], set_note=lambda run, text: notes.update({run: text})
@@ -156,7 +161,7 @@ def test_the_parent_runs_description_carries_the_verdicts_with_the_suites_margin
     console = Console(file=io.StringIO())
     for margin, verdict in ((0.01, "is equivalent within ±1 point"), (0.001, "is inconclusive")):
         suite = Suite(name="demo", results_dir=str(tmp_path), report={"equivalence_margin": margin})
-        written = publish_module.publish(tracker, [], suite, SimpleNamespace(name="cifar10"), console)
+        written = publish_module.publish(tracker, [], suite, SimpleNamespace(name="cifar10", warnings=[]), console)
         assert tmp_path / "demo" / "verdicts.md" in written and "verdicts" in publish_module.REPORT_STEMS
         assert f"rotation {verdict}" in notes["p1"] and "Verdicts of demo on cifar10" in notes["p1"]
     assert "\\[+" in notes["p1"] and not re.search(r"(?<!\\)\[", notes["p1"])  # escaped: not Markdown links

@@ -175,6 +175,13 @@ BAD_SETTINGS = [
     ("pretrain.warmup_epochs=3", "warmup_epochs = 3 is longer than training (epochs = 1)"),
     ("budgets=[2, 'full']", "key 'budgets': budget 2 is smaller than the 4 classes"),
     ("budgets=[8, 8]", "key 'budgets': values must be unique"),
+    # a cell named twice would run twice and count as two seeds in the report
+    ("protocols=['linear', 'linear']", "key 'protocols': values must be unique; 'linear' is listed more than once"),
+    ("protocols=['linear', 'knn', 'linear']", "key 'protocols': values must be unique"),
+    ("tasks={rotation={protocols=['linear', 'linear']}}", "key 'tasks.rotation.protocols': values must be unique"),
+    ("tuning.protocols=['linear', 'linear']", "key 'tuning.protocols': values must be unique"),
+    ("tuning.budgets=[8, 8]", "key 'tuning.budgets': values must be unique"),
+    ("budgets=[8, '8']", "key 'budgets': values must be unique"),
     ("tasks.rotaton={}", "key 'tasks.rotaton': unknown task 'rotaton'; registered: barlowtwins"),
     ("encoder.name=vit_huge", "unknown encoder 'vit_huge'"),
     ("pretrain.epochs=0", "pretrain.epochs = 0, but rotation pretrains"),
@@ -198,6 +205,16 @@ def test_a_bad_setting_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, s
     assert "(top level)" not in line and "{" not in line.split("(got")[-1]  # names a key, never dumps the suite
     assert all_runs(tmp_path) == [] and not (tmp_path / "results").exists()
     assert not Path("/tmp/bench-absolute").exists() and not (tmp_path.parent.parent / "x").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("dry", [True, False], ids=["dry-run", "run"])
+def test_cuda_without_cuda_is_refused_by_the_dry_run_as_by_the_run(tmp_path, capsys, dry):
+    suite = suite_file(tmp_path)
+    rc, out = bench(capsys, "run", str(suite), *sets(tmp_path), "--set=device='cuda'", *(["--dry-run"] if dry else []))
+    assert rc == 2
+    one_error(out, "key 'device': device = 'cuda' but no CUDA device is available")
+    assert all_runs(tmp_path) == []
 
 
 def test_a_suite_file_that_is_not_utf8_not_toml_or_missing(tmp_path, capsys):

@@ -47,7 +47,7 @@ def cells(tmp_path, health_every: int):
         "budgets=['full']",
         "pretrain.epochs=3",
     ]
-    sets += [f"pretrain.health_every={health_every}", "pretrain.health_images=128"]
+    sets += [f"pretrain.health_every={health_every}", "pretrain.health_images=100000"]  # more than the pool
     assert main(["run", str(SMOKE), *(f"--set={s}" for s in sets)]) == 0
     client = MlflowClient(store)
     exp = client.get_experiment_by_name("smoke")
@@ -64,6 +64,7 @@ def test_health_is_logged_by_epoch_and_leaves_the_results_unchanged(tmp_path):
     assert [m.step for m in history] == [2, 3]  # every 2 epochs, and the last
     assert all(1.0 <= m.value <= 128 for m in history)
     assert [m.step for m in client.get_metric_history(pre.info.run_id, "collapse_std")] == [2, 3]
+    assert pre.data.params["health_images_measured"] == "256"  # the whole pool, not the 100,000 asked for
     measured_s = sum(m.value for m in client.get_metric_history(pre.info.run_id, "health_s"))
     assert pre.data.metrics["health_wall_s"] == pytest.approx(measured_s)  # the total the report reads
     assert "rankme" not in unmeasured["pretrain"].data.metrics

@@ -244,6 +244,12 @@ def test_tidy_reads_params_tags_and_experiment_with_fallbacks_for_old_runs():
     assert set(tidy(named, cells).suite) == {"smoke"}
 
 
+def test_a_cell_planned_twice_is_one_sample_in_the_report():
+    cell = SimpleNamespace(kind="eval", task="random", protocol="linear", budget=8, seed=0, key="k", source="k")
+    run = _run({}, {"test_acc": 0.5}, {"cell_key": "k"})
+    assert len(tidy(_Tracker({"k": run}), [cell, cell])) == 1  # one key, one row, whatever repeats it
+
+
 def test_console_summary_is_the_report_table_as_rich_text(tmp_path):
     df = sweep(missing=True)
     write_report(df, tmp_path)

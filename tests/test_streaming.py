@@ -45,7 +45,7 @@ def test_a_cache_written_in_small_chunks_has_the_identity_of_the_whole_arrays(fo
     monkeypatch.setattr(imagefolder, "CHUNK", 5)  # 36 train images: 8 chunks, the last one short
     data = _load(folder)
     found = cache_module.read_cache(folder / ".bench-cache" / "imagefolder", imagefolder.scan_folder(folder).manifest)
-    classes, arrays, identity = found
+    classes, arrays, identity, _ = found
     whole = {k: np.array(arrays[k]) for k in ARRAYS}
     assert identity == data.identity == _identity(classes, whole)
     assert whole["train_x"].shape == (36, 3, 32, 32) and whole["unlabeled_x"].shape == (10, 3, 32, 32)
@@ -58,7 +58,7 @@ def test_a_cache_written_in_small_chunks_has_the_identity_of_the_whole_arrays(fo
 def test_loaded_images_are_memory_mapped_and_the_pool_reads_the_files(folder):
     _load(folder)  # builds the cache
     data = _load(folder)  # reads it
-    _, arrays, _ = cache_module.read_cache(
+    _, arrays, _, _ = cache_module.read_cache(
         folder / ".bench-cache" / "imagefolder", imagefolder.scan_folder(folder).manifest
     )
     assert all(isinstance(arrays[k], np.memmap) for k in ("train_x", "test_x", "unlabeled_x"))

@@ -85,6 +85,26 @@ def test_an_extension_supersedes_the_old_report_and_removes_figures_it_no_longer
     assert {r.data.tags["mlflow.parentRunId"] for r in group} == {old.info.run_id, new.info.run_id}
 
 
+def test_a_report_of_an_edited_suite_leaves_the_finished_sweeps_record_as_it_was(tmp_path, store):
+    small = [*store, "budgets=[8]", "protocols=['linear']", "tasks={random={}}"]
+    assert main(["run", str(SMOKE), *(f"--set={s}" for s in [*small, "seeds=[0]"])]) == 0
+    client, _, found = experiment_runs(tmp_path)
+    (done,) = [r for r in found if r.data.tags["kind"] == "suite"]
+    files = sorted(f.path for f in client.list_artifacts(done.info.run_id, "report"))
+    assert main(["report", str(SMOKE), *(f"--set={s}" for s in [*small, "seeds=[0, 1]"])]) == 0  # not yet run
+    client, _, found = experiment_runs(tmp_path)
+    parents = sorted((r for r in found if r.data.tags["kind"] == "suite"), key=lambda r: r.info.start_time)
+    assert [p.info.run_id for p in parents][0] == done.info.run_id and len(parents) == 2
+    old, new = parents
+    assert old.data.tags[NOTE] == done.data.tags[NOTE] and old.data.tags["report_status"] == "current"
+    assert sorted(f.path for f in client.list_artifacts(old.info.run_id, "report")) == files
+    assert "PARTIAL" in new.data.tags[NOTE] and new.data.tags["report_status"] == "current"
+    assert main(["run", str(SMOKE), *(f"--set={s}" for s in [*small, "seeds=[0, 1]"])]) == 0  # now it is run
+    client, _, found = experiment_runs(tmp_path)
+    latest = max((r for r in found if r.data.tags["kind"] == "suite"), key=lambda r: r.info.start_time)
+    assert "PARTIAL" not in latest.data.tags[NOTE] and latest.data.tags["report_status"] == "current"
+
+
 def test_report_refuses_a_suite_without_runs_and_creates_nothing(tmp_path, store, capsys):
     assert main(["report", str(SMOKE), *(f"--set={s}" for s in store)]) == 2
     assert "no finished evaluation runs" in capsys.readouterr().out

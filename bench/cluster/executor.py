@@ -28,7 +28,7 @@ import mlflow
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench.cell import Cell
+from bench.cell import Cell, plan_digest
 from bench.cluster.connect import RayPlanning, _ray, is_shared
 from bench.cluster.studies import SharedTuner
 from bench.cluster.worker import _REMOTE
@@ -57,7 +57,10 @@ class RayExecutor(RayPlanning):
             gpus = ray.cluster_resources().get("GPU", 0)
             say = f"ray: {len(nodes)} node(s), {ray.cluster_resources().get('CPU', 0):g} CPUs, {gpus:g} GPUs"
             runner.console.print(say, highlight=False)
-            with runner.tracker.suite_run(self.suite, runner.suite_path, runner.data, torch.device("cpu")) as parent:
+            plan = plan_digest(runner.cells)
+            with runner.tracker.suite_run(
+                self.suite, runner.suite_path, runner.data, torch.device("cpu"), plan
+            ) as parent:
                 mlflow.set_tag("execution", say)
                 job = self._job(parent.info.run_id)
                 return _Dispatch(runner, job, todo, gpus > 0).run()

@@ -4,11 +4,11 @@ table has (``TaskConfig``). A protocol's table is defined with the protocol (``b
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from bench.config.settings import Budget, ProtocolName, Seed, Settings, Strict, validate_tables
+from bench.config.settings import Budget, ProtocolName, Seed, Settings, Strict, Unique, validate_tables
 from bench.plugins import register_named
 from bench.registry import DATASETS, ENCODERS, PROTOCOLS
 
@@ -25,7 +25,7 @@ PLUGIN = Field(
 class TaskConfig(Settings):
     """Options every task has; a task's own Config adds its hyperparameters with the paper's defaults."""
 
-    protocols: list[ProtocolName] | None = None  # evaluate this task with only these of the suite's protocols
+    protocols: Annotated[list[ProtocolName], Unique] | None = None  # only these of the suite's protocols
     plugin: str | None = PLUGIN
 
 
@@ -195,8 +195,8 @@ class TuningConfig(Strict):
 
     enabled: bool = False
     trials: int = Field(8, gt=0)  # finished (complete or pruned) trials per study
-    protocols: list[ProtocolName] = Field(["finetune"], min_length=1)  # the others keep their configured values
-    budgets: list[Budget] | None = None  # tune only these budgets (None: all); the others keep their values
+    protocols: Annotated[list[ProtocolName], Unique] = Field(["finetune"], min_length=1)  # the others: as set
+    budgets: Annotated[list[Budget], Unique] | None = None  # tune only these (None: all); the others as set
     sampler_seed: Seed = 0  # TPE
     storage: str | None = None  # any Optuna storage URL; None: a journal file next to the MLflow store
     val_fraction: float = Field(0.2, gt=0, lt=1)  # of the budget; k-fold when too small to split

@@ -74,6 +74,20 @@ def _registered_protocol(name: str) -> str:
 ProtocolName = Annotated[str, AfterValidator(_registered_protocol)]  # a name in bench.registry.PROTOCOLS
 
 
+def unique(values: list | None) -> list | None:
+    """``values`` when no value is listed twice (100 and "100" count as one); a repeat would run a cell twice."""
+    if values is not None:
+        seen: set[str] = set()
+        for v in values:
+            if str(v) in seen:
+                raise ValueError(f"values must be unique; {v!r} is listed more than once")
+            seen.add(str(v))
+    return values
+
+
+Unique = AfterValidator(unique)
+
+
 def line_errors(error: ValidationError, prefix: tuple) -> list[dict]:
     """``error``'s entries with ``prefix`` put before each location, to raise again as one ValidationError of the
     enclosing model (``ValidationError.from_exception_data``)."""

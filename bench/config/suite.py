@@ -29,7 +29,7 @@ from bench.config.sections import (
     TaskConfig,
     TuningConfig,
 )
-from bench.config.settings import Budget, ProtocolName, Seed, Settings, Strict, validate_tables
+from bench.config.settings import Budget, ProtocolName, Seed, Settings, Strict, unique, validate_tables
 from bench.errors import PluginError
 from bench.plugins import register_named
 from bench.registry import DATASETS, ENCODERS, PROTOCOLS, TASKS
@@ -214,12 +214,10 @@ class Suite(Strict):
             )
         return tasks
 
-    @field_validator("seeds", "budgets", "draws")
+    @field_validator("seeds", "budgets", "draws", "protocols")
     @classmethod
     def _unique(cls, values: list | None) -> list | None:
-        if values is not None and len(set(map(str, values))) != len(values):
-            raise ValueError(f"values must be unique, got {values}")
-        return values
+        return unique(values)
 
     @field_validator("pretrain")
     @classmethod

@@ -30,12 +30,13 @@ from bench.data.sources import ARRAYS, TORCHVISION_FILES, _normalise, _pixel_has
 CACHE_FORMAT = 2  # caches of another format (or none: written before manifests existed) are rebuilt
 MANIFEST = "manifest.json"
 IMAGES = ("train_x", "test_x", "unlabeled_x")  # memory-mapped when read; labels and hashes are read whole
-HASHED = {"train_x": "train_hash", "unlabeled_x": "unlabeled_hash"}
+HASHED = {"train_x": "train_hash", "test_x": "test_hash", "unlabeled_x": "unlabeled_hash"}
 
 
-def cached(root: Path, name: str, image_size: int | None = None) -> tuple[list[str], dict[str, np.ndarray], str]:
-    """``(classes, arrays, identity)`` of a folder or torchvision dataset under ``root``, from its cache; the
-    cache is built first when there is none for exactly these source files."""
+def cached(root: Path, name: str, image_size: int | None = None) -> tuple[list[str], dict[str, np.ndarray], str, list]:
+    """``(classes, arrays, identity, sources)`` of a folder or torchvision dataset under ``root``, from its cache
+    (``sources``: the manifest of source files); the cache is built first when there is none for exactly these
+    source files."""
     folder = root if name == "imagefolder" else root / name
     listing = None
     if name == "imagefolder" or ((folder / "train").is_dir() and (folder / "test").is_dir()):
@@ -106,7 +107,7 @@ def _in_memory(classes, listing, image_size, root, name):
     for key in ARRAYS:
         digest.add(key, arrays[key], [arrays[key]])
     arrays |= {h: _pixel_hashes(arrays[k]) for k, h in HASHED.items()}
-    return classes, arrays, digest.hexdigest()
+    return classes, arrays, digest.hexdigest(), listing.manifest if listing else []
 
 
 class Digest:
@@ -195,20 +196,23 @@ def write_cache(cache: Path, classes: list[str], splits, sources) -> str:
 
 
 def read_cache(cache: Path, manifest: list[list]):
-    """``(classes, arrays, identity)`` when the cache was written from exactly these source files, else None.
-    Image arrays are memory-mapped copy-on-write: read when used, never written back."""
+    """``(classes, arrays, identity, sources)`` when the cache was written from exactly these source files, else
+    None. Image arrays are memory-mapped copy-on-write: read when used, never written back. A cache written before
+    test images were hashed gets their hashes computed here."""
     try:
         folder = cache.stat().st_ino
         entry = json.loads((cache / MANIFEST).read_text())
         if entry.get("format") != CACHE_FORMAT or entry["sources"] != manifest:
             return None
-        keys = (*ARRAYS, *HASHED.values())
+        keys = [*ARRAYS, *(h for h in HASHED.values() if (cache / f"{h}.npy").exists() or h != "test_hash")]
         arrays = {k: np.load(cache / f"{k}.npy", mmap_mode="c" if k in IMAGES else None) for k in keys}
+        if "test_hash" not in arrays:
+            arrays["test_hash"] = _pixel_hashes(arrays["test_x"])
         if cache.stat().st_ino != folder:  # another process swapped in a new cache while these were read
             return None
     except (OSError, ValueError, KeyError):  # none, half of one, or one of another format
         return None
-    return entry["classes"], arrays, entry["identity"]
+    return entry["classes"], arrays, entry["identity"], entry["sources"]
 
 
 def _stat_walk(root: Path, names: list[str]) -> list[list]:

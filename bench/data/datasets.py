@@ -19,6 +19,7 @@ import torch
 from bench.config.sections import DatasetConfig
 from bench.data.budgets import budget_indices
 from bench.data.cache import cached
+from bench.data.leaks import leak_warnings, namer
 from bench.data.modes import fit_arrays
 from bench.data.pool import Pool
 from bench.data.sources import ARRAYS, _identity, _normalise, _pixel_hashes, _synthetic
@@ -45,6 +46,8 @@ class Dataset:
     # "duplicates_dropped" (unlabeled images whose pixels equal a train image or an earlier unlabeled one),
     # "pool" (len(pool), after dropping them and after the pool_size subset)
     pool_composition: dict[str, int] = field(default_factory=dict)
+    # one line each: test images that are also training images (``bench.data.leaks``)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def test_y(self) -> torch.Tensor:
@@ -77,27 +80,47 @@ def load_dataset(cfg: DatasetConfig) -> Dataset:
         classes, arrays = _normalise(*raw)
         if cfg.image_size:
             arrays = {k: fit_arrays(a, cfg.image_size) if k.endswith("_x") else a for k, a in arrays.items()}
-        identity = _identity(classes, arrays)
-        if len(arrays["unlabeled_x"]):  # unlabelled copies of training images are not pretrained on twice
-            arrays["train_hash"] = _pixel_hashes(arrays["train_x"])
-            arrays["unlabeled_hash"] = _pixel_hashes(arrays["unlabeled_x"])
+        identity, sources = _identity(classes, arrays), []
+        for split in ("train", "test", "unlabeled"):  # copies between splits: dropped from the pool, or warned of
+            arrays[f"{split}_hash"] = _pixel_hashes(arrays[f"{split}_x"])
     else:
-        classes, arrays, identity = cached(data_root(cfg), cfg.name, cfg.image_size)
+        classes, arrays, identity, sources = cached(data_root(cfg), cfg.name, cfg.image_size)
     tx, ty, vx, vy, ux = (arrays[k] for k in ARRAYS)
     train_rows = np.arange(len(tx))
     if cfg.train_size:
         train_rows = _stratified(ty, cfg.train_size, "dataset.train_size")
-    train_hash = arrays.get("train_hash")
-    train_hash = None if train_hash is None else train_hash[train_rows]
-    if cfg.test_size:
-        keep = _stratified(vy, cfg.test_size, "dataset.test_size")
-        vx, vy = vx[keep], vy[keep]
-    rows, composition = _pool(train_rows, len(tx), train_hash, len(ux), arrays.get("unlabeled_hash"), cfg.pool_size)
+    train_hash = arrays["train_hash"][train_rows]
+    test_rows = _stratified(vy, cfg.test_size, "dataset.test_size") if cfg.test_size else np.arange(len(vx))
+    rows, composition = _pool(train_rows, len(tx), train_hash, len(ux), arrays["unlabeled_hash"], cfg.pool_size)
     pool = Pool([tx, ux], rows)
+    pooled = rows[rows >= len(tx)] - len(tx)  # the unlabeled images pretrained on
+    used = {"train": train_rows, "test": test_rows, "unlabeled": pooled}
+    file_of = namer(sources, len(tx), len(vx))
+    warnings = leak_warnings(
+        train_hash,
+        ty[train_rows],
+        arrays["test_hash"][test_rows],
+        vy[test_rows],
+        arrays["unlabeled_hash"][pooled],
+        lambda split, i: file_of(split, used[split][i]),
+    )
+    if cfg.test_size:
+        vx, vy = vx[test_rows], vy[test_rows]
     if cfg.train_size:
         tx, ty = tx[train_rows], ty[train_rows]
     t = torch.from_numpy
-    return Dataset(cfg.name, classes, t(tx), t(ty), t(vx), t(vy), pool, identity=identity, pool_composition=composition)
+    return Dataset(
+        cfg.name,
+        classes,
+        t(tx),
+        t(ty),
+        t(vx),
+        t(vy),
+        pool,
+        identity=identity,
+        pool_composition=composition,
+        warnings=warnings,
+    )
 
 
 def _checked(name: str, loaded) -> tuple:

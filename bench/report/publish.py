@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench.cell import Cell
+from bench.cell import Cell, plan_digest
 from bench.config.suite import Suite
 from bench.data.datasets import Dataset
 from bench.errors import ConfigError
@@ -50,13 +50,17 @@ def publish(tracker: Tracker, cells: list[Cell], suite: Suite, data: Dataset, co
         )
     out = inside(suite.results_dir, suite.name)
     check_writable(out)
-    written = write_report(df, out, suite=suite.name, dataset=data.name, margin=suite.report.equivalence_margin)
+    margin = suite.report.equivalence_margin
+    written = write_report(df, out, suite=suite.name, dataset=data.name, margin=margin, data_warnings=data.warnings)
     for old in out.iterdir():  # a figure an earlier report drew and this one does not (too few seeds now)
         if old.is_file() and old.stem in REPORT_STEMS and old not in written:
             old.unlink()
         elif old.name.startswith(".") and old.suffix == ".tmp" and time.time() - old.stat().st_mtime > 60:
             old.unlink(missing_ok=True)  # a file a killed report was writing (never one being written now)
     parents = sorted(tracker.runs("tags.kind = 'suite'"), key=lambda r: r.info.start_time)
+    plan = plan_digest(cells)
+    if parents and parents[-1].data.tags.get("plan") != plan:  # the latest record is of other cells: keep it
+        parents.append(tracker.report_run(suite, plan))
     if parents:
         latest = parents[-1]
         run_id = latest.info.run_id
@@ -67,8 +71,9 @@ def publish(tracker: Tracker, cells: list[Cell], suite: Suite, data: Dataset, co
             run_id, f"## Results of {suite.name}\n\n{table}\n{verdicts}\nReport files: artifacts, `report/`."
         )
         tracker.client.set_tag(run_id, "report_status", "current")
+        complete = bool(df["test_acc"].notna().all())  # a partial report supersedes only its own plan's records
         for old in parents[:-1]:
-            if old.data.tags.get("report_status") == "current":
+            if old.data.tags.get("report_status") == "current" and (complete or old.data.tags.get("plan") == plan):
                 tracker.client.set_tag(old.info.run_id, "report_status", f"superseded by {run_id}")
                 note = old.data.tags.get(NOTE, "")
                 banner = f"**Superseded** by the report on run {run_id} ({latest.info.run_name})."

@@ -84,10 +84,11 @@ def tidy(tracker: Tracker, cells: list[Cell]) -> pd.DataFrame:
     runs' ``dataset.name`` param."""
     finished = tracker.finished()
     pretrainings = {c.key for c in cells if c.kind == "pretrain"}
-    rows, costs = [], {}
+    rows, costs, seen = [], {}, set()
     for c in cells:
-        if c.kind != "eval":
+        if c.kind != "eval" or c.key in seen:  # one row per key: a repeated cell is one sample, not two
             continue
+        seen.add(c.key)
         run = finished.get(c.key)
         m = run.data.metrics if run else {}
         source = finished.get(c.source) if c.source != c.key else None

@@ -94,11 +94,17 @@ def stats_markdown(comp: pd.DataFrame, df: pd.DataFrame) -> str:
 
 
 def write_report(
-    df: pd.DataFrame, out: Path, suite: str | None = None, dataset: str | None = None, margin: float = MARGIN
+    df: pd.DataFrame,
+    out: Path,
+    suite: str | None = None,
+    dataset: str | None = None,
+    margin: float = MARGIN,
+    data_warnings: list[str] = (),
 ) -> list[Path]:
     """Write every report file into ``out``; returns the paths written. ``suite`` and ``dataset`` (for titles
     and captions) override the tidy table's ``suite`` and ``dataset`` columns; ``margin`` is the equivalence
-    margin (a difference of accuracies, the suite's ``report.equivalence_margin``)."""
+    margin (a difference of accuracies, the suite's ``report.equivalence_margin``); ``data_warnings`` (test images
+    that are also training images, ``Dataset.warnings``) follow the table."""
     from bench.files import write_atomic
     from bench.report.figures import write_figures
     from bench.report.health import health_markdown
@@ -114,7 +120,7 @@ def write_report(
     files = {
         "runs.csv": runs.to_csv(index=False),
         "stats.csv": comp.to_csv(index=False),
-        "table.md": markdown_table(df, comp) + "\n",
+        "table.md": markdown_table(df, comp) + "".join(f"\n**Data warning:** {w}\n" for w in data_warnings) + "\n",
         "table.tex": latex_table(df, comp),
         "stats.md": stats_markdown(comp, df),
         "verdicts.md": verdicts_markdown(comp, df),

@@ -105,6 +105,7 @@ NOT_NUMERIC = {
     "bench.augment.__init__": "package",
     "bench.data.__init__": "package",
     "bench.data.catalog": "the datasets' names, class counts and descriptions",
+    "bench.data.leaks": "warns of test images among the training images; drops and changes none",
     "bench.models.__init__": "package",
     "bench.train.__init__": "package",
     "bench.protocols.__init__": "the protocol registry",

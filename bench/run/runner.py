@@ -16,14 +16,15 @@ from typing import Protocol
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench.cell import Cell
+from bench.cell import Cell, plan_digest
 from bench.config.load import tracking_uri
 from bench.config.suite import Suite
 from bench.data.datasets import load_dataset
 from bench.data.pool import on_device_if_it_fits
-from bench.errors import DataError
+from bench.errors import ConfigError, DataError
 from bench.files import check_writable, inside
 from bench.protocols.tuning import Tuner
 from bench.registry import TASKS
@@ -67,7 +68,7 @@ class LocalExecutor:
         tuner = Tuner(suite, data, device, runner.prepared_encoder, runner.source, MlflowTrials(), say=say)
         failed: dict[str, str] = {}
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with runner.tracker.suite_run(suite, runner.suite_path, data, device):
+        with runner.tracker.suite_run(suite, runner.suite_path, data, device, plan_digest(runner.cells)):
             with Progress(*columns, console=runner.console) as progress:
                 bar = progress.add_task("cells", total=len(todo))
                 for (task, seed), cells in runner.groups(todo):
@@ -117,6 +118,11 @@ class Runner:
         """Everything a run refuses before training, on the loaded data; the dry run calls it too. Returns the
         drawn label indices per (seed, budget)."""
         labels = self.draw_labels()
+        if self.suite.execution.backend == "local":  # Ray workers resolve the device where they run
+            try:
+                resolve_device(self.suite.device)
+            except ConfigError as e:
+                raise ConfigError(f"{self.suite_path}: key 'device': {e}") from None
         for name in self.suite.selected_tasks():
             try:
                 TASKS[name].check_data(self.data.pool)
@@ -133,13 +139,13 @@ class Runner:
             f"test {len(d.test_x):,}; pretraining pool: {pool}; identity {d.identity}"
         )
 
-    def run(
-        self, dry_run: bool = False, report: bool = True, wait_s: float = 0.0, verbose: bool = False
-    ) -> Outcome:
+    def run(self, dry_run: bool = False, report: bool = True, wait_s: float = 0.0, verbose: bool = False) -> Outcome:
         """Run the cells not yet done, print the summary tables and (with ``report``) write results/<suite>/.
         Holds the suite's lease throughout (waiting up to ``wait_s`` for another holder, else LeaseBusy)."""
         start = time.perf_counter()
         self.console.print(self.describe_data(), soft_wrap=True, highlight=False)
+        for warning in self.data.warnings:
+            self.console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
         labels = self.check()
         if dry_run:
             return self._run(start, labels, dry_run, report, verbose)

@@ -147,10 +147,8 @@ class Tracker:
 
     def finished_run(self, cell_key: str) -> mlflow.entities.Run | None:
         """The FINISHED run of one cell, or None: one query for that key, whatever the store holds."""
-        if self.experiment_id is None:
-            return None
         query = f"attributes.status = 'FINISHED' and tags.cell_key = '{cell_key}'"
-        found = self.client.search_runs([self.experiment_id], query, max_results=1)
+        found = self.client.search_runs([self.experiment_id], query, max_results=1) if self.experiment_id else []
         return found[0] if found else None
 
     def close_stale(self) -> int:
@@ -192,17 +190,27 @@ class Tracker:
 
     @contextlib.contextmanager
     def suite_run(
-        self, suite: Suite, suite_path: Path, data: Dataset, device: torch.device
+        self, suite: Suite, suite_path: Path, data: Dataset, device: torch.device, plan: str = ""
     ) -> Iterator[mlflow.ActiveRun]:
-        """The parent run of one invocation that has work: the suite file, the resolved suite, the dataset."""
+        """The parent run of one invocation that has work: the suite file, the resolved suite, the dataset; tagged
+        with the ``plan`` (``bench.cell.plan_digest``) of the cells it is for."""
         self._experiment(suite)
         self.env = environment_tags(device)
         name = f"{suite.name} {time.strftime('%Y-%m-%d %H:%M')}"
-        with ended(mlflow.start_run(run_name=name, tags={"kind": "suite", **self.env})) as run:
+        tags = {"kind": "suite", "plan": plan, **self.env}
+        with ended(mlflow.start_run(run_name=name, tags=tags)) as run:
             mlflow.log_artifact(str(suite_path))
             mlflow.log_dict(without_passwords(suite.model_dump(mode="json")), "suite_resolved.json")
             self._log_dataset(suite, data)
             yield run
+
+    def report_run(self, suite: Suite, plan: str) -> mlflow.entities.Run:
+        """A parent run of its own for a report whose cells no earlier invocation ran together (an edited suite
+        reported before it is run): the report goes there, and no earlier record is rewritten."""
+        name = f"{suite.name} report {time.strftime('%Y-%m-%d %H:%M')}"
+        run = self.client.create_run(self.experiment_id, run_name=name, tags={"kind": "suite", "plan": plan})
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+        return self.client.get_run(run.info.run_id)
 
     @staticmethod
     def _log_dataset(suite, data) -> None:
@@ -243,6 +251,8 @@ class Tracker:
             "seed": cell.seed,
             "pool": data.pool_composition,  # train, unlabelled, duplicates dropped, pool size
         }
+        if suite.pretrain.health_every:  # RankMe's images: as set, or the whole pool when it is smaller
+            params["health_images_measured"] = min(suite.pretrain.health_images, len(data.pool))
         with self._cell_run(cell, {"cell_group": f"{cell.task}/pretrain"}, params) as run:
             yield PretrainLog()
         self._source_runs[cell.key] = run.info.run_id
