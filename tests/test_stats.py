@@ -146,3 +146,25 @@ def test_holm_is_bitwise_statsmodels_holm():
     with_nan = np.array([0.01, np.nan, 0.04, 0.03])
     expected = multipletests(with_nan[~np.isnan(with_nan)], method="holm")[1]
     assert np.array_equal(holm(with_nan)[[0, 2, 3]], expected) and np.isnan(holm(with_nan)[1])
+
+
+def test_the_wilcoxon_p_value_is_scipys_bitwise_with_ties_and_zeros():
+    import warnings
+
+    from scipy import stats as sps
+
+    from bench.report.stats import wilcoxon_p
+
+    rng = np.random.default_rng(0)
+    for trial in range(120):
+        d = rng.normal(0, 1, int(rng.integers(2, 13)))
+        if trial % 3 == 1:
+            d = np.round(d, 1)  # tied magnitudes
+        if trial % 3 == 2:
+            d[:2] = 0  # zero differences, dropped as scipy drops them
+        if not np.any(d):
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert wilcoxon_p(d) == sps.wilcoxon(d).pvalue, d
+    assert wilcoxon_p([0.0, 0.0]) == 1.0 and wilcoxon_p([0.0, 0.3]) == 1.0

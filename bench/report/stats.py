@@ -86,6 +86,30 @@ def sign_flip_p(differences, seed: int = 0) -> float:
     return float(res.pvalue)
 
 
+def wilcoxon_p(differences, seed: int = 0) -> float:
+    """Two-sided p-value of Wilcoxon's signed-rank test, scipy's ``wilcoxon`` default (zero differences dropped,
+    tied magnitudes given average ranks): exact over every sign pattern up to ``EXACT_MAX_SEEDS`` values (with
+    ties as scipy does it, by permutation), beyond that a seeded sample. ``scipy.stats.wilcoxon`` enumerates the
+    patterns calling its statistic once per pattern in Python (seconds a test at 12 seeds); the statistic is the
+    sum of the ranks of the positive differences, and flipping signs keeps every magnitude, so one vectorised
+    ``permutation_test`` computes the same distribution. All-zero differences give 1."""
+    d = np.asarray(differences, dtype=float)
+    d = d[~np.isnan(d) & (d != 0)]
+    if len(d) <= 1:  # none, or one value: its two sign patterns are equally extreme
+        return 1.0
+    ranks = stats.rankdata(np.abs(d))
+    res = stats.permutation_test(
+        (d,),
+        lambda x, axis: np.sum(np.where(np.moveaxis(x, axis, -1) > 0, ranks, 0.0), axis=-1),
+        permutation_type="samples",  # one sample: the null flips the sign of each value, keeping its rank
+        vectorized=True,
+        n_resamples=np.inf if len(d) <= EXACT_MAX_SEEDS else 99_999,
+        alternative="two-sided",
+        rng=np.random.default_rng(seed),
+    )
+    return float(res.pvalue)
+
+
 def equivalence_p(differences, margin: float = MARGIN) -> float:
     """TOST p-value that the mean of the paired ``differences`` lies inside (-margin, +margin): the larger of
     the two one-sided paired t-tests' p-values, by statsmodels' ``ttost_paired``. p < alpha exactly when the
@@ -146,7 +170,7 @@ def paired(a, b, seed: int = 0) -> Paired:
     ci = interval(d, DIFFERENCE)
     p_improve = float(np.mean((d > 0) + 0.5 * (d == 0)))
     p_t = float(stats.ttest_rel(a, b).pvalue) if n > 1 and np.ptp(d) > 0 else math.nan
-    p_w = float(stats.wilcoxon(d).pvalue) if np.any(d) else 1.0
+    p_w = wilcoxon_p(d, seed)
     return Paired(n, ci.mean, ci.low, ci.high, ci.method, sign_flip_p(d, seed), p_t, p_w, p_improve)
 
 

@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=str(Path.home() / ".cache" / "bench" / "scale"), help="folders and store")
     parser.add_argument("--out", default="results/scale")
     parser.add_argument("--quick", action="store_true", help="small sizes only (a check of the script itself)")
+    parser.add_argument("--store-only", action="store_true", help="measure the store again; data rows from --out")
     parser.add_argument("--child", nargs=3, metavar=("KIND", "ROOT", "IMAGES"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -220,8 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [1, 2] if args.quick else STORE_SEEDS
     memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {memory:.0f} GiB"
-    print("data:", flush=True)
-    data = measure_data(work, sizes)
+    if args.store_only:
+        data = json.loads((Path(args.out) / "scale.json").read_text())["data"]
+    else:
+        print("data:", flush=True)
+        data = measure_data(work, sizes)
     print("store:", flush=True)
     store = measure_store(work, seeds)
     write(Path(args.out), data, store, machine)
