@@ -185,9 +185,10 @@ def run_command(command, console: Console) -> int:
     except UserError as e:
         return fail(str(e), e.exit_code)
     except Exception as e:  # noqa: BLE001 - the last line of defence: no traceback on the console
-        if is_environmental(e):
-            return fail(describe_environmental(e), 2)
         import mlflow
+
+        if is_environmental(e):
+            return fail(describe_environmental(e, mlflow.get_tracking_uri()), 2)
 
         from bench.store.client import store_failure
 

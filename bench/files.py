@@ -3,6 +3,7 @@ one-line error when the folder cannot take them (read-only, full, not permitted)
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
@@ -49,17 +50,35 @@ def is_environmental(e: BaseException) -> bool:
     return any(t in str(e) for t in ENVIRONMENT_TEXTS)
 
 
-def describe_environmental(e: BaseException) -> str:
-    """One line for an error ``is_environmental`` accepts."""
+def describe_environmental(e: BaseException, store: str | None = None) -> str:
+    """One line for an error ``is_environmental`` accepts, naming the file or folder it was writing: the error's
+    own file name, else (a database error) the tracking ``store``."""
     if isinstance(e, OutputError):
         return str(e)
     filename = getattr(e, "filename", None)
+    if not filename and store and "database" in str(e):
+        filename = f"the tracking store {store.removeprefix('sqlite:///')}"
     where = f" {filename}" if filename else ""
-    reason = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).strip().splitlines() or [""])[0][:200]
+    text = str(e)
+    known = [t for t in ENVIRONMENT_TEXTS if t in text]  # SQLAlchemy's first line can be a note on autoflush
+    first = (text.strip().splitlines() or [""])[0][:200]
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else known[0] if known else first
     full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
     if full or any(t in str(e) for t in FULL_TEXTS):
         return f"no space left writing{where} ({reason}); free space and rerun: finished cells are kept"
     return f"cannot write{where} ({reason}); make it writable, or choose another folder with --set results_dir=DIR"
+
+
+@contextlib.contextmanager
+def naming(place: str | Path):
+    """An OSError raised inside without a file name (MLflow's artifact copy, for one) gets ``place`` as its file
+    name, so its one-line message says where the write failed."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            e.filename = str(place)
+        raise
 
 
 def write_atomic(path: str | Path, data: bytes) -> Path:

@@ -394,6 +394,24 @@ def test_a_full_disk_stops_the_run_with_one_line_then_a_rerun_completes(tmp_path
     finished_once(tmp_path, suite)
 
 
+@pytest.mark.skipif(not can_mount(), reason="needs root and mount namespaces (unshare -m) for a small disk")
+@pytest.mark.parametrize("store_on_the_full_disk", [False, True])
+def test_a_full_disk_is_named_in_the_line_whatever_was_being_written(tmp_path, store_on_the_full_disk):
+    """700 KiB: the checkpoint fits, its copy into the MLflow artifacts does not (MLflow's copy raises without a
+    file name); with the store on the same disk, SQLite fills it first (its error has no file name either)."""
+    suite = suite_file(tmp_path)
+    results = tmp_path / "results"
+    results.mkdir()
+    store = results / "mlflow.db" if store_on_the_full_disk else tmp_path / "mlflow.db"
+    cmd = [sys.executable, "-m", "bench", "run", str(suite), *sets(tmp_path, f"tracking_uri='sqlite:///{store}'")]
+    script = f'mount -t tmpfs -o size=700k tmpfs {results} && exec "$@"'
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", *cmd], cwd=ROOT, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    line = one_error(out, "free space and rerun")
+    assert str(store) in line if store_on_the_full_disk else str(results / "mlartifacts") in line, line
+
+
 @pytest.mark.skipif(not can_mount(), reason="needs root and mount namespaces (unshare -m) for a read-only folder")
 def test_a_read_only_data_folder_runs_without_its_decoded_cache(tmp_path):
     root = _folder(tmp_path / "data")

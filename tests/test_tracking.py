@@ -1,6 +1,9 @@
 """How a suite reads in the MLflow UI: run names, groups, links, params vs metrics, dataset input, descriptions,
 superseded reports; and `bench report` on a suite that has no runs."""
 
+import os
+import time
+
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
@@ -91,7 +94,12 @@ def test_a_report_of_an_edited_suite_leaves_the_finished_sweeps_record_as_it_was
     client, _, found = experiment_runs(tmp_path)
     (done,) = [r for r in found if r.data.tags["kind"] == "suite"]
     files = sorted(f.path for f in client.list_artifacts(done.info.run_id, "report"))
+    killed, writing = (tmp_path / "results" / "smoke" / f".table.md.{n}.tmp" for n in ("killed", "writing"))
+    killed.write_text("half a table")
+    writing.write_text("a report being written now")
+    os.utime(killed, (time.time() - 3600,) * 2)
     assert main(["report", str(SMOKE), *(f"--set={s}" for s in [*small, "seeds=[0, 1]"])]) == 0  # not yet run
+    assert not killed.exists() and writing.exists()  # a killed report's file goes, a live one's stays
     client, _, found = experiment_runs(tmp_path)
     parents = sorted((r for r in found if r.data.tags["kind"] == "suite"), key=lambda r: r.info.start_time)
     assert [p.info.run_id for p in parents][0] == done.info.run_id and len(parents) == 2

@@ -20,6 +20,7 @@ from bench.errors import ConfigError
 from bench.files import check_writable, inside
 from bench.report.tidy import tidy
 from bench.report.write import write_report
+from bench.store.runlog import into_artifacts
 from bench.store.tracking import NOTE, Tracker
 
 # the files write_report may write (other files in results/<suite>/, such as parity.md, are left alone)
@@ -64,7 +65,8 @@ def publish(tracker: Tracker, cells: list[Cell], suite: Suite, data: Dataset, co
     if parents:
         latest = parents[-1]
         run_id = latest.info.run_id
-        tracker.client.log_artifacts(run_id, str(out), artifact_path="report")
+        with into_artifacts(latest.info.artifact_uri):
+            tracker.client.log_artifacts(run_id, str(out), artifact_path="report")
         # MLflow renders the description as Markdown: "[a, b] (n=2)" would read as a link, so brackets are escaped
         table, verdicts = ((out / f).read_text().replace("[", "\\[").replace("]", "\\]") for f in FRONT)
         tracker.set_note(

@@ -81,6 +81,11 @@ def explain(uri: str, error: BaseException) -> str:
         )
     if "readonly database" in text or "Read-only file system" in text or "Permission denied" in text:
         return f"{where} cannot be written ({first[:120]}); {WHERE}"
+    if "database or disk is full" in text or "No space left on device" in text:
+        return (
+            f"no space left writing the tracking store {where} ({first[:120]}); free space and rerun: finished "
+            "cells are kept"
+        )
     if "unable to open database file" in text:
         return f"{where} cannot be opened ({first[:120]}); check that its folder exists and is writable"
     return f"the tracking store {where} cannot be used: {first[:200]}"

@@ -12,7 +12,13 @@ from pathlib import Path
 import mlflow
 from mlflow.entities import Metric
 
+from bench.files import naming
 from bench.train.loop import EpochStats
+
+
+def into_artifacts(uri: str | None = None):
+    """Name the run's artifact folder (``uri``, default the active run's) in a write error raised inside."""
+    return naming((uri or mlflow.get_artifact_uri()).removeprefix("file://"))
 
 
 @contextlib.contextmanager
@@ -61,7 +67,8 @@ class PretrainLog:
     ) -> None:
         """``metrics``: what the run cost (``bench.train.loop.cost``: ``pretrain_steps``, ``pretrain_images_seen``,
         ``pretrain_wall_s``, ``pretrain_device_s``) and the values the task's schedules took (``Task.records``)."""
-        mlflow.log_artifact(str(checkpoint))
+        with into_artifacts():
+            mlflow.log_artifact(str(checkpoint))
         mlflow.set_tags(fingerprint)  # size and SHA-256, verified whenever the checkpoint is loaded
         mlflow.log_metrics({"wall_s": wall_s, "mean_images_per_s": mean_images_per_s} | (metrics or {}))
 
@@ -86,7 +93,8 @@ class EvalLog:
         mlflow.log_metrics(metrics)
         mlflow.set_tag("caveat", "; ".join(fitted.caveats))  # empty: the protocol reached what it looks for
         log_history(fitted.history, prefix="finetune_")
-        mlflow.log_dict(fitted.chosen, "chosen.json")
+        with into_artifacts():
+            mlflow.log_dict(fitted.chosen, "chosen.json")
         mlflow.log_params({f"chosen.{k}": v for k, v in fitted.chosen.items() if not isinstance(v, dict)})
 
 

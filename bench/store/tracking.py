@@ -1,12 +1,12 @@
 """MLflow conventions: one experiment per suite, one parent run per invocation that has work, one nested child run
 per cell. A cell is done when a FINISHED run carries its ``cell_key`` tag; nothing else counts.
 
-The runner hands this module the facts of a run (the cell, the suite, the data, what a protocol chose and
-scored); how they appear in MLflow (run names, params, metrics, tags, descriptions) is decided here alone:
+The runner hands this module the facts of a run (the cell, the suite, the data, what a protocol chose and scored);
+how they appear in MLflow (run names, params, metrics, tags, descriptions) is decided here alone:
 
-- run names fit the UI's name column and say what distinguishes a run in its experiment: ``rotation linear
-  100 s0``, ``rotation pretrain s0`` (sorting by name puts the seeds of one cell group together; the
-  ``cell_group`` tag, e.g. ``rotation/linear/100``, finds them across invocations);
+- run names fit the UI's name column and say what distinguishes a run in its experiment: ``rotation linear 100 s0``,
+  ``rotation pretrain s0`` (sorting by name groups the seeds of one cell group; the ``cell_group`` tag, e.g.
+  ``rotation/linear/100``, finds them across invocations);
 - settings, label counts and pool sizes are params; only measured values are metrics;
 - an evaluation of a pretrained encoder links the run that pretrained it (tag ``source_run_id``);
 - the dataset is logged as an MLflow dataset input (name, data identity as digest, source folder);
@@ -39,7 +39,7 @@ from bench.config.suite import Suite
 from bench.data.datasets import Dataset
 from bench.store import ui
 from bench.store.client import open_client
-from bench.store.runlog import EvalLog, PretrainLog, ended
+from bench.store.runlog import EvalLog, PretrainLog, ended, into_artifacts
 from bench.tasks.base import Task
 from bench.version import version
 
@@ -176,8 +176,6 @@ class Tracker:
         url = ui.runs_url(base, self.experiment_id, shared_view=shared)
         return f"MLflow runs of {self.name!r}: {url} (start the UI: nox -s ui)"
 
-    # ------------------------------------------------------------------ writing
-
     def _experiment(self, suite) -> str:
         if self.experiment_id is None:
             root = self.artifact_root
@@ -199,8 +197,9 @@ class Tracker:
         name = f"{suite.name} {time.strftime('%Y-%m-%d %H:%M')}"
         tags = {"kind": "suite", "plan": plan, **self.env}
         with ended(mlflow.start_run(run_name=name, tags=tags)) as run:
-            mlflow.log_artifact(str(suite_path))
-            mlflow.log_dict(without_passwords(suite.model_dump(mode="json")), "suite_resolved.json")
+            with into_artifacts():
+                mlflow.log_artifact(str(suite_path))
+                mlflow.log_dict(without_passwords(suite.model_dump(mode="json")), "suite_resolved.json")
             self._log_dataset(suite, data)
             yield run
 
@@ -293,7 +292,8 @@ class Tracker:
             tags["source_run_id"] = source
         with self._cell_run(cell, tags, params):
             drawn = {"budget": cell.budget, "seed": cell.seed, "draw": cell.label_draw, "indices": idx.tolist()}
-            mlflow.log_dict(drawn, "labels.json")
+            with into_artifacts():
+                mlflow.log_dict(drawn, "labels.json")
             yield EvalLog()
 
     def set_note(self, run_id: str, text: str) -> None:
