@@ -127,3 +127,25 @@ def test_suites_are_found_by_name_or_file(tmp_path, store, monkeypatch, capsys):
     message = capsys.readouterr().out
     assert "no suite 'no_such_suite'" in message and "quick" in message and "smoke" in message
     mlflow.set_tracking_uri(None)
+
+
+def test_a_moved_results_folder_keeps_writing_inside_itself(tmp_path, capsys):
+    def run(folder, seeds):
+        results = folder / "results"
+        sets = [f"results_dir={str(results)!r}", f"tracking_uri='sqlite:///{results / 'mlflow.db'}'"]
+        small = ["budgets=[8]", "protocols=['linear']", "tasks={rotation={}}", f"seeds={seeds}"]
+        assert main(["run", str(SMOKE), *(f"--set={s}" for s in [*sets, *small])]) == 0
+        return MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+
+    run(tmp_path / "before", [0])
+    (tmp_path / "before").rename(tmp_path / "after")
+    capsys.readouterr()
+    client = run(tmp_path / "after", [0, 1])  # seed 0 is done; seed 1 pretrains and reports
+    assert "the results folder was moved" in capsys.readouterr().out
+    assert not (tmp_path / "before").exists()  # nothing was written under the old path
+    exp = client.get_experiment_by_name("smoke")
+    new = (tmp_path / "after" / "results" / "mlartifacts").resolve().as_uri()
+    assert exp.artifact_location.startswith(new)
+    for r in client.search_runs([exp.experiment_id]):
+        assert r.info.artifact_uri.startswith(new), r.info.artifact_uri
+        assert client.list_artifacts(r.info.run_id), r.info.run_name  # each run's files are found where it says

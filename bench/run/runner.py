@@ -36,6 +36,7 @@ from bench.run.identity import plan_environment
 from bench.run.plan import build_plan
 from bench.run.staleness import stale_reasons
 from bench.store.lease import Lease, acquire
+from bench.store.relocate import relocate
 from bench.store.runlog import MlflowTrials
 from bench.store.tracking import Tracker
 
@@ -108,6 +109,13 @@ class Runner:
         uri = tracking_uri(suite)
         local = uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
         self.tracker = Tracker(uri, suite.name, results / "mlartifacts" if local else None)
+        olds, moved = relocate(uri, results)
+        if moved:
+            self.console.print(
+                f"the results folder was moved: {moved} artifact locations now point into {results.resolve()}, "
+                f"not {', '.join(olds)}",
+                markup=False,
+            )
         self.tracker.guard = self.check_lease  # a run ends FINISHED only while this invocation holds the suite
         self._leases = (results / "mlartifacts" / "leases").resolve().as_uri() if local else None
         self.lease: Lease | None = None
