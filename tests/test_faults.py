@@ -6,6 +6,7 @@ FINISHED run and the report is whole."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -446,7 +447,7 @@ def test_an_unexpected_error_is_one_line_with_its_traceback_in_a_file(tmp_path, 
 @pytest.mark.parametrize(
     "where, trigger, extra",
     [
-        ("pretraining", "epoch 3/40", ("pretrain.epochs=40",)),
+        ("pretraining", "epoch 3/40", ("pretrain.epochs=40", "pretrain.checkpoint_every_s=0")),
         ("evaluation", "test_acc", ("budgets=[8, 16, 32, 'full']", "protocols=['linear', 'knn']")),
         ("report", "linear: test accuracy", ()),
     ],
@@ -459,6 +460,8 @@ def test_sigkill_then_rerun_finishes_every_cell_once(tmp_path, capsys, where, tr
     survivors = {r.info.run_id for r in all_runs(tmp_path) if r.info.status == "FINISHED"}
     rc, out = bench(capsys, "run", str(suite), *sets(tmp_path, *extra))
     assert rc == 0 and "Traceback" not in out
+    if where == "pretraining":
+        assert re.search(r"resuming at epoch [3-9]/40 from the state saved by suite 'tiny' \(interrupted\)", out), out
     finished_once(tmp_path, suite, *extra)
     assert survivors <= {r.info.run_id for r in all_runs(tmp_path) if r.info.status == "FINISHED"}
 

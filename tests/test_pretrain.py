@@ -1,9 +1,14 @@
+import socket
+import subprocess
+import time
+
 import pytest
 import torch
 
 from bench.config.sections import DatasetConfig, PretrainConfig
 from bench.data.datasets import load_dataset
 from bench.models.encoders import build_encoder
+from bench.store.lease import Holder, describe_saver, machine_id, process_start
 from bench.tasks import TASKS
 from bench.train.loop import pretrain
 from bench.train.optim import warmup_cosine
@@ -106,3 +111,26 @@ def test_compiled_pretraining_trains_and_leaves_a_plain_encoder(images):
     assert list(compiled.state_dict()) == list(plain.state_dict())
     assert history[0].loss == pytest.approx(expected[0].loss, rel=1e-3)  # the same computation, fused
     assert all(torch.isfinite(torch.tensor(h.loss)) for h in history)
+
+
+def test_a_resumed_pretraining_says_whose_state_it_resumes_and_whether_that_process_still_runs(images, tmp_path):
+    cfg = PretrainConfig(epochs=3, batch_size=16, lr=0.05, checkpoint_every_s=0, workers=0)
+    other = subprocess.Popen(["sleep", "60"])  # the suite that saved the state, still training
+    saver = Holder(socket.gethostname(), machine_id(), other.pid, process_start(other.pid), "t", time.time(), 0)
+    owner = {"suite": "other", **saver.tags()}
+
+    def die_after_two(stats):
+        if stats.epoch == 2:
+            raise KeyboardInterrupt
+
+    state = tmp_path / "state.pt"
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(rotation_task(), images, cfg, 0, die_after_two, state, owner=owner)
+    seen = []
+    pretrain(rotation_task(), images, cfg, 0, None, state, owner={}, on_resume=lambda *a: seen.append(a))
+    assert seen == [(2, owner)]
+    assert describe_saver(owner) == f"suite 'other' (still running: {saver.describe()})"
+    other.kill()
+    other.wait()
+    assert describe_saver(owner) == "suite 'other' (interrupted)"
+    assert describe_saver(None) == "an earlier run"  # a state saved before owners were recorded

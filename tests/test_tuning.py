@@ -212,9 +212,29 @@ def test_a_tuned_sweep_reproduces_exactly_in_a_fresh_store(tmp_path):
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         assert run(tmp_path / name, *args) == 0
-        client = MlflowClient(f"sqlite:///{tmp_path / name}/mlflow.db")
-        exp = client.get_experiment_by_name("tune")
-        evals = client.search_runs([exp.experiment_id], "tags.kind = 'eval'", max_results=1000)
-        hp = {r.info.run_id: sorted((k, v) for k, v in r.data.params.items() if k.startswith("hp.")) for r in evals}
-        found.append({r.data.tags["cell_key"]: (r.data.metrics["test_acc"], hp[r.info.run_id]) for r in evals})
-    assert found[0] == found[1] and len(found[0]) == 3 and sum(bool(hp) for _, hp in found[0].values()) == 2
+        found.append(tuned_cells(tmp_path / name))
+    assert found[0] == found[1] and len(found[0]) == 3 and sum(bool(hp) for _, _, hp in found[0].values()) == 2
+
+
+def tuned_cells(folder: Path) -> dict[str, tuple]:
+    client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
+    exp = client.get_experiment_by_name("tune")
+    evals = client.search_runs([exp.experiment_id], "tags.kind = 'eval'", max_results=1000)
+    hp = {r.info.run_id: sorted((k, v) for k, v in r.data.params.items() if k.startswith("hp.")) for r in evals}
+    return {
+        r.data.tags["cell_key"]: (r.data.tags["seed"], r.data.metrics["test_acc"], hp[r.info.run_id]) for r in evals
+    }
+
+
+def test_a_seed_tuned_beside_other_seeds_has_what_a_fresh_run_of_it_has(tmp_path):
+    """Seeds [0, 1] then [1, 2] in one store give seed 1 the settings and accuracy a fresh [1, 2] sweep gives it:
+    a tuned cell's key holds its own study (the seed's, on its budget), never another seed's."""
+    args = ["budgets=[16]", "protocols=['linear']", "tuning.protocols=['linear']", "tuning.trials=3"]
+    args.append("tasks={random={}}")
+    for folder, sweeps in (("extended", ["[0, 1]", "[1, 2]"]), ("fresh", ["[1, 2]"])):
+        (tmp_path / folder).mkdir()
+        for seeds in sweeps:
+            assert run(tmp_path / folder, *args, f"seeds={seeds}") == 0
+    extended, fresh = tuned_cells(tmp_path / "extended"), tuned_cells(tmp_path / "fresh")
+    assert len(extended) == 3 and len(fresh) == 2 and all(hp for _, _, hp in fresh.values())
+    assert {k: v for k, v in extended.items() if v[0] != "0"} == fresh  # seed 1 (and 2): one key, one result

@@ -33,6 +33,7 @@ from bench.protocols.features import Fitted, extract_features, recalibrate_bn
 from bench.registry import PROTOCOLS, TASKS
 from bench.store.checkpoints import CheckpointUnusable, checkpoint_path, load_encoder, save_encoder
 from bench.store.client import store_failure
+from bench.store.lease import Holder, describe_saver
 from bench.store.tracking import Tracker
 from bench.tasks.base import Task
 from bench.train.health import HealthHook, health_sample
@@ -257,13 +258,13 @@ class GroupRun:
             start = time.perf_counter()
             pool = self.data.pool.on(self.device, suite.execution.pool)
             partial = checkpoint_path(self.runner.cache, cell.key).with_suffix(".partial.pt")
-            if partial.exists():
-                console.print(f"  {cell.label}: resuming from the state saved by an interrupted run")
             say = lambda text: console.print(f"  {text}", highlight=False)  # noqa: E731
-            hooks = health_hooks(suite, task, self.data.pool, cell.seed)
-            history = pretrain(
-                task, pool, suite.pretrain, cell.seed, on_epoch, state_path=partial, say=say, hooks=hooks
+            resumed = lambda done, saver: say(  # noqa: E731
+                f"{cell.label}: resuming at epoch {done}/{epochs} from the state saved by {describe_saver(saver)}"
             )
+            hooks = health_hooks(suite, task, self.data.pool, cell.seed)
+            owner = {"suite": suite.name, **Holder.me(0).tags()}  # saved with the state: who trained it
+            history = pretrain(task, pool, suite.pretrain, cell.seed, on_epoch, partial, say, hooks, owner, resumed)
             self.runner.check_lease()  # before touching files another holder may now own
             encoder = task.evaluated_encoder()  # what the protocols evaluate (DINO: its teacher's encoder)
             path, stamp = save_encoder(encoder, self.runner.cache, cell.key)

@@ -138,6 +138,16 @@ class Holder:
         return f"process {self.pid} on {self.host} since {time.strftime('%H:%M:%S', time.localtime(self.since))}"
 
 
+def describe_saver(owner: dict[str, str] | None) -> str:
+    """Who saved a training state (``{"suite": ..., **Holder.tags()}``), and whether that process still runs."""
+    if not owner:
+        return "an earlier run"
+    saver = Holder.of(owner)
+    here = saver.host == socket.gethostname() and saver.machine == machine_id() and saver.pid != os.getpid()
+    running = here and alive_here(saver.pid, saver.started)
+    return f"suite {owner.get('suite', '?')!r} ({f'still running: {saver.describe()}' if running else 'interrupted'})"
+
+
 def heartbeat_age(tags: dict[str, str], now: float | None = None) -> float:
     try:
         return (now or time.time()) - float(tags.get("heartbeat", 0) or 0)

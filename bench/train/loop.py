@@ -102,6 +102,8 @@ def pretrain(
     state_path: Path | None = None,
     say: Callable[[str], None] = print,
     hooks: Sequence[EpochHook] = (),
+    owner: dict[str, str] | None = None,
+    on_resume: Callable[[int, dict[str, str] | None], None] | None = None,
 ) -> list[EpochStats]:
     """Train ``task`` (encoder and head) on uint8 ``images`` (N, 3, H, W), already on the training device (or a
     ``StreamedPool`` for it: the same batches, read as they are needed), for
@@ -113,7 +115,8 @@ def pretrain(
     the resumed run gives the same weights as an uninterrupted one. ``on_epoch`` is called for every epoch,
     replayed ones included, so the caller's log holds the whole curve. After every trained epoch each of
     ``hooks`` measures the task; the measures are in that epoch's ``EpochStats.measures``. An unreadable saved
-    state is moved aside (``say`` tells why) and training starts over.
+    state is moved aside (``say`` tells why) and training starts over. ``owner`` (who trains) is saved with the
+    state; a resumed run calls ``on_resume`` with the epochs done and the owner saved with them (None: not saved).
     """
     device = images.device
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -138,6 +141,8 @@ def pretrain(
         sched.load_state_dict(state["sched"])
         gen.set_state(state["gen"].cpu())
         history = [EpochStats(int(e), *v) for e, *v in state["history"]]
+        if on_resume:
+            on_resume(len(history), state.get("owner"))
         for h in history:
             if on_epoch:
                 on_epoch(h)
@@ -187,7 +192,7 @@ def pretrain(
                 and epoch < length.epochs
                 and time.monotonic() - saved_at >= cfg.checkpoint_every_s
             ):
-                _save_state(state_path, task, opt, sched, gen, history)
+                _save_state(state_path, task, opt, sched, gen, history, owner)
                 saved_at = time.monotonic()
             if on_epoch:
                 on_epoch(history[-1])
@@ -215,7 +220,7 @@ def _saved_state(path: Path, device: torch.device, say: Callable[[str], None]) -
         return None
 
 
-def _save_state(path: Path, task, opt, sched, gen, history: list[EpochStats]) -> None:
+def _save_state(path: Path, task, opt, sched, gen, history: list[EpochStats], owner: dict | None) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
@@ -224,5 +229,6 @@ def _save_state(path: Path, task, opt, sched, gen, history: list[EpochStats]) ->
         "sched": sched.state_dict(),
         "gen": gen.get_state(),
         "history": [list(astuple(h)) for h in history],
+        "owner": owner,
     }
     write_atomic(path, torch_bytes(state))  # a kill during the save leaves the previous state intact
