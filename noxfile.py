@@ -48,7 +48,7 @@ def benchmark(session: nox.Session) -> None:
 
 @nox.session
 def report(session: nox.Session) -> None:
-    """Write results/<suite>/ (tables, statistics, figures) from the MLflow store: -- SUITE (default quick)."""
+    """Write <results_dir>/<suite>/ (tables, statistics, figures) from the MLflow store: -- SUITE (default quick)."""
     session.install("-e", ".")
     session.run("python", "-m", "bench", "report", *(session.posargs or ["suites/quick.toml"]))
 

@@ -57,7 +57,7 @@ def run_suite(
         suite: a suite file, or a loaded ``Suite`` (then ``path`` names its file).
         path: the suite's file when ``suite`` is a ``Suite``.
         dry_run: print the plan, what is done and what is stale, and run nothing.
-        report: write results/<suite>/ when the run ends.
+        report: write <results_dir>/<suite>/ when the run ends.
         wait_s: seconds to wait for another invocation that holds the suite (default: refuse at once).
         console: where progress goes (default: standard output).
 
@@ -76,7 +76,7 @@ def run_suite(
 
 
 def write_report(suite: Suite | str | Path, path: str | Path | None = None, console: Console | None = None) -> list:
-    """Write results/<suite>/ (tables, statistics, figures) from the suite's finished runs in its store.
+    """Write <results_dir>/<suite>/ (tables, statistics, figures) from the suite's finished runs in its store.
 
     Args:
         suite: a suite file, or a loaded ``Suite`` (then ``path`` names its file).

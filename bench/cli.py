@@ -28,6 +28,7 @@ from bench.commands import (
     cmd_report,
     cmd_run,
     cmd_server,
+    cmd_ui,
 )
 
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="when another invocation is running this suite, wait up to SECONDS for it (default: refuse at once)",
     )
-    report = sub.add_parser("report", help="write results/<suite>/: tables, statistics, figures (from MLflow)")
+    report = sub.add_parser("report", help="write <results_dir>/<suite>/: tables, statistics, figures (from MLflow)")
     report.add_argument("suite", help="suite file (TOML) or the name of one in suites/")
     report.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for run")
     plan = sub.add_parser(
@@ -104,12 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     server.add_argument("--port", type=int, default=5000, help="MLflow server port")
     server.add_argument("--pg-port", type=int, default=5433, help="PostgreSQL port (5432 is Debian's own cluster)")
     server.add_argument("--workers", type=int, default=4, help="MLflow server worker processes")
+    ui = sub.add_parser("ui", help="serve the MLflow UI on the store a suite ran into; prints its runs' address")
+    ui.add_argument("suite", nargs="?", default=None, help="suite file or name (default: every suite in the store)")
+    ui.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for run (results_dir=...)")
+    ui.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=5000, help="port to serve on (default 5000)")
     sub.add_parser("list", help="registered tasks, encoders, datasets and protocols, your plug-ins included")
     exp = sub.add_parser("export", help="write a finished (task, seed) encoder's weights and how to load them")
     exp.add_argument("suite", help="the suite file (or the name of one in suites/)")
     exp.add_argument("--task", required=True, help="the task whose encoder to export")
     exp.add_argument("--seed", type=int, required=True, help="its pretraining seed")
-    exp.add_argument("--out", default=None, help="folder (default results/<suite>/export/<task>-s<seed>/)")
+    exp.add_argument("--out", default=None, help="folder (default <results_dir>/<suite>/export/<task>-s<seed>/)")
     exp.add_argument("--mlflow", action="store_true", help="also log it as an MLflow model and register it")
     exp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a suite key")
     check = sub.add_parser("check-task", help="run the task contract on a task, yours included, in seconds")
@@ -142,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "curve": cmd_curve,
         "check-task": cmd_check_task,
         "export": cmd_export,
+        "ui": cmd_ui,
     }
     with interrupt_on_sigterm():
         return run_command(lambda: commands[args.command](args, console), console)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 from pathlib import Path
 
 from rich.console import Console
@@ -28,6 +29,11 @@ def suite_file(name_or_path: str) -> Path:
     raise ConfigError(f"no suite {name_or_path!r}: neither a file nor {named} (suites in {SUITES}/: {known})")
 
 
+def shell_word(text: str) -> str:
+    """``text`` quoted for a shell, readably: ``"results_dir='/x'"`` rather than shlex's ``'results_dir='"'"'...``."""
+    return f'"{text}"' if "'" in text and not re.search(r'["$`\\!]', text) else shlex.quote(text)
+
+
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from bench.config import load_suite
     from bench.run.runner import Runner
@@ -39,7 +45,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         from bench.cluster.executor import RayExecutor
 
         executor = RayExecutor()
-    outcome = Runner(suite, path, console, executor).run(dry_run=args.dry_run, wait_s=args.wait, verbose=args.verbose)
+    runner = Runner(suite, path, console, executor)
+    where = [s for s in args.set if s.partition("=")[0].strip() in ("results_dir", "tracking_uri")]
+    runner.ui_command += "".join(f" --set {shell_word(s)}" for s in where)  # the store this run used
+    outcome = runner.run(dry_run=args.dry_run, wait_s=args.wait, verbose=args.verbose)
     if outcome.failed:
         console.print(f"[red]finished with {len(outcome.failed)} failed cell(s); rerun to retry them[/]")
         return 1
@@ -66,7 +75,7 @@ def cmd_perf(args: argparse.Namespace, console: Console) -> int:
     from pathlib import Path
 
     from bench.run.runner import resolve_device
-    from bench.tools.perf import run_perf
+    from bench.tools.perf import run_perf, summary
 
     device = resolve_device(args.device)
     r = run_perf(
@@ -80,30 +89,8 @@ def cmd_perf(args: argparse.Namespace, console: Console) -> int:
         args.compile,
         say=lambda message: console.print(f"[dim]measuring {message}[/]"),
     )
-    console.print(f"{r['device']}, {r['encoder']}, batch {r['batch']}, {r['workers']} DataLoader workers")
-    for task, m in r["tasks"].items():
-        console.print(
-            f"  {task:9s} images/s: (a) model step only {m['a_model_step_only']:,.0f}  (b) on-device "
-            f"{m['b_on_device']:,.0f}  (c) reference {m['c_reference']:,.0f}  b/c {m['ratio_b_over_c']:.2f}"
-            f"  b/a {m['ratio_b_over_a']:.2f}  (CIFAR-10 epoch {m['cifar10_epoch_s']:.1f} s)"
-        )
-        if "b_on_device_compiled" in m:
-            console.print(
-                f"  {'':9s} compiled: (b) {m['b_on_device_compiled']:,.0f} images/s, b/a "
-                f"{m['ratio_b_compiled_over_a']:.2f}, CIFAR-10 epoch {m['cifar10_epoch_s_compiled']:.1f} s "
-                f"(compiling took {m['compile_s']:.0f} s)"
-            )
-    v = r["view_generation"]
-    console.print(
-        f"  two SimCLR views: batched {v['batched_images_per_s']:,.0f} images/s, lightly per-image "
-        f"{v['lightly_images_per_s']:,.0f} images/s, ratio {v['ratio']:.1f}"
-    )
-    p = r["probes"]
-    console.print(
-        f"  feature extraction {p['feature_extract_images_per_s']:,.0f} images/s, linear probe fit "
-        f"{p['linear_probe_fit_s']:.2f} s; peak memory {r['peak_memory_mb']:,.0f} MiB"
-    )
-    console.print(f"  written: {r['path']}")
+    for line in summary(r):
+        console.print(line)
     return 0
 
 
@@ -123,6 +110,14 @@ def cmd_server(args: argparse.Namespace, console: Console) -> int:
         except KeyboardInterrupt:
             console.print("stopping the MLflow server and PostgreSQL", highlight=False)
     return 0
+
+
+def cmd_ui(args: argparse.Namespace, console: Console) -> int:
+    from bench.config.load import store_uri, suite_store
+    from bench.tools.serve import open_ui
+
+    found = suite_store(suite_file(args.suite), args.set) if args.suite else (None, store_uri(None, "results"), "")
+    return open_ui(*found, args.host, args.port, say=lambda text: console.print(text, highlight=False))
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:

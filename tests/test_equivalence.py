@@ -152,7 +152,8 @@ def test_the_parent_runs_description_carries_the_verdicts_with_the_suites_margin
 
     tags = {"plan": plan_digest([])}  # the record of the invocation whose cells (none here) are reported
     parent = SimpleNamespace(
-        info=SimpleNamespace(run_id="p1", start_time=1, run_name="demo"), data=SimpleNamespace(tags=tags)
+        info=SimpleNamespace(run_id="p1", start_time=1, run_name="demo", artifact_uri=tmp_path.as_uri()),
+        data=SimpleNamespace(tags=tags),
     )
     client = SimpleNamespace(log_artifacts=lambda *a, **k: None, set_tag=lambda *a: None)
     tracker = SimpleNamespace(

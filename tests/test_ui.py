@@ -2,9 +2,16 @@
 Chromium at the URLs ``bench run`` prints. The runs table must show every evaluation run by name with its
 ``test_acc``; the parent run's page must show its results table as written; a screenshot is taken."""
 
+import json
 import math
+import os
 import re
+import signal
 import struct
+import subprocess
+import sys
+import time
+import urllib.request
 from html.parser import HTMLParser
 
 import pytest
@@ -148,3 +155,61 @@ def test_mlflow_ui_shows_the_runs_their_test_acc_and_the_results_table(tmp_path,
     assert not missing, f"rows of the results table rendered differently:\n{missing}\nrendered: {parent_page.tables}"
 
     assert png_size(shot) == (1600, 1000) and shot.stat().st_size > 20_000
+    # The view: best first (groups by their mean test accuracy, falling), accuracies to at most 6 decimals.
+    order = [row.split(".")[-1] for (row, col) in runs_page.cells if col == "attributes.`Run Name`"]
+    group_of = {r.info.run_id: r.data.tags["cell_group"] for r in evals}
+    groups = list(dict.fromkeys(group_of[i] for i in order if i in group_of))
+    accs = {g: [r.data.metrics["test_acc"] for r in evals if group_of[r.info.run_id] == g] for g in groups}
+    means = [sum(accs[g]) / len(accs[g]) for g in groups]
+    assert len(groups) >= 3 and means == sorted(means, reverse=True), (groups, means)
+    assert all(len(runs_page.cell_of(r.info.run_id, "metrics.`test_acc`").split(".")[-1]) <= 6 for r in evals)
+
+
+def dark_pixels(png) -> int:
+    from PIL import Image
+
+    grey = Image.open(png).convert("L")
+    return sum(grey.histogram()[:128])
+
+
+def test_bench_ui_serves_the_store_the_suite_ran_into_and_its_results_page(tmp_path, store):
+    assert main(["run", str(SMOKE), *(f"--set={s}" for s in store + TRIM)]) == 0
+    exp = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment_by_name("smoke")
+    port = ui.free_port()
+    cmd = [sys.executable, "-m", "bench", "ui", str(SMOKE), *(f"--set={s}" for s in store), f"--port={port}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        lines = []
+        while not any(line.startswith("serving") for line in lines):
+            line = proc.stdout.readline()
+            assert line, "bench ui ended: " + "".join(lines)
+            lines.append(line)
+        printed = "".join(lines)
+        page_url = re.search(r"results of 'smoke': (\S+)", printed).group(1)
+        runs = re.search(r"MLflow runs of 'smoke': (\S+)", printed).group(1)
+        assert runs == ui.runs_url(f"http://127.0.0.1:{port}", exp.experiment_id), printed
+        api = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=smoke"
+        deadline = time.monotonic() + 120
+        while True:  # the UI's server answers for this suite's store: the same experiment, the same id
+            try:
+                with urllib.request.urlopen(api, timeout=5) as r:
+                    assert json.load(r)["experiment"]["experiment_id"] == exp.experiment_id
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the MLflow UI did not answer"
+                time.sleep(0.5)
+        with urllib.request.urlopen(page_url, timeout=10) as r:
+            page = Page(r.read().decode())
+        assert any(row.startswith("rotation |") for row in page.tables), page.tables  # the report's table
+        shot = tmp_path / "page.png"
+        ui.browse(page_url, screenshot=shot, budget_ms=0)  # a plain screenshot, no time to run scripts
+        assert dark_pixels(shot) > 2000  # text drawn: a blank page or a skeleton has next to none
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+
+
+def test_a_run_ends_with_the_command_that_serves_its_store(tmp_path, store, capsys):
+    assert main(["run", str(SMOKE), *(f"--set={s}" for s in store + TRIM)]) == 0
+    out = capsys.readouterr().out
+    assert f"(serve them: bench ui {SMOKE} --set \"results_dir={str(tmp_path / 'results')!r}\" --set " in out, out

@@ -105,9 +105,8 @@ def format_error(err: ValidationError, source: str) -> str:
     return "\n  ".join([f"{source}: {len(lines)} problems", *lines])
 
 
-def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
-    """Read, override and validate a suite file; raise ConfigError with a message naming file and key."""
-    path = Path(path)
+def read_raw(path: Path, overrides: list[str] | None = None) -> dict:
+    """A suite file's TOML with its ``--set`` overrides applied, not yet validated."""
     if not path.is_file():
         raise ConfigError(f"{path}: suite file not found")
     try:
@@ -119,19 +118,45 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the suite file ({e.strerror})") from None
     raw.setdefault("name", path.stem)
-    raw = apply_overrides(raw, overrides or [])
+    return apply_overrides(raw, overrides or [])
+
+
+def load_suite(path: str | Path, overrides: list[str] | None = None) -> Suite:
+    """Read, override and validate a suite file; raise ConfigError with a message naming file and key."""
+    path = Path(path)
+    raw = read_raw(path, overrides)
     try:
         return Suite(**raw)
     except ValidationError as e:
         raise ConfigError(format_error(e, str(path))) from None
 
 
+def suite_store(path: str | Path, overrides: list[str] | None = None) -> tuple[str, str, str]:
+    """A suite's name, tracking URI and results folder, read without validating the rest (no task is imported):
+    what ``bench ui`` needs, where PyTorch need not be installed."""
+    path = Path(path)
+    raw = read_raw(path, overrides)
+    results_dir, uri = raw.get("results_dir", Suite.model_fields["results_dir"].default), raw.get("tracking_uri")
+    for key, value in (("results_dir", results_dir), ("tracking_uri", uri)):
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ConfigError(f"{path}: key {key!r}: expected a non-empty string (got {value!r})")
+    try:
+        return str(raw["name"]), store_uri(uri and check_tracking_uri(uri), results_dir), results_dir
+    except ValueError as e:
+        raise ConfigError(f"{path}: key 'tracking_uri': {e}") from None
+
+
 def tracking_uri(suite: Suite) -> str:
-    if suite.tracking_uri:
-        return suite.tracking_uri
+    return store_uri(suite.tracking_uri, suite.results_dir)
+
+
+def store_uri(configured: str | None, results_dir: str) -> str:
+    """The suite's ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<results_dir>/mlflow.db``."""
+    if configured:
+        return configured
     if os.environ.get("MLFLOW_TRACKING_URI"):
         try:
             return check_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
         except ValueError as e:
             raise ConfigError(f"$MLFLOW_TRACKING_URI: {e}") from None
-    return f"sqlite:///{Path(suite.results_dir).resolve() / 'mlflow.db'}"
+    return f"sqlite:///{Path(results_dir).resolve() / 'mlflow.db'}"

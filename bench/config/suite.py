@@ -75,6 +75,11 @@ class Suite(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     tracking_uri: str | None = None  # else $MLFLOW_TRACKING_URI, else sqlite:///<results_dir>/mlflow.db
     results_dir: str = "results"
+    reference_dir: str | None = Field(
+        None,
+        description="a results folder holding this suite's committed results (<reference_dir>/<name>/runs.csv): "
+        "the report of a rerun into another results_dir says how close it came to them, cell by cell",
+    )
     _protocol_tables: dict[str, Settings] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="wrap")

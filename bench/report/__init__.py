@@ -1,1 +1,1 @@
-"""From finished runs to results/<suite>/: tidy table, comparisons, tables, figures, statistics."""
+"""From finished runs to <results_dir>/<suite>/: tidy table, comparisons, tables, figures, statistics."""

@@ -1,4 +1,4 @@
-"""The report where people look: results/<suite>/ on disk, and in MLflow on the latest parent run.
+"""The report where people look: <results_dir>/<suite>/ on disk, and in MLflow on the latest parent run.
 
 The latest parent run (tag ``kind = suite``) receives the report files as artifacts and the results table with
 the verdicts (``verdicts.md``) as its description, so opening it in the UI shows the results and what they show.
@@ -18,12 +18,13 @@ from bench.config.suite import Suite
 from bench.data.datasets import Dataset
 from bench.errors import ConfigError
 from bench.files import check_writable, inside
+from bench.report.reference import against_reference
 from bench.report.tidy import tidy
 from bench.report.write import write_report
 from bench.store.runlog import into_artifacts
 from bench.store.tracking import NOTE, Tracker
 
-# the files write_report may write (other files in results/<suite>/, such as parity.md, are left alone)
+# the files write_report may write (other files in <results_dir>/<suite>/, such as parity.md, are left alone)
 REPORT_STEMS = {
     "runs",
     "stats",
@@ -41,7 +42,7 @@ FRONT = ("table.md", "verdicts.md")  # the parent run's description, in this ord
 
 
 def publish(tracker: Tracker, cells: list[Cell], suite: Suite, data: Dataset, console: Console) -> list[Path]:
-    """Write results/<suite>/ from the suite's finished runs and attach it to the latest parent run. A suite
+    """Write <results_dir>/<suite>/ from the suite's finished runs and attach it to the latest parent run. A suite
     without any finished evaluation is an error (nothing is written, nothing is created in the store)."""
     df = tidy(tracker, cells)
     if df["test_acc"].notna().sum() == 0:
@@ -81,4 +82,6 @@ def publish(tracker: Tracker, cells: list[Cell], suite: Suite, data: Dataset, co
                 banner = f"**Superseded** by the report on run {run_id} ({latest.info.run_name})."
                 tracker.set_note(old.info.run_id, f"{banner}\n\n{note}")
     console.print(f"report: {out}/ ({len(written)} files)")
+    if suite.reference_dir and (line := against_reference(out / "runs.csv", suite.reference_dir, suite.name)):
+        console.print(line, highlight=False, markup=False)
     return written

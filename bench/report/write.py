@@ -1,4 +1,4 @@
-"""MLflow runs -> one tidy table -> results/<suite>/: tables (Markdown, LaTeX), statistics, figures.
+"""MLflow runs -> one tidy table -> <results_dir>/<suite>/: tables (Markdown, LaTeX), statistics, figures.
 
 Every number carries its n and its interval (:func:`bench.report.stats.interval`, the same in tables, console and
 figures); a partial sweep says so in every output. Tasks are tested against ``scratch``+``finetune`` (training on

@@ -7,6 +7,7 @@ pretraining start from the seeded random initialisation, the same one the pretex
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -121,6 +122,7 @@ class Runner:
         self.lease: Lease | None = None
         self._prepared: dict[tuple[str, int], torch.nn.Module] = {}
         self._sources: dict[tuple[str, int], str] | None = None
+        self.ui_command = f"bench ui {shlex.quote(str(suite_path))}"  # what serves this suite's store
 
     def check(self) -> dict[tuple[int, int | str], np.ndarray]:
         """Everything a run refuses before training, on the loaded data; the dry run calls it too. Returns the
@@ -148,7 +150,7 @@ class Runner:
         )
 
     def run(self, dry_run: bool = False, report: bool = True, wait_s: float = 0.0, verbose: bool = False) -> Outcome:
-        """Run the cells not yet done, print the summary tables and (with ``report``) write results/<suite>/.
+        """Run the cells not yet done, print the summary tables and (with ``report``) write <results_dir>/<suite>/.
         Holds the suite's lease throughout (waiting up to ``wait_s`` for another holder, else LeaseBusy)."""
         start = time.perf_counter()
         self.console.print(self.describe_data(), soft_wrap=True, highlight=False)
@@ -185,7 +187,7 @@ class Runner:
         tables = render_summary(self.console, self.tracker, self.cells, self.suite.report.equivalence_margin)
         if report:
             self.report()
-        self.console.print(self.tracker.ui_hint(), soft_wrap=True, highlight=False)
+        self.console.print(self.tracker.ui_hint(self.ui_command), soft_wrap=True, highlight=False, markup=False)
         self.console.print(f"wall time {time.perf_counter() - start:.0f} s")
         return Outcome(len(self.cells), len(self.cells) - len(todo), len(todo) - len(failed), failed, tables)
 
@@ -194,7 +196,7 @@ class Runner:
             self.lease.check()
 
     def report(self) -> list[Path]:
-        """Write results/<suite>/ from the suite's runs and attach it to the latest parent run."""
+        """Write <results_dir>/<suite>/ from the suite's runs and attach it to the latest parent run."""
         return publish(self.tracker, self.cells, self.suite, self.data, self.console)
 
     # ------------------------------------------------------------------ what executors use

@@ -82,14 +82,20 @@ class Result(typing.Protocol):
     caveats: list[str]
 
 
+def recorded(accuracy: float) -> float:
+    """An accuracy as recorded: to 6 decimals, so the UI shows 0.2507 rather than float32's 0.25069999694824
+    (a millionth is a hundredth of one test image in 10,000)."""
+    return round(float(accuracy), 6)
+
+
 class EvalLog:
     @staticmethod
     def done(fitted: Result, test_acc: float, seconds: dict[str, float]) -> None:
-        metrics = {"test_acc": test_acc, **seconds}
+        metrics = {"test_acc": recorded(test_acc), **seconds}
         if fitted.val_acc is not None:
-            metrics["val_acc"] = fitted.val_acc
+            metrics["val_acc"] = recorded(fitted.val_acc)
         if "train_acc" in fitted.chosen:  # fine-tuning: accuracy on its own training labels
-            metrics["train_acc"] = fitted.chosen["train_acc"]
+            metrics["train_acc"] = recorded(fitted.chosen["train_acc"])
         mlflow.log_metrics(metrics)
         mlflow.set_tag("caveat", "; ".join(fitted.caveats))  # empty: the protocol reached what it looks for
         log_history(fitted.history, prefix="finetune_")
@@ -126,7 +132,7 @@ class MlflowTrials:
 
     @staticmethod
     def metric(key: str, value: float, step: int | None = None) -> None:
-        mlflow.log_metric(key, value, step=step)
+        mlflow.log_metric(key, recorded(value) if key.endswith("_acc") else value, step=step)
 
     @staticmethod
     def history(history: list[dict], prefix: str) -> None:

@@ -167,14 +167,9 @@ class Tracker:
             self.client.set_tag(run.info.run_id, "failure_reason", reason[:5000])
             self.client.set_terminated(run.info.run_id, "FAILED")
 
-    def ui_hint(self, base: str = ui.DEFAULT_UI) -> str:
-        """Where the suite's runs table is in the MLflow UI (``nox -s ui`` serves the default store)."""
-        if self.experiment_id is None:
-            return f"MLflow: no runs of {self.name!r} yet in {self.uri}"
-        tags = self.client.get_experiment(self.experiment_id).tags
-        shared = all(tags.get(k) == v for k, v in ui.EXPERIMENT_TAGS.items())  # older stores lack the view
-        url = ui.runs_url(base, self.experiment_id, shared_view=shared)
-        return f"MLflow runs of {self.name!r}: {url} (start the UI: nox -s ui)"
+    def ui_hint(self, command: str) -> str:
+        """Where the suite's runs table is in the MLflow UI, once ``command`` (``bench ui SUITE``) serves it."""
+        return ui.runs_hint(self.client, self.uri, self.name, self.experiment_id, command)
 
     def _experiment(self, suite) -> str:
         if self.experiment_id is None:

@@ -13,8 +13,9 @@ Read from MLflow 3.17's UI bundle (``mlflow/server/js/build/static/js/main.*.js`
 - Even on the runs tab, nested child runs sit collapsed under their parent and metric columns are hidden
   (default columns: Source, Models, Dataset). A *shared view* fixes both without clicks: the UI loads view state
   from the experiment tag ``mlflow.sharedViewState.<key>`` (JSON) when the URL has ``viewStateShareKey=<key>``;
-  it may hold the selected columns, the sort and a grouping. Ours shows ``test_acc``, sorts by run name and groups
-  runs by the ``cell_group`` tag (task/protocol/budget), so the seeds of one cell sit together under their mean.
+  it may hold the selected columns, the sort and a grouping. Ours shows ``test_acc``, sorts by it, best first, and
+  groups runs by the ``cell_group`` tag (task/protocol/budget), so the seeds of one cell sit together under their
+  mean.
   A missing key makes the UI report an error and fall back to the GenAI overview, so the key is only put into a
   URL of an experiment that carries the tag.
 
@@ -46,8 +47,8 @@ VIEW_KEY = "bench-results"
 SHARED_VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 SHARED_VIEW = {
     "selectedColumns": ["metrics.`test_acc`"],
-    "orderByKey": "tags.`mlflow.runName`",
-    "orderByAsc": True,
+    "orderByKey": "metrics.`test_acc`",
+    "orderByAsc": False,
     "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "cell_group"}]},
 }
 EXPERIMENT_TAGS = {
@@ -66,6 +67,18 @@ def runs_url(base_url: str, experiment_id: str, shared_view: bool = True) -> str
 def run_url(base_url: str, experiment_id: str, run_id: str) -> str:
     """One run's page: its description (a parent's results table), params, metrics, artifacts."""
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{urlencode(WORKFLOW)}"
+
+
+def runs_hint(client, uri: str, name: str, experiment_id: str | None, command: str, base: str = DEFAULT_UI) -> str:
+    """The line a run ends with: the address of its suite's runs, and the command that serves them (a tracking
+    server serves its own UI)."""
+    if experiment_id is None:
+        return f"MLflow: no runs of {name!r} yet in {uri}"
+    tags = client.get_experiment(experiment_id).tags
+    shared = all(tags.get(k) == v for k, v in EXPERIMENT_TAGS.items())  # older stores lack the view
+    remote = uri.startswith(("http://", "https://"))
+    url = runs_url(uri if remote else base, experiment_id, shared_view=shared)
+    return f"MLflow runs of {name!r}: {url}" + ("" if remote else f" (serve them: {command})")
 
 
 def experiment_urls(store_uri: str, base_url: str = DEFAULT_UI) -> dict[str, str]:
@@ -142,7 +155,8 @@ def browse(url: str, screenshot: Path | None = None, budget_ms: int = 20000, siz
     with tempfile.TemporaryDirectory(prefix="bench-chromium-") as profile:
         cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
         cmd += ["--no-first-run", "--disable-background-networking", "--disable-component-update", "--hide-scrollbars"]
-        cmd += [f"--user-data-dir={profile}", f"--window-size={size}", f"--virtual-time-budget={budget_ms}"]
+        cmd += [f"--user-data-dir={profile}", f"--window-size={size}"]
+        cmd += [f"--virtual-time-budget={budget_ms}"] if budget_ms else []  # 0: as a plain headless screenshot
         if screenshot:
             cmd.append(f"--screenshot={Path(screenshot).resolve()}")
         else:

@@ -4,7 +4,7 @@ Each length is the suite itself with ``pretrain.epochs`` set to it, at one seed,
 protocol: a whole schedule of that length (warm-up and decay included), not a checkpoint of a longer one, so each
 point is what the suite would report with that setting. The runs are ordinary cells in the suite's store: the
 point at the suite's own length is the suite's own pretraining, reused by a later run of the suite. Written to
-``results/<suite>/pretrain_curve.{csv,md,png}``; the suite's report is not touched.
+``<results_dir>/<suite>/pretrain_curve.{csv,md,png}``; the suite's report is not touched.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ def export(
     to_mlflow: bool,
     console: Console,
 ) -> Path:
-    """Write the export folder (default ``results/<suite>/export/<task>-s<seed>/``) and return it."""
+    """Write the export folder (default ``<results_dir>/<suite>/export/<task>-s<seed>/``) and return it."""
     from bench.config.load import load_suite
     from bench.run.runner import Runner
     from bench.version import version

@@ -25,7 +25,7 @@ PATHS = ("device", "lightly")
 
 
 def run_parity(suite_path: str | Path, overrides: list[str], console: Console) -> dict:
-    """Run (or resume) the suite on both data paths and compare them; writes results/<suite>/parity.{md,json}."""
+    """Run (or resume) the suite on both data paths and compare them; writes <results_dir>/<suite>/parity.{md,json}."""
     from bench.run.runner import Runner
 
     frames, suite = [], None
@@ -33,7 +33,7 @@ def run_parity(suite_path: str | Path, overrides: list[str], console: Console) -
         suite = load_suite(suite_path, [*overrides, f"pretrain.augment={path!r}"])
         console.rule(f"pretrain.augment = {path!r}")
         runner = Runner(suite, suite_path, console)
-        runner.run(report=False)  # results/<suite>/ holds the comparison, not one path's report
+        runner.run(report=False)  # <results_dir>/<suite>/ holds the comparison, not one path's report
         frames.append(tidy(runner.tracker, runner.cells).assign(path=path))
     rows = compare(pd.concat(frames))
     out = inside(suite.results_dir, suite.name)

@@ -198,3 +198,33 @@ def run_perf(
     write_atomic(path, json.dumps(result, indent=2).encode())
     result["path"] = str(path)
     return result
+
+
+def summary(r: dict) -> list[str]:
+    """The lines ``bench perf`` prints for a record of ``run_perf``."""
+    out = []
+    out.append(f"{r['device']}, {r['encoder']}, batch {r['batch']}, {r['workers']} DataLoader workers")
+    for task, m in r["tasks"].items():
+        out.append(
+            f"  {task:9s} images/s: (a) model step only {m['a_model_step_only']:,.0f}  (b) on-device "
+            f"{m['b_on_device']:,.0f}  (c) reference {m['c_reference']:,.0f}  b/c {m['ratio_b_over_c']:.2f}"
+            f"  b/a {m['ratio_b_over_a']:.2f}  (CIFAR-10 epoch {m['cifar10_epoch_s']:.1f} s)"
+        )
+        if "b_on_device_compiled" in m:
+            out.append(
+                f"  {'':9s} compiled: (b) {m['b_on_device_compiled']:,.0f} images/s, b/a "
+                f"{m['ratio_b_compiled_over_a']:.2f}, CIFAR-10 epoch {m['cifar10_epoch_s_compiled']:.1f} s "
+                f"(compiling took {m['compile_s']:.0f} s)"
+            )
+    v = r["view_generation"]
+    out.append(
+        f"  two SimCLR views: batched {v['batched_images_per_s']:,.0f} images/s, lightly per-image "
+        f"{v['lightly_images_per_s']:,.0f} images/s, ratio {v['ratio']:.1f}"
+    )
+    p = r["probes"]
+    out.append(
+        f"  feature extraction {p['feature_extract_images_per_s']:,.0f} images/s, linear probe fit "
+        f"{p['linear_probe_fit_s']:.2f} s; peak memory {r['peak_memory_mb']:,.0f} MiB"
+    )
+    out.append(f"  written: {r['path']}")
+    return out
