@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     report = sub.add_parser("report", help="write <results_dir>/<suite>/: tables, statistics, figures (from MLflow)")
     report.add_argument("suite", help="suite file (TOML) or the name of one in suites/")
     report.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for run")
+    report.add_argument(
+        "--from-csv", default=None, metavar="RUNS_CSV", help="lay out a report's runs.csv again, without the store"
+    )
     plan = sub.add_parser(
         "plan", help="how many seeds and label draws an effect needs, and their cost, from a pilot's runs"
     )

@@ -60,6 +60,11 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from bench.run.runner import Runner
 
     path = suite_file(args.suite)
+    if args.from_csv:
+        from bench.report.publish import from_runs_csv
+
+        from_runs_csv(Path(args.from_csv), load_suite(path, args.set), console)
+        return 0
     Runner(load_suite(path, args.set), path, console).report()
     return 0
 

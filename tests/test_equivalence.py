@@ -68,8 +68,9 @@ def test_a_tiny_difference_with_small_spread_is_equivalent_within_one_point(tmp_
     assert comp.verdict.tolist() == ["equivalent"] and comp.margin.tolist() == [0.01]
     assert comp.p_tost_holm[0] < 0.05 and comp.p_holm[0] >= 0.05  # shown equivalent, not shown different
     table = (tmp_path / "table.md").read_text()
-    assert "(n=7) ≈" in table
-    assert "≈: equivalent to scratch+finetune within ±1 point (two one-sided paired t-tests, TOST" in table
+    assert "(n=7) ≈" in table and "≈: equivalent to scratch+finetune within ±1 point. Tests: stats.md." in table
+    stats_md = (tmp_path / "stats.md").read_text()
+    assert "≈: equivalent to scratch+finetune within ±1 point (two one-sided paired t-tests, TOST" in stats_md
     assert "$\\approx$: equivalent to scratch+finetune within $\\pm$1 point" in (tmp_path / "table.tex").read_text()
     verdicts = (tmp_path / "verdicts.md").read_text()
     family = "- finetune at 1000 labels, against scratch+finetune: "
@@ -89,8 +90,10 @@ def test_a_wide_spread_is_inconclusive_and_never_called_no_difference(tmp_path):
     assert comp.verdict.tolist() == ["inconclusive"] and comp.p_holm[0] >= 0.05 and comp.p_tost_holm[0] >= 0.05
     table, verdicts = (tmp_path / "table.md").read_text(), (tmp_path / "verdicts.md").read_text()
     caption = table.split("\n\n")[0]
-    assert "No task is shown better or worse than scratch+finetune" in caption
-    assert "Inconclusive against scratch+finetune (neither a difference nor equivalence within ±1 point" in caption
+    assert "No task is shown better or worse than scratch+finetune. Tests: stats.md." in caption
+    stats_md = (tmp_path / "stats.md").read_text()
+    assert "No task is shown better or worse than scratch+finetune (exact two-sided sign-flip" in stats_md
+    assert "Inconclusive against scratch+finetune (neither a difference nor equivalence within ±1 point" in stats_md
     assert "≈" not in table and "▲" not in table
     low, high = 100 * comp.ci_low[0], 100 * comp.ci_high[0]
     assert low < -0.05 and high > 1  # the interval allows a gain larger than the margin
@@ -129,7 +132,7 @@ def test_the_margin_decides_equivalence_and_too_few_seeds_say_why(tmp_path):
     assert (signed(-0.0004), signed(0.0004), signed(-0.0151)) == ("+0.0", "+0.0", "-1.5")  # never '-0.0'
 
     reason = "with 2 seeds neither a difference nor equivalence within ±1 point can be shown (equivalence needs 3"
-    assert reason in (tmp_path / "verdicts.md").read_text() and reason in (tmp_path / "table.md").read_text()
+    assert reason in (tmp_path / "verdicts.md").read_text() and reason in (tmp_path / "stats.md").read_text()
 
 
 def test_console_summary_carries_the_verdicts():

@@ -122,10 +122,13 @@ def test_gain_heatmap_panels_against_the_matching_baseline_in_accuracy_points():
     assert titles == [
         "linear: task − random+linear",
         "knn: task − random+knn",
-        "task+protocol − scratch+finetune (labels only)",
+        "finetune: task − scratch+finetune (labels only)",
     ]
     assert all(ax.get_xlabel() == "labelled images" for ax in panels)
-    assert [ax.get_ylabel() for ax in panels] == ["task", "task", "task+protocol"]
+    assert [ax.get_ylabel() for ax in panels] == ["task", "task", "task"]
+    # like against like: only fine-tuned tasks beside fine-tuned scratch (no frozen probe read as a loss)
+    tuned = comp[(comp.protocol == "finetune") & (comp.baseline == "scratch")].task.unique()
+    assert sorted(t.get_text() for t in panels[2].get_yticklabels()) == sorted(tuned) and "random" not in tuned
     colourbar = next(ax for ax in fig.axes if not ax.get_title())
     assert colourbar.get_ylabel() == "gain (accuracy points)"
     knn = panels[1]

@@ -41,7 +41,11 @@ def test_too_few_tasks_give_no_correlation_and_say_so():
     (row,) = correlations(frame(MIN_TASKS - 1)).itertuples()
     assert math.isnan(row.spearman_rho) and math.isnan(row.kendall_p)
     text = health_markdown(frame(MIN_TASKS - 1))
-    assert "— (too few tasks)" in text and f"fewer than {MIN_TASKS} pretraining tasks" in text
+    assert "Spearman rho" not in text and "too few" not in text  # no table of rows that cannot be computed
+    assert (
+        f"Not computed at any budget: {MIN_TASKS - 1} pretraining tasks there, and with fewer than {MIN_TASKS}" in text
+    )
+    assert text.count(f"fewer than {MIN_TASKS}") == 1  # said once
 
 
 def test_no_health_logged_writes_no_file():
@@ -53,12 +57,16 @@ def test_no_health_logged_writes_no_file():
 def test_the_figure_names_the_correlation_or_why_there_is_none(tmp_path):
     from bench.report.figures import health_vs_accuracy
 
-    df = pd.concat([frame(6), frame(3).assign(budget="full")])
+    df = pd.concat([frame(6), frame(3).assign(budget="full"), frame(2).assign(budget="5000")])
     df["suite"], df["dataset"], df["status"] = "demo", "cifar10", "finished"
     fig = health_vs_accuracy(df)
-    titles = [ax.get_title() for ax in fig.axes]
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert any("Spearman +1.00" in t and "n = 6" in t for t in titles)
     assert any("too few tasks (n = 3" in t for t in titles)
+    assert len(titles) == 2 and not any("5000" in t for t in titles)  # 2 tasks: no panel
+    assert "No health_vs_accuracy figure" not in health_markdown(df)
+    few = frame(2).assign(suite="demo", dataset="cifar10", status="finished")
+    assert health_vs_accuracy(few) is None and "No health_vs_accuracy figure" in health_markdown(few)
     nothing = frame(6).assign(rankme=float("nan"), suite="demo", dataset="cifar10", status="finished")
     assert health_vs_accuracy(nothing) is None
 

@@ -23,6 +23,10 @@ PLAN = {"scratch": ["finetune"], "random": ["linear"], "rotation": ["linear", "f
 BASE = {"scratch": 0.3, "random": 0.2, "rotation": 0.4, "simclr": 0.45, "jigsaw": 0.35}
 
 
+def squash(text: str) -> str:
+    return re.sub(r"\s+", " ", text)
+
+
 def sweep(missing: bool = False, seeds: int = 3, plan: dict | None = None, noise: float = 0.005) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     rows = []
@@ -91,12 +95,14 @@ def test_two_seeds_give_p_one_half_no_markers_and_say_why(tmp_path):
     assert comp.p_signflip.tolist() == pytest.approx([0.5] * len(comp))  # every difference has one sign
     table = (tmp_path / "table.md").read_text()
     assert "▲" not in table and "▼" not in table
+    said = "No markers: with 2 seeds the sign-flip test cannot reach p < 0.05 after Holm (6 seeds needed)"
+    assert said in table and "Brackets: the seeds' range [min, max]" in table and "range [" in table
+    stats_md = (tmp_path / "stats.md").read_text()  # the method, said once per family there
     family = "Holm over the tasks against scratch+finetune at each budget (1 per budget)"
-    assert f"No markers: exact sign-flip test over seeds, {family}" in table
-    assert "with 2 seeds the smallest possible p is 0.5; p < 0.05 after Holm needs 6 seeds" in table
-    assert "Brackets: the seeds' range [min, max]" in table and "range [" in table
-    stats_md = (tmp_path / "stats.md").read_text()
-    assert "Left out at n = 2 seeds: the paired t-test p" in stats_md and "p t-test" not in stats_md
+    assert f"No markers: exact sign-flip test over seeds, {family}" in stats_md
+    assert "with 2 seeds the smallest possible p is 0.5; p < 0.05 after Holm needs 6 seeds" in stats_md
+    assert family not in table and "Inconclusive" not in table
+    assert "Left out with 2 seeds: the paired t-test p" in stats_md and "p t-test" not in stats_md
     tex = (tmp_path / "table.tex").read_text()
     assert "uparrow" not in tex and "downarrow" not in tex and "dagger" not in tex
 
@@ -105,16 +111,15 @@ def test_markers_appear_when_the_family_can_reach_significance(tmp_path):
     write_report(sweep(seeds=7), tmp_path)  # 3 comparisons per family: 3 * 2/2^7 = 0.047 < 0.05
     table = (tmp_path / "table.md").read_text()
     assert table.count(") ▲") == 6 and "▼" not in table  # rotation beats scratch+finetune at 3 budgets, 2 protocols
-    assert "▲: better than scratch+finetune (exact two-sided sign-flip test over seeds" in table
-    assert "with 7 seeds the smallest possible p is 0.0156" in table
+    assert "▲: better than scratch+finetune; △: better than random+linear. Tests: stats.md." in table
     # frozen protocols are also tested against random under the same protocol, with their own markers
-    assert table.count("▲ △") == 3 and "△: better than random+linear (exact two-sided sign-flip" in table
-    assert "▽" not in table and "△" not in table.split("**finetune**")[1]
+    assert table.count("▲ △") == 3 and "▽" not in table and "△" not in table.split("**finetune**")[1]
     tex = (tmp_path / "table.tex").read_text()
     assert "$\\uparrow$: better than" in tex and "downarrow" not in tex
     assert "$\\bigtriangleup$: better than random+linear" in tex
-    assert "| △ |" in (tmp_path / "stats.md").read_text()
     stats_md = (tmp_path / "stats.md").read_text()
+    assert "| △ |" in stats_md and "with 7 seeds the smallest possible p is 0.0156" in stats_md
+    assert "▲: better than scratch+finetune (exact two-sided sign-flip test over seeds" in stats_md
     assert "p t-test (Holm)" in stats_md and "Left out" not in stats_md
 
 
@@ -254,13 +259,14 @@ def test_console_summary_is_the_report_table_as_rich_text(tmp_path):
     df = sweep(missing=True)
     write_report(df, tmp_path)
     md = (tmp_path / "table.md").read_text()
-    console = Console(file=io.StringIO(), width=200)
+    console = Console(file=io.StringIO(), width=80)
     text = render(console, df)
     assert text == console.file.getvalue()  # what it returns is what it printed
     assert "┃ task" in text and "PARTIAL: 1 of" in text
-    cells = re.findall(r"\d\.\d{4}(?: range)? \[\d\.\d{3}, \d\.\d{3}\] \(n=\d(?: of \d)?\)", md.replace("**", ""))
-    assert cells and all(c in text for c in cells)  # same numbers, intervals and n as table.md
-    assert "clipped to [0, 1]" in text and "cells marked range" in text  # the captions, not parsed as markup
+    assert max(len(line) for line in text.splitlines()) <= 80  # four budgets fit a terminal of 80 columns
+    found = re.findall(r"(\d\.\d{4})(?: range)? (\[\d\.\d{3}, \d\.\d{3}\]) (\(n=\d(?: of \d)?\))", md.replace("**", ""))
+    assert found and all(f"{mean} {n}" in text and interval in text for mean, interval, n in found)  # as table.md
+    assert "clipped to [0, 1]" in squash(text) and "cells marked range" in squash(text)  # captions, not markup
 
 
 def test_render_summary_and_summary_tables_read_the_tracker():
@@ -271,14 +277,16 @@ def test_render_summary_and_summary_tables_read_the_tracker():
     runs = {f"k{s}": _run({"n_labels": "100"}, {"test_acc": 0.4 + s / 10}, {}) for s in (0, 1)}
     console = Console(file=io.StringIO(), width=160)
     text = render_summary(console, _Tracker(runs), cells)
-    assert "0.4500 range [0.400, 0.500] (n=2)" in text and text == summary_tables(_Tracker(runs), cells)
+    assert "0.4500 (n=2)" in text and "[0.400, 0.500]" in text and text == summary_tables(_Tracker(runs), cells)
 
 
 def test_a_one_seed_sweep_reports_without_intervals_or_markers(tmp_path):
     write_report(sweep(seeds=1), tmp_path)
     table = (tmp_path / "table.md").read_text()
     assert "one seed: no interval" in table and "▲" not in table and "[" not in table.split("\n\n")[1]
-    assert "with one seed the smallest possible p is 1" in table and "1 seeds" not in table
+    assert "No markers: with one seed the sign-flip test cannot reach" in table and "1 seeds" not in table
+    stats_md = (tmp_path / "stats.md").read_text()
+    assert "with one seed the smallest possible p is 1" in stats_md and "1 seeds" not in stats_md
 
 
 def test_provenance_names_each_tasks_parts_and_warns_only_when_a_part_has_two_versions():
@@ -303,3 +311,32 @@ def test_provenance_names_each_tasks_parts_and_warns_only_when_a_part_has_two_ve
     old = provenance(frame(["c1", "c1"]))
     assert "rotation c1" in old and "WARNING" not in old
     assert "WARNING" in provenance(frame([untuned, "c1"]))
+
+
+def test_a_small_suite_reports_briefly_and_says_once_what_it_cannot_compute(tmp_path):
+    """The first run's shape (suites/quick.toml): one pretext task, two baselines, two seeds, three protocols."""
+    plan = {"scratch": ["finetune"], "random": ["linear", "knn"], "rotation": ["linear", "knn", "finetune"]}
+    df = sweep(seeds=2, plan=plan)
+    df["rankme"] = np.where(df.task == "rotation", 48.0 + df.seed, np.nan)
+    written = {p.name for p in write_report(df, tmp_path)}
+    assert "health.md" in written and "health_vs_accuracy.png" not in written  # one task: nothing to draw
+    health = (tmp_path / "health.md").read_text()
+    assert health.count("Not computed") == 1 and "too few" not in health and "No health_vs_accuracy figure" in health
+    table = (tmp_path / "table.md").read_text()
+    captions = [p for p in table.split("\n\n") if p.startswith("**")]
+    assert len(captions) == 3 and all(len(c.split()) <= 60 for c in captions), [len(c.split()) for c in captions]
+    assert "Holm over the tasks" not in table and "Holm over the tasks" in (tmp_path / "stats.md").read_text()
+    console = Console(file=io.StringIO(), width=80)
+    assert max(len(line) for line in render(console, df).splitlines()) <= 80
+
+
+def test_a_report_laid_out_again_from_its_runs_csv_is_the_same_report(tmp_path):
+    from bench.config.suite import Suite
+    from bench.report.publish import from_runs_csv
+
+    first = tmp_path / "first" / "demo"
+    write_report(sweep(missing=True), first, suite="demo", dataset="cifar10")
+    suite = Suite(name="demo", results_dir=str(tmp_path / "again"))
+    from_runs_csv(first / "runs.csv", suite, Console(file=io.StringIO()))
+    for name in ("table.md", "table.tex", "stats.md", "stats.csv", "verdicts.md", "runs.csv"):
+        assert (tmp_path / "again" / "demo" / name).read_text() == (first / name).read_text(), name

@@ -212,4 +212,4 @@ def test_bench_ui_serves_the_store_the_suite_ran_into_and_its_results_page(tmp_p
 def test_a_run_ends_with_the_command_that_serves_its_store(tmp_path, store, capsys):
     assert main(["run", str(SMOKE), *(f"--set={s}" for s in store + TRIM)]) == 0
     out = capsys.readouterr().out
-    assert f"(serve them: bench ui {SMOKE} --set \"results_dir={str(tmp_path / 'results')!r}\" --set " in out, out
+    assert f'(serve them: bench ui {SMOKE} --set "results_dir={str(tmp_path / "results")!r}" --set ' in out, out

@@ -22,9 +22,10 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from bench.files import write_atomic  # noqa: E402
 from bench.report import palette
+from bench.report.captions import interval_sentence
 from bench.report.comparisons import budget_label, budget_order, protocol_order, rank_blocks, rank_note, title
 from bench.report.stats import ALPHA, friedman_nemenyi, interval
-from bench.report.tables import TEXT, interval_sentence
+from bench.report.table_cells import TEXT
 from bench.report.tidy import BASELINES, REFERENCE, frozen_protocols
 
 
@@ -81,27 +82,30 @@ def label_efficiency(df: pd.DataFrame) -> plt.Figure | None:
 
 
 def _panels(comp: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """(panel title, comparisons) per frozen protocol against random, then every protocol against scratch."""
+    """(panel title, comparisons) per frozen protocol against random under it, then fine-tuned tasks against
+    scratch+finetune: like against like (a frozen probe beside fine-tuning would read as the task's loss; the
+    tables and verdicts hold those comparisons)."""
     out = []
     for protocol in frozen_protocols():
         sub = comp[(comp.protocol == protocol) & (comp.baseline == "random")]
         if len(sub):
             out.append((f"{protocol}: task − random+{protocol}", sub.assign(entry=sub.task)))
-    sub = comp[comp.baseline == REFERENCE[0]]
+    sub = comp[(comp.baseline == REFERENCE[0]) & (comp.protocol == REFERENCE[1])]
     if len(sub):
-        ref = "+".join(REFERENCE)
-        out.append((f"task+protocol − {ref} (labels only)", sub.assign(entry=sub.task + "+" + sub.protocol)))
+        out.append((f"{REFERENCE[1]}: task − {'+'.join(REFERENCE)} (labels only)", sub.assign(entry=sub.task)))
     return out
 
 
 def gain_heatmap(df: pd.DataFrame, comp: pd.DataFrame) -> plt.Figure | None:
     """Mean paired gain in accuracy points (x 100) over the matching baseline per (task, budget): one panel per
-    frozen protocol against ``random`` under that protocol, one against scratch+finetune; a shared colour bar."""
+    frozen protocol against ``random`` under that protocol, one of fine-tuned tasks against scratch+finetune; a
+    shared colour bar."""
     panels = _panels(comp) if len(comp) else []
     if not panels:
         return None
     budgets = budget_order(df)
-    vmax = max(1.0, float(np.nanmax(np.abs(comp.mean_diff))) * 100)
+    shown = pd.concat([sub for _, sub in panels])
+    vmax = max(1.0, float(np.nanmax(np.abs(shown.mean_diff))) * 100)
     heights = [p[1].entry.nunique() for p in panels]
     fig, axes = plt.subplots(
         len(panels),
@@ -123,7 +127,7 @@ def gain_heatmap(df: pd.DataFrame, comp: pd.DataFrame) -> plt.Figure | None:
         sns.heatmap(gain, annot=labels, fmt="", cmap="RdBu", vmin=-vmax, vmax=vmax, cbar=False, ax=ax)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("labelled images")
-        ax.set_ylabel("task" if "random" in name else "task+protocol")
+        ax.set_ylabel("task")
         ax.tick_params(axis="y", rotation=0)
     fig.colorbar(axes[0].collections[0], ax=list(axes), label="gain (accuracy points)")
     legend = ""
@@ -169,30 +173,40 @@ def cd_diagram(df: pd.DataFrame) -> plt.Figure | None:
 
 def health_vs_accuracy(df: pd.DataFrame) -> plt.Figure | None:
     """Final RankMe (no labels) against test accuracy, one point per pretraining task (means over seeds), one
-    panel per protocol and budget, titled with Spearman's rho and its p (or why there is none)."""
-    from bench.report.health import correlations, has_health, per_task, why_none
+    panel per protocol (rows) and budget (columns) with at least ``MIN_DRAWN`` tasks, titled with Spearman's rho
+    and its p (or why there is none); None when no panel has that many (health.md says so)."""
+    from bench.report.health import MIN_DRAWN, correlations, has_health, per_task, why_none
 
     if not has_health(df):
         return None
-    points, corr = per_task(df), correlations(df).set_index(["protocol", "budget"])
-    panels = list(corr.index)
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), squeeze=False)
-    for ax, (protocol, budget) in zip(axes[0], panels, strict=True):
-        here = points[(points.protocol == protocol) & (points.budget == budget)]
-        for row in here.itertuples():
-            style = {k: v for k, v in palette.style(row.task).items() if k in ("color", "marker")}
-            ax.plot(row.rankme, row.test_acc, linestyle="none", markersize=7, **style)
-            ax.annotate(row.task, (row.rankme, row.test_acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        c = corr.loc[(protocol, budget)]
-        said = (
-            why_none(int(c.n_tasks))
-            if np.isnan(c.spearman_rho)
-            else f"Spearman {c.spearman_rho:+.2f} (p {c.spearman_p:.3f}, n = {int(c.n_tasks)})"
-        )
-        ax.set_title(f"{protocol}, {budget} labels\n{said}", fontsize=8)
-        ax.set_xlabel("final RankMe (no labels)")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test accuracy")
+    points, corr = per_task(df), correlations(df)
+    corr = corr[corr.n_tasks >= MIN_DRAWN].set_index(["protocol", "budget"])
+    if corr.empty:
+        return None
+    rows = list(dict.fromkeys(p for p, _ in corr.index))
+    cols = list(dict.fromkeys(b for _, b in corr.index))
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(3.2 * len(cols), 3.2 * len(rows)), squeeze=False)
+    for i, protocol in enumerate(rows):
+        for j, budget in enumerate(cols):
+            ax = axes[i][j]
+            if (protocol, budget) not in corr.index:
+                ax.set_axis_off()
+                continue
+            here = points[(points.protocol == protocol) & (points.budget == budget)]
+            for row in here.itertuples():
+                style = {k: v for k, v in palette.style(row.task).items() if k in ("color", "marker")}
+                ax.plot(row.rankme, row.test_acc, linestyle="none", markersize=7, **style)
+                ax.annotate(row.task, (row.rankme, row.test_acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            c = corr.loc[(protocol, budget)]
+            said = (
+                why_none(int(c.n_tasks))
+                if np.isnan(c.spearman_rho)
+                else f"Spearman {c.spearman_rho:+.2f} (p {c.spearman_p:.3f}, n = {int(c.n_tasks)})"
+            )
+            ax.set_title(f"{protocol}, {budget} labels\n{said}", fontsize=8)
+            ax.set_xlabel("final RankMe (no labels)")
+            ax.set_ylabel("test accuracy" if j == 0 else "")
+            ax.grid(alpha=0.3)
     fig.suptitle(f"{title(df)}: label-free health against test accuracy, means over seeds", fontsize=10)
     fig.tight_layout()
     return fig

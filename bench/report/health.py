@@ -26,6 +26,7 @@ from scipy import stats
 RESAMPLES = 99_999
 MIN_RUNS = 2  # runs of one task (seeds) for a within-method rank; with 2 each task's rho is +1 or -1
 MIN_TASKS = 5  # the fewest tasks with which a perfect rank agreement gives p < 0.05 (exact, two-sided: 1/60)
+MIN_DRAWN = 3  # the fewest tasks a health_vs_accuracy panel is drawn for: fewer show no ranking
 
 
 def per_task(df: pd.DataFrame) -> pd.DataFrame:
@@ -137,29 +138,33 @@ def health_markdown(df: pd.DataFrame) -> str | None:
         "its test accuracy, means over seeds; rank correlations across tasks, two-sided p: Spearman's by "
         f"permutation of the tasks (exact up to 8 tasks, else {RESAMPLES:,} random pairings), Kendall's by "
         "scipy.stats.kendalltau (exact without ties). Baselines have no pretraining and are not included.",
-        "",
-        "| protocol | budget | tasks | Spearman rho (p) | Kendall tau (p) |",
-        "|---|---:|---:|---:|---:|",
     ]
-    for r in corr.itertuples():
+    few, enough = corr[corr.n_tasks < MIN_TASKS], corr[corr.n_tasks >= MIN_TASKS]
+    if len(enough):
+        lines += ["", "| protocol | budget | tasks | Spearman rho (p) | Kendall tau (p) |", "|---|---:|---:|---:|---:|"]
+    for r in enough.itertuples():
         if math.isnan(r.spearman_rho):
-            why = why_none(r.n_tasks).split(" (")[0]
-            lines.append(f"| {r.protocol} | {r.budget} | {r.n_tasks} | — ({why}) | — ({why}) |")
+            lines.append(f"| {r.protocol} | {r.budget} | {r.n_tasks} | — (no spread) | — (no spread) |")
         else:
             lines.append(
                 f"| {r.protocol} | {r.budget} | {r.n_tasks} | {r.spearman_rho:+.2f} ({r.spearman_p:.3f}) "
                 f"| {r.kendall_tau:+.2f} ({r.kendall_p:.3f}) |"
             )
-    if (corr.n_tasks < MIN_TASKS).any():
+    if len(few):
+        counts = sorted({int(n) for n in few.n_tasks})
+        where = "any budget" if len(few) == len(corr) else f"{len(few)} of the {len(corr)} protocol x budget pairs"
         lines += [
             "",
-            f"With fewer than {MIN_TASKS} pretraining tasks no rank correlation can reach p < 0.05, whatever the "
-            "data: none is reported for those rows.",
+            f"Not computed at {where}: {' or '.join(map(str, counts))} pretraining task"
+            f"{'s' if counts != [1] else ''} there, and with fewer than {MIN_TASKS} no rank correlation can reach "
+            f"p < 0.05, whatever the data.",
         ]
-    if len(corr) > 1:
+    if not (corr.n_tasks >= MIN_DRAWN).any():
+        lines += ["", f"No health_vs_accuracy figure: a panel needs at least {MIN_DRAWN} pretraining tasks."]
+    if len(enough) > 1:
         lines += [
             "",
-            f"Each p-value is for its row alone, not corrected for the {len(corr)} rows; the rows rank the same "
+            f"Each p-value is for its row alone, not corrected for the {len(enough)} rows; the rows rank the same "
             "tasks' RankMe, so they are not independent tests.",
         ]
     lines += ["", *within_markdown(within_methods(df))]

@@ -41,6 +41,38 @@ REPORT_STEMS = {
 FRONT = ("table.md", "verdicts.md")  # the parent run's description, in this order
 
 
+def write_files(df, suite: Suite, dataset: str, warnings: list[str] = ()) -> tuple[Path, list[Path]]:
+    """Write <results_dir>/<suite>/ from a tidy table; remove what an earlier report wrote and this one does not."""
+    out = inside(suite.results_dir, suite.name)
+    check_writable(out)
+    margin = suite.report.equivalence_margin
+    written = write_report(df, out, suite=suite.name, dataset=dataset, margin=margin, data_warnings=warnings)
+    for old in out.iterdir():  # a figure an earlier report drew and this one does not (too few seeds now)
+        if old.is_file() and old.stem in REPORT_STEMS and old not in written:
+            old.unlink()
+        elif old.name.startswith(".") and old.suffix == ".tmp" and time.time() - old.stat().st_mtime > 60:
+            old.unlink(missing_ok=True)  # a file a killed report was writing (never one being written now)
+    return out, written
+
+
+def from_runs_csv(csv: Path, suite: Suite, console: Console) -> list[Path]:
+    """Rewrite <results_dir>/<suite>/ from a report's ``runs.csv`` (the tidy table, with every run's numbers),
+    without the store: the same numbers, laid out by this version of the report. Nothing is written to MLflow."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(csv, dtype={"budget": str, "status": str})
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--from-csv {csv}: cannot read it as a report's runs.csv ({e})") from None
+    missing = {"task", "protocol", "budget", "seed", "test_acc", "status"} - set(df.columns)
+    if missing:
+        raise ConfigError(f"--from-csv {csv}: not a report's runs.csv (no column {sorted(missing)[0]!r})")
+    dataset = str(df["dataset"].dropna().iloc[0]) if "dataset" in df and df["dataset"].notna().any() else ""
+    out, written = write_files(df, suite, dataset)
+    console.print(f"report: {out}/ ({len(written)} files, from {csv})")
+    return written
+
+
 def publish(tracker: Tracker, cells: list[Cell], suite: Suite, data: Dataset, console: Console) -> list[Path]:
     """Write <results_dir>/<suite>/ from the suite's finished runs and attach it to the latest parent run. A suite
     without any finished evaluation is an error (nothing is written, nothing is created in the store)."""
@@ -50,15 +82,7 @@ def publish(tracker: Tracker, cells: list[Cell], suite: Suite, data: Dataset, co
             f"suite {suite.name!r} has no finished evaluation runs in {tracker.uri} under its current keys; "
             f"run it first (bench run), or check --dry-run for stale cells"
         )
-    out = inside(suite.results_dir, suite.name)
-    check_writable(out)
-    margin = suite.report.equivalence_margin
-    written = write_report(df, out, suite=suite.name, dataset=data.name, margin=margin, data_warnings=data.warnings)
-    for old in out.iterdir():  # a figure an earlier report drew and this one does not (too few seeds now)
-        if old.is_file() and old.stem in REPORT_STEMS and old not in written:
-            old.unlink()
-        elif old.name.startswith(".") and old.suffix == ".tmp" and time.time() - old.stat().st_mtime > 60:
-            old.unlink(missing_ok=True)  # a file a killed report was writing (never one being written now)
+    out, written = write_files(df, suite, data.name, data.warnings)
     parents = sorted(tracker.runs("tags.kind = 'suite'"), key=lambda r: r.info.start_time)
     plan = plan_digest(cells)
     if parents and parents[-1].data.tags.get("plan") != plan:  # the latest record is of other cells: keep it

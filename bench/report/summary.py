@@ -11,9 +11,11 @@ from rich.table import Table
 from rich.text import Text
 
 from bench.cell import Cell
+from bench.report.captions import caption
 from bench.report.comparisons import budget_label, budget_order, comparisons, protocol_order
 from bench.report.stats import MARGIN
-from bench.report.tables import TEXT, best_per_column, caption, cell_text, partial_note, table_cells
+from bench.report.table_cells import TEXT, best_per_column, cell_text, table_cells
+from bench.report.tables import partial_note
 from bench.report.tidy import by_seed, tidy
 from bench.report.verdicts import family_verdicts, legend
 from bench.store.tracking import Tracker
@@ -32,14 +34,15 @@ def summary_renderables(df: pd.DataFrame, margin: float = MARGIN) -> list[Render
     for protocol in protocol_order(df):
         cells = table_cells(df, comp, protocol)
         best = best_per_column(cells, budgets)
+        mixed = len({v[0].method for row in cells.values() for v in row.values() if v[0].n > 1}) > 1
         table = Table(
-            title=Text(f"{protocol}: test accuracy", style="bold"),
+            title=Text(f"{protocol}: test accuracy by labelled images", style="bold"),
             caption=Text(caption(df, comp, protocol, TEXT)),
             caption_justify="left",
         )
         table.add_column("task")
         for b in budgets:
-            table.add_column(budget_label(b, df), justify="right")
+            table.add_column(budget_label(b, df).removesuffix(" labels").replace(" labels)", ")"), justify="right")
         for task, row in cells.items():
             texts = []
             for b in budgets:
@@ -47,7 +50,7 @@ def summary_renderables(df: pd.DataFrame, margin: float = MARGIN) -> list[Render
                     texts.append(Text(""))
                     continue
                 top = row[b][0].n > 0 and row[b][0].mean == best[b]
-                texts.append(Text(cell_text(*row[b], best=False, sym=TEXT), style="bold" if top else ""))
+                texts.append(Text(console_cell(*row[b], mixed=mixed), style="bold" if top else ""))
             table.add_row(Text(task), *texts)
         out.append(table)
     verdicts = family_verdicts(comp, df)
@@ -57,6 +60,18 @@ def summary_renderables(df: pd.DataFrame, margin: float = MARGIN) -> list[Render
     if note:
         out.append(Text(note))
     return out
+
+
+def console_cell(iv, planned: int, marker: str, mixed: bool) -> str:
+    """A table cell in two short lines, so that a table of four budgets fits 80 columns: ``0.2618 (n=2) ▲`` over
+    its interval (``range`` named only where the table mixes ranges and confidence intervals)."""
+    first = cell_text(iv, planned, marker, best=False, sym=TEXT)
+    if iv.n <= 1:
+        return first
+    gap = f" of {planned}" if iv.n < planned else ""
+    mark = "".join(f" {TEXT[m]}" for m in marker.split())
+    label = "range " if mixed and iv.method == "range" else ""
+    return f"{iv.mean:.4f} (n={iv.n}{gap}){mark}\n{label}[{iv.low:.3f}, {iv.high:.3f}]"
 
 
 def render(console: Console, df: pd.DataFrame, margin: float = MARGIN) -> str:

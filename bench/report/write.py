@@ -16,17 +16,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.report.captions import family_sentence, interval_sentence
 from bench.report.caveats import caveats_markdown
 from bench.report.comparisons import budget_order, comparisons, protocol_order, rank_blocks, rank_note, title
 from bench.report.cost import cost_files
 from bench.report.stats import (
-    ALPHA,
     MARGIN,
     MIN_T_SEEDS,
-    min_sign_flip_p,
-    seeds_needed,
 )
-from bench.report.tables import TEXT, interval_sentence, latex_table, markdown_table, partial_note
+from bench.report.table_cells import TEXT
+from bench.report.tables import latex_table, markdown_table, partial_note
 from bench.report.tidy import REFERENCE, by_seed
 from bench.report.variance import variance_markdown, variance_table
 from bench.report.verdicts import legend, margin_text, verdicts_markdown
@@ -50,8 +49,9 @@ def stats_markdown(comp: pd.DataFrame, df: pd.DataFrame) -> str:
         lines += [f"Verdicts. {legend(float(comp.margin.iloc[0]))} In full: verdicts.md.", ""]
     extra = n_max >= MIN_T_SEEDS
     if len(comp) and not extra:
+        seeds = "one seed" if n_max == 1 else f"{n_max} seeds"
         lines += [
-            f"Left out at n = {n_max} seeds: the paired t-test p (one degree of freedom: two equal differences "
+            f"Left out with {seeds}: the paired t-test p (one degree of freedom: two equal differences "
             "would read as near-certainty) and the exact Wilcoxon signed-rank p (with n < 3 pairs it equals the "
             "sign-flip p). Both are in stats.csv.",
             "",
@@ -61,14 +61,10 @@ def stats_markdown(comp: pd.DataFrame, df: pd.DataFrame) -> str:
     head += " P(improve) | | verdict |"
     for (protocol, base), fam in comp.groupby(["protocol", "baseline"], sort=False) if len(comp) else []:
         ref = "+".join(REFERENCE) if base == REFERENCE[0] else f"{base}+{protocol}"
-        m, n = int(fam.family_size.max()), int(fam.n.max())
         lines += [
             f"## {protocol}: tasks against {ref}",
             "",
-            f"Holm families of {m} tasks, one per budget; with {'one seed' if n == 1 else f'{n} seeds'} the "
-            "smallest possible p is "
-            f"{min_sign_flip_p(n):.3g}; "
-            f"p < {ALPHA} after Holm needs {seeds_needed(m)} seeds.",
+            family_sentence(comp, protocol, TEXT, base),  # the tests behind the table's markers, said once here
             "",
             head,
             "|---|---|---:|---|---:|---:|" + ("---:|---:|---:|" if extra else "") + "---:|---|---|",
