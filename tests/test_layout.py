@@ -14,7 +14,7 @@ MAX_LINES = 300
 
 # A package may import only packages of a lower layer (and itself): the flow of a suite, read bottom up.
 LAYERS = [
-    {"errors", "version"},
+    {"errors", "version", "clock"},
     {"plugins"},
     {"registry", "files", "cell"},
     {"config"},

@@ -134,3 +134,20 @@ def test_a_resumed_pretraining_says_whose_state_it_resumes_and_whether_that_proc
     other.wait()
     assert describe_saver(owner) == "suite 'other' (interrupted)"
     assert describe_saver(None) == "an earlier run"  # a state saved before owners were recorded
+
+
+def test_progress_within_an_epoch_is_reported_at_every_step_and_printed_when_due(images, monkeypatch):
+    from bench.run.progress import PretrainProgress
+
+    cfg = PretrainConfig(epochs=2, batch_size=16, lr=0.05, workers=0)
+    steps = []
+    pretrain(rotation_task(), images, cfg, 0, on_step=lambda *a: steps.append(a))
+    assert steps == [(e, s, 4) for e in (1, 2) for s in range(1, 5)]  # 64 images, batches of 16
+    monkeypatch.setenv("BENCH_PROGRESS_EVERY_S", "0")  # every step due
+    said = []
+    ticks = PretrainProgress(said.append, "rotation seed=0", 2)
+    for epoch, step, n in steps:
+        ticks.step(epoch, step, n)
+    # steps 1-3 of each epoch (the last step's line is the epoch's own)
+    assert [s.split(": ")[1].split(" in ")[0] for s in said] == ["step 1/4", "step 2/4", "step 3/4"] * 2
+    assert all(s.startswith("rotation seed=0 epoch ") and s.endswith("left in the epoch") for s in said)

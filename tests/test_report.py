@@ -283,7 +283,7 @@ def test_render_summary_and_summary_tables_read_the_tracker():
 def test_a_one_seed_sweep_reports_without_intervals_or_markers(tmp_path):
     write_report(sweep(seeds=1), tmp_path)
     table = (tmp_path / "table.md").read_text()
-    assert "one seed: no interval" in table and "▲" not in table and "[" not in table.split("\n\n")[1]
+    assert "One seed: no interval." in table and "▲" not in table and "[" not in table.split("\n\n")[1]
     assert "No markers: with one seed the sign-flip test cannot reach" in table and "1 seeds" not in table
     stats_md = (tmp_path / "stats.md").read_text()
     assert "with one seed the smallest possible p is 1" in stats_md and "1 seeds" not in stats_md

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from bench.cell import eval_seed, label_draw
+from bench.clock import Every
 from bench.config.settings import digest
 from bench.config.suite import Suite
 from bench.data.budgets import budget_indices
@@ -246,13 +247,18 @@ class Tuner:
                 self.say(f"{name}: started ({position} of {self.cfg.trials} in its study)")
                 settings = self.suite.protocol_settings(protocol, params)
 
-                def report(progress: float, acc: float) -> None:
-                    record.metric("val_acc_during", acc, step=round(100 * progress))  # % of the schedule
-                    trial.report(acc, step=round(100 * progress))
-                    if trial.should_prune():
-                        raise optuna.TrialPruned()
+                every = Every()
 
-                watch = Watch(report if self.cfg.prune else None, record, self.device)
+                def report(progress: float, acc: float) -> None:
+                    if every.due():  # a trial of minutes is not silent
+                        self.say(f"{name}: {progress:.0%} of its schedule, val_acc {acc:.4f} ({every.elapsed():.0f} s)")
+                    if self.cfg.prune:
+                        record.metric("val_acc_during", acc, step=round(100 * progress))  # % of the schedule
+                        trial.report(acc, step=round(100 * progress))
+                        if trial.should_prune():
+                            raise optuna.TrialPruned()
+
+                watch = Watch(report, record, self.device)
                 try:
                     score = kind.score(settings, data, folds, watch)
                 except optuna.TrialPruned:

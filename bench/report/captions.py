@@ -39,7 +39,7 @@ def interval_sentence(methods: set[str], sym: dict, what: str = "brackets", boun
             f"{what}: the seeds' range [min, max]; fewer than {MIN_T_SEEDS} seeds are too few for a confidence interval"
         )
     if "single" in methods:
-        parts.append("one seed: no interval")
+        parts.append("One seed: no interval" if not parts else "one seed: no interval")
     return "; ".join(parts) + "." if parts else ""
 
 

@@ -35,11 +35,7 @@ def summary_renderables(df: pd.DataFrame, margin: float = MARGIN) -> list[Render
         cells = table_cells(df, comp, protocol)
         best = best_per_column(cells, budgets)
         mixed = len({v[0].method for row in cells.values() for v in row.values() if v[0].n > 1}) > 1
-        table = Table(
-            title=Text(f"{protocol}: test accuracy by labelled images", style="bold"),
-            caption=Text(caption(df, comp, protocol, TEXT)),
-            caption_justify="left",
-        )
+        table = Table()  # title and caption printed beside it, at the console's width, not the table's
         table.add_column("task")
         for b in budgets:
             table.add_column(budget_label(b, df).removesuffix(" labels").replace(" labels)", ")"), justify="right")
@@ -52,7 +48,8 @@ def summary_renderables(df: pd.DataFrame, margin: float = MARGIN) -> list[Render
                 top = row[b][0].n > 0 and row[b][0].mean == best[b]
                 texts.append(Text(console_cell(*row[b], mixed=mixed), style="bold" if top else ""))
             table.add_row(Text(task), *texts)
-        out.append(table)
+        out += [Text(f"{protocol}: test accuracy by labelled images", style="bold"), table]
+        out.append(Text(caption(df, comp, protocol, TEXT)))
     verdicts = family_verdicts(comp, df)
     if verdicts:
         out.append(Text("\n".join([f"Verdicts. {legend(margin)}", *(f"- {v}" for v in verdicts)])))

@@ -84,6 +84,10 @@ def family_verdicts(comp: pd.DataFrame, df: pd.DataFrame) -> list[str]:
     '<protocol> at <budget>, against <reference>: <phrase>; <phrase>.'"""
     if comp.empty:
         return []
+    reasons = {too_few(int(r.n), int(r.family_size), float(r.margin)) for r in comp.itertuples()}
+    if (comp.verdict == "inconclusive").all() and (comp.n < MIN_T_SEEDS).all() and len(reasons) == 1:
+        families = len(comp.groupby(["protocol", "baseline", "budget"]))  # said once, not once per family
+        return [f"Every comparison ({len(comp)} in {families} families) is inconclusive: {reasons.pop()}."]
     out = []
     for protocol in protocol_order(df):
         for baseline in comp.baseline[comp.protocol == protocol].unique():

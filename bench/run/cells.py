@@ -31,6 +31,7 @@ from bench.models.encoders import build_encoder
 from bench.protocols.base import Labelled
 from bench.protocols.features import Fitted, extract_features, recalibrate_bn
 from bench.registry import PROTOCOLS, TASKS
+from bench.run.progress import PretrainProgress
 from bench.store.checkpoints import CheckpointUnusable, checkpoint_path, load_encoder, save_encoder
 from bench.store.client import store_failure
 from bench.store.lease import Holder, describe_saver
@@ -240,31 +241,30 @@ class GroupRun:
         suite = self.runner.suite
         self.runner.check_lease()
         self.progress.update(self.bar, description=cell.label)
-        console = self.progress.console
         task = build_task(suite, cell.task, cell.seed, self.data.image_size)
         length = run_length(suite.pretrain, len(self.data.pool))
         epochs = length.epochs
         tracker = self.runner.tracker
+        say = lambda text: self.progress.console.print(f"  {text}", highlight=False)  # noqa: E731
+        ticks = PretrainProgress(say, f"{cell.task} seed={cell.seed}", epochs)
         with tracker.pretrain_run(cell, task, suite, self.data) as log:
 
             def on_epoch(s: EpochStats) -> None:
                 self.runner.check_lease()  # a lost lease stops pretraining within an epoch
                 log.epoch(s)
-                console.print(
-                    f"  {cell.task} seed={cell.seed} epoch {s.epoch}/{epochs}  loss {s.loss:.4f}  "
-                    f"{s.images_per_s:,.0f} img/s  {s.seconds:.1f} s"
-                )
+                ticks.epoch(s)
 
             start = time.perf_counter()
             pool = self.data.pool.on(self.device, suite.execution.pool)
             partial = checkpoint_path(self.runner.cache, cell.key).with_suffix(".partial.pt")
-            say = lambda text: console.print(f"  {text}", highlight=False)  # noqa: E731
             resumed = lambda done, saver: say(  # noqa: E731
                 f"{cell.label}: resuming at epoch {done}/{epochs} from the state saved by {describe_saver(saver)}"
             )
             hooks = health_hooks(suite, task, self.data.pool, cell.seed)
             owner = {"suite": suite.name, **Holder.me(0).tags()}  # saved with the state: who trained it
-            history = pretrain(task, pool, suite.pretrain, cell.seed, on_epoch, partial, say, hooks, owner, resumed)
+            history = pretrain(
+                task, pool, suite.pretrain, cell.seed, on_epoch, partial, say, hooks, owner, resumed, ticks.step
+            )
             self.runner.check_lease()  # before touching files another holder may now own
             encoder = task.evaluated_encoder()  # what the protocols evaluate (DINO: its teacher's encoder)
             path, stamp = save_encoder(encoder, self.runner.cache, cell.key)

@@ -97,6 +97,7 @@ NOT_NUMERIC = {
     "bench.errors": "the kinds of error and their exit codes",
     "bench.version": "the version string",
     "bench.files": "how files are written, not what they hold",
+    "bench.clock": "when progress lines are printed",
     "bench.registry": "finds tasks, protocols, encoders and datasets by name",
     "bench.plugins": "imports a user's task, encoder, dataset or protocol (its own source is in its cells' keys)",
     "bench.api": "the public functions: load a suite, run it, write its report",

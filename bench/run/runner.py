@@ -33,6 +33,7 @@ from bench.report.publish import publish
 from bench.report.summary import render_summary
 from bench.run.cells import GroupRun, draw_labels, prepare_encoder, resolve_device, trained_encoder
 from bench.run.dryrun import print_plan
+from bench.run.eta import CellTimes, EtaColumn, estimate_line
 from bench.run.identity import plan_environment
 from bench.run.plan import build_plan
 from bench.run.staleness import stale_reasons
@@ -69,7 +70,9 @@ class LocalExecutor:
         say = lambda text: runner.console.print(f"  {text}", highlight=False, markup=False)  # noqa: E731
         tuner = Tuner(suite, data, device, runner.prepared_encoder, runner.source, MlflowTrials(), say=say)
         failed: dict[str, str] = {}
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        order = [c for _, cells in runner.groups(todo) for c in cells]  # as GroupRun runs them
+        eta = EtaColumn(runner.cell_times(), order)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), eta)
         with runner.tracker.suite_run(suite, runner.suite_path, data, device, plan_digest(runner.cells)):
             with Progress(*columns, console=runner.console) as progress:
                 bar = progress.add_task("cells", total=len(todo))
@@ -122,6 +125,7 @@ class Runner:
         self.lease: Lease | None = None
         self._prepared: dict[tuple[str, int], torch.nn.Module] = {}
         self._sources: dict[tuple[str, int], str] | None = None
+        self._finished: dict = {}
         self.ui_command = f"bench ui {shlex.quote(str(suite_path))}"  # what serves this suite's store
 
     def check(self) -> dict[tuple[int, int | str], np.ndarray]:
@@ -177,8 +181,10 @@ class Runner:
             f"{len(todo)} to run ({n_pre} pretraining, {len(todo) - n_pre} evaluation)"
             + (f"; {stale} interrupted runs marked KILLED" if stale else "")
         )
+        self._finished = done
         if dry_run:
             print_plan(self.console, self.cells, set(done), stale_reasons(self.tracker, todo), verbose)
+            self.console.print(estimate_line(self.cell_times(), todo), highlight=False, markup=False)
             return Outcome(len(self.cells), len(self.cells) - len(todo), 0, {}, "")
         failed: dict[str, str] = {}
         if todo:
@@ -190,6 +196,11 @@ class Runner:
         self.console.print(self.tracker.ui_hint(self.ui_command), soft_wrap=True, highlight=False, markup=False)
         self.console.print(f"wall time {time.perf_counter() - start:.0f} s")
         return Outcome(len(self.cells), len(self.cells) - len(todo), len(todo) - len(failed), failed, tables)
+
+    def cell_times(self) -> CellTimes:
+        """Measured cell times of this suite's finished runs (``bench.run.eta``)."""
+        trials = self.tracker.runs("tags.kind = 'trial'") if self.suite.tuning.enabled else []
+        return CellTimes.from_runs(self._finished.values(), trials)
 
     def check_lease(self) -> None:
         if self.lease is not None:

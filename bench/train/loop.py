@@ -104,6 +104,7 @@ def pretrain(
     hooks: Sequence[EpochHook] = (),
     owner: dict[str, str] | None = None,
     on_resume: Callable[[int, dict[str, str] | None], None] | None = None,
+    on_step: Callable[[int, int, int], None] | None = None,
 ) -> list[EpochStats]:
     """Train ``task`` (encoder and head) on uint8 ``images`` (N, 3, H, W), already on the training device (or a
     ``StreamedPool`` for it: the same batches, read as they are needed), for
@@ -117,6 +118,7 @@ def pretrain(
     ``hooks`` measures the task; the measures are in that epoch's ``EpochStats.measures``. An unreadable saved
     state is moved aside (``say`` tells why) and training starts over. ``owner`` (who trains) is saved with the
     state; a resumed run calls ``on_resume`` with the epochs done and the owner saved with them (None: not saved).
+    ``on_step(epoch, step, steps)`` is called after every optimiser step (progress within a long epoch).
     """
     device = images.device
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -177,6 +179,8 @@ def pretrain(
                 sched.step()
                 task.after_step((epoch - 1) * steps + step + 1, length.steps)
                 total += loss.detach().float()
+                if on_step:
+                    on_step(epoch, step + 1, taken)
             if reference:
                 source.close()  # now, not when collected: its workers stop and the caller's random state is back
             mean = (total / taken).item()  # one host sync per epoch
