@@ -55,7 +55,7 @@ def test_a_run_in_a_clone_leaves_it_clean_and_compares_with_the_committed_result
     assert (clone / "results" / "smoke" / "table.md").read_text() == committed
     assert (clone / "runs" / "smoke" / "table.md").is_file()
     assert "against the reference results/smoke/ (commit " in out
-    assert "8 of its 8 evaluations rerun, 8 with the same test accuracy to 4 decimals" in out, out
+    assert "all 8 of its 8 evaluations rerun, with the same test accuracy to 4 decimals" in out, out
 
 
 @pytest.mark.slow
@@ -103,3 +103,22 @@ def test_the_eta_column_estimates_from_measured_cells_and_learns_from_each_finis
     now[0] += 4
     assert column.render(SimpleNamespace(completed=1)).plain == "about 16 s left"  # the current cell's 4 s
     assert eta.duration(45) == "45 s" and eta.duration(720) == "12 min" and eta.duration(9000) == "2.5 h"
+
+
+def test_the_line_against_the_reference_names_the_largest_difference(tmp_path):
+    import pandas as pd
+
+    from bench.report.reference import against_reference
+
+    rows = [("rotation", "linear", "100", s, 0.25 + s / 100) for s in (0, 1)]
+    frame = pd.DataFrame(rows, columns=["task", "protocol", "budget", "seed", "test_acc"]).assign(
+        git_commit="abc1234def"
+    )
+    (tmp_path / "ref" / "demo").mkdir(parents=True)
+    frame.to_csv(tmp_path / "ref" / "demo" / "runs.csv", index=False)
+    frame.assign(test_acc=[0.25, 0.27]).to_csv(tmp_path / "runs.csv", index=False)
+    line = against_reference(tmp_path / "runs.csv", tmp_path / "ref", "demo")
+    assert line.startswith(f"against the reference {tmp_path / 'ref' / 'demo'}/ (commit abc1234): 2 of its 2")
+    assert "1 with the same test accuracy to 4 decimals" in line and "largest 0.0100 (rotation linear 100 s1" in line
+    assert against_reference(tmp_path / "ref" / "demo" / "runs.csv", tmp_path / "ref", "demo") is None  # itself
+    assert against_reference(tmp_path / "runs.csv", tmp_path / "nowhere", "demo") is None

@@ -31,6 +31,9 @@ def against_reference(runs_csv: Path, reference_dir: str | Path, suite: str) -> 
     if both.empty:
         return f"{where} (commit {commit}): none of its {len(ref)} evaluations is in this report"
     diff = (both["test_acc"] - both["test_acc_ref"]).abs()
+    if (diff < SAME).all():
+        same = "with the same test accuracy to 4 decimals"
+        return f"{where} (commit {commit}): all {len(both)} of its {len(ref)} evaluations rerun, {same}"
     worst = both.loc[diff.idxmax()]
     cell = f"{worst['task']} {worst['protocol']} {worst['budget']} s{worst['seed']}"
     return (

@@ -50,8 +50,9 @@ def open_ui(name: str | None, uri: str, results_dir: str, host: str = "127.0.0.1
     the MLflow UI on ``port`` and the page on ``port + 1`` until Ctrl-C. A tracking server serves its own UI."""
     db, remote = sqlite_path(uri), uri.startswith(("http://", "https://"))
     if db is not None and not db.is_file():
-        which = f"suite {name!r} has" if name else "no suite has"
-        raise ConfigError(f"no MLflow store at {db}: {which} run into it yet (bench run SUITE writes it)")
+        if name is None:
+            raise ConfigError(f"no MLflow store at {db}; name the suite whose store to serve: bench ui SUITE")
+        raise ConfigError(f"no MLflow store at {db}: suite {name!r} has not run into it yet (bench run writes it)")
     base = uri.rstrip("/") if remote else f"http://{host}:{port}"
     found = experiment_urls(uri, base)
     with contextlib.ExitStack() as stack:
