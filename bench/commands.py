@@ -122,7 +122,7 @@ def cmd_ui(args: argparse.Namespace, console: Console) -> int:
     from bench.tools.serve import open_ui
 
     found = suite_store(suite_file(args.suite), args.set) if args.suite else (None, store_uri(None, "results"), "")
-    return open_ui(*found, args.host, args.port, say=lambda text: console.print(text, highlight=False))
+    return open_ui(*found, args.host, args.port, say=lambda text: console.print(text, highlight=False, soft_wrap=True))
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:

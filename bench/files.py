@@ -10,8 +10,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
-
 from bench.errors import OutputError
 
 # errors of the machine, not of a cell: the run stops with one line instead of failing every cell in turn
@@ -105,5 +103,7 @@ def torch_bytes(obj) -> bytes:
     """``torch.save`` into memory: a full disk then fails in an ordinary write with errno ENOSPC (torch's own
     file writer reports it as ``RuntimeError: unexpected pos``)."""
     buffer = io.BytesIO()
+    import torch  # here, not at the top: reading a store (bench ui) needs no PyTorch
+
     torch.save(obj, buffer)
     return buffer.getvalue()
