@@ -79,7 +79,7 @@ def test_health_is_logged_by_epoch_and_leaves_the_results_unchanged(tmp_path):
     assert len(rotation) and list(rotation.rankme) == pytest.approx([history[-1].value] * len(rotation), rel=1e-12)
     assert len(baselines) and baselines.rankme.isna().all()  # no pretraining, no RankMe
     assert (rotation.health_cost > 0).all() and baselines.health_cost.isna().all()
-    assert "too few tasks" in (tmp_path / "r2" / "smoke" / "health.md").read_text()
+    assert "Not computed at any budget: 1 pretraining task" in (tmp_path / "r2" / "smoke" / "health.md").read_text()
     assert not (tmp_path / "r0" / "smoke" / "health.md").exists()  # nothing measured, no file
     unmeasured_rows = pd.read_csv(tmp_path / "r0" / "smoke" / "runs.csv")
     assert unmeasured_rows.rankme.isna().all() and unmeasured_rows.health_cost.isna().all()  # not a cost of 0

@@ -35,7 +35,11 @@ def results_page(page: Callable[[], str], host: str, port: int) -> Iterator[str]
         def log_message(self, *args) -> None:  # one line per request would bury the addresses
             pass
 
-    server = ThreadingHTTPServer((host, port), Page)
+    try:
+        server = ThreadingHTTPServer((host, port), Page)
+    except OSError as e:
+        where = f"{host}:{port}"
+        raise ConfigError(f"cannot serve the results page on {where} ({e.strerror}); choose another --port") from None
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
